@@ -1,0 +1,1 @@
+"""Loop-based float64 CNN layers, written to be checked by eye."""
