@@ -1,0 +1,210 @@
+"""Reference CNN layers: explicit loops over output positions, to be checked by eye.
+
+Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward(dout, cache)``
+returns the gradients of the loss with respect to the forward's inputs. Tensors
+are NCHW. Arrays keep the dtype they come in with; the tests run this module in
+float64 and use it as the oracle for ``fast.layers``. Nothing here imports
+``fast``, so one mistake cannot hide in both implementations.
+"""
+import numpy as np
+
+
+def conv_output_size(size, kernel, stride, pad):
+    """Output length of a window sliding over ``size`` (+ ``pad`` each side), floored."""
+    if stride < 1 or pad < 0 or kernel < 1:
+        raise ValueError(f"need kernel >= 1, stride >= 1 and padding >= 0, got kernel {kernel}, "
+                         f"stride {stride}, padding {pad}")
+    out = (size + 2 * pad - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(f"output size {out} < 1: input size {size}, kernel {kernel}, "
+                         f"stride {stride}, padding {pad}")
+    return out
+
+
+def _check_rank(name, array, rank):
+    if array.ndim != rank:
+        raise ValueError(f"{name} must be {rank}-D, got shape {array.shape}")
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    """Cross-correlate ``x`` with ``w``.
+
+    x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) -> out: (N, F, OH, OW).
+    """
+    _check_rank("conv input x", x, 4)
+    _check_rank("conv weights w", w, 4)
+    N, C, H, W = x.shape
+    F, CW, KH, KW = w.shape
+    if C != CW:
+        raise ValueError(f"channel mismatch: x has {C} channels, w expects {CW}")
+    if b.shape != (F,):
+        raise ValueError(f"conv bias b must have shape ({F},), got {b.shape}")
+    OH = conv_output_size(H, KH, stride, pad)
+    OW = conv_output_size(W, KW, stride, pad)
+
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((N, F, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    window = xp[n, :, i * stride:i * stride + KH, j * stride:j * stride + KW]
+                    out[n, f, i, j] = np.sum(window * w[f]) + b[f]
+    return out, (x, w, stride, pad)
+
+
+def conv2d_backward(dout, cache):
+    """dout: (N, F, OH, OW) -> dx: (N, C, H, W), dw: (F, C, KH, KW), db: (F,)."""
+    x, w, stride, pad = cache
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    _, _, OH, OW = dout.shape
+
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    db = np.zeros(F, dtype=dout.dtype)
+    for n in range(N):
+        for f in range(F):
+            for i in range(OH):
+                for j in range(OW):
+                    rows = slice(i * stride, i * stride + KH)
+                    cols = slice(j * stride, j * stride + KW)
+                    g = dout[n, f, i, j]
+                    # out[n, f, i, j] = sum(window * w[f]) + b[f]: each input of the
+                    # window and each weight gets g times the other factor.
+                    dw[f] += g * xp[n, :, rows, cols]
+                    dxp[n, :, rows, cols] += g * w[f]
+                    db[f] += g
+    dx = dxp[:, :, pad:pad + H, pad:pad + W]
+    return dx, dw, db
+
+
+def maxpool2d_forward(x, size=2, stride=None):
+    """Max over ``size`` x ``size`` windows, ``stride`` apart (default ``size``), no padding.
+
+    x: (N, C, H, W) -> out: (N, C, OH, OW). Windows may overlap (stride < size).
+    """
+    _check_rank("max-pool input x", x, 4)
+    stride = size if stride is None else stride
+    N, C, H, W = x.shape
+    OH = conv_output_size(H, size, stride, 0)
+    OW = conv_output_size(W, size, stride, 0)
+
+    out = np.zeros((N, C, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for i in range(OH):
+                for j in range(OW):
+                    window = x[n, c, i * stride:i * stride + size, j * stride:j * stride + size]
+                    out[n, c, i, j] = window.max()
+    return out, (x, size, stride)
+
+
+def maxpool2d_backward(dout, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W).
+
+    Each window's gradient goes to one element: the first maximum in row-major
+    order (what ``np.argmax`` picks). An element that is the maximum of several
+    overlapping windows collects the sum of their gradients.
+    """
+    x, size, stride = cache
+    N, C, OH, OW = dout.shape
+    dx = np.zeros_like(x)
+    for n in range(N):
+        for c in range(C):
+            for i in range(OH):
+                for j in range(OW):
+                    window = x[n, c, i * stride:i * stride + size, j * stride:j * stride + size]
+                    di, dj = divmod(int(np.argmax(window)), size)
+                    dx[n, c, i * stride + di, j * stride + dj] += dout[n, c, i, j]
+    return dx
+
+
+def relu_forward(x):
+    """max(x, 0), elementwise, any shape."""
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    """Gradient passes where x > 0; at the kink x == 0 it is 0."""
+    x = cache
+    return dout * (x > 0)
+
+
+def affine_forward(x, w, b):
+    """x: (N, ...) flattened to (N, D), w: (D, M), b: (M,) -> out: (N, M)."""
+    if x.ndim < 2:
+        raise ValueError(f"affine input x must be at least 2-D (N, ...), got shape {x.shape}")
+    _check_rank("affine weights w", w, 2)
+    N = x.shape[0]
+    x2 = x.reshape(N, -1)  # (N, D)
+    if x2.shape[1] != w.shape[0]:
+        raise ValueError(f"affine size mismatch: x has {x2.shape[1]} features per sample, "
+                         f"w expects {w.shape[0]}")
+    if b.shape != (w.shape[1],):
+        raise ValueError(f"affine bias b must have shape ({w.shape[1]},), got {b.shape}")
+    out = np.zeros((N, w.shape[1]), dtype=x.dtype)
+    for n in range(N):
+        out[n] = x2[n] @ w + b
+    return out, (x, w)
+
+
+def affine_backward(dout, cache):
+    """dout: (N, M) -> dx in x's original shape, dw: (D, M), db: (M,)."""
+    x, w = cache
+    N = x.shape[0]
+    x2 = x.reshape(N, -1)  # (N, D)
+    dx2 = np.zeros_like(x2)
+    dw = np.zeros_like(w)
+    for n in range(N):
+        dx2[n] = w @ dout[n]
+        dw += np.outer(x2[n], dout[n])
+    db = dout.sum(axis=0)
+    return dx2.reshape(x.shape), dw, db
+
+
+def check_labels(logits, y, class_weights):
+    """Validate the shapes and values that softmax cross-entropy relies on."""
+    _check_rank("logits", logits, 2)
+    N, K = logits.shape
+    if y.shape != (N,):
+        raise ValueError(f"labels y must have shape ({N},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
+    if N and (y.min() < 0 or y.max() >= K):
+        raise ValueError(f"labels must lie in [0, {K - 1}], got values from {y.min()} to {y.max()}")
+    if class_weights is not None:
+        class_weights = np.asarray(class_weights)
+        if class_weights.shape != (K,):
+            raise ValueError(f"class_weights must have one weight per class ({K}), "
+                             f"got shape {class_weights.shape}")
+        if np.any(class_weights <= 0):
+            raise ValueError(f"class_weights must be positive, got {class_weights.tolist()}")
+
+
+def softmax_cross_entropy(logits, y, class_weights=None):
+    """Mean (or class-weighted mean) cross-entropy of softmax(logits) against labels y.
+
+    logits: (N, K), y: (N,) ints in [0, K) -> (loss, dlogits (N, K)).
+    With class_weights (K,), the loss is sum(w[y_i] * loss_i) / sum(w[y_i]).
+    """
+    check_labels(logits, y, class_weights)
+    N, K = logits.shape
+    weights = np.ones(N, dtype=logits.dtype)
+    if class_weights is not None:
+        weights = np.asarray(class_weights, dtype=logits.dtype)[y]
+    total = weights.sum()
+
+    loss = np.zeros((), dtype=logits.dtype)
+    dlogits = np.zeros_like(logits)
+    for n in range(N):
+        # log-sum-exp after subtracting the row max: exact, and no overflow
+        # for logits in the thousands.
+        shifted = logits[n] - logits[n].max()
+        log_probs = shifted - np.log(np.sum(np.exp(shifted)))
+        loss += weights[n] * -log_probs[y[n]]
+        grad = np.exp(log_probs)
+        grad[y[n]] -= 1
+        dlogits[n] = weights[n] * grad / total
+    return (loss / total).astype(logits.dtype), dlogits
