@@ -1,0 +1,233 @@
+"""The CNNs: stacks of contract layers over either implementation, and their files.
+
+A network holds its parameters in ``params`` and returns gradients in a dict of
+the same keys, so an optimizer can loop over the keys. The layer math comes from
+``reference.layers`` or ``fast.layers`` (``impl``); the model code is shared, so
+with the same weights both give the same loss and gradients.
+"""
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import fast.layers
+import reference.layers
+
+IMPLEMENTATIONS = {"fast": fast.layers, "reference": reference.layers}
+FORMAT_VERSION = 1
+
+
+class ModelFileError(Exception):
+    """A model file that is missing, corrupt, or not a model of this project."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything needed to rebuild a network's shapes (weights excluded).
+
+    Each conv block is conv(kernel, stride, pad) - ReLU - max-pool(pool) (pool 1
+    means no pooling); then affine(hidden) - ReLU - affine(num_classes).
+    """
+    input_shape: tuple = (1, 64, 64)
+    channels: tuple = (16, 32, 64)
+    kernel: int = 3
+    stride: int = 1
+    pad: int = 1
+    pool: int = 2
+    hidden: int = 128
+    num_classes: int = 2
+
+    def to_json(self):
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text):
+        fields = json.loads(text)
+        fields["input_shape"] = tuple(fields["input_shape"])
+        fields["channels"] = tuple(fields["channels"])
+        return cls(**fields)
+
+
+class ConvNet:
+    """A configurable convnet: [conv - ReLU - pool] x len(channels) - affine - ReLU - affine.
+
+    x: (N, C, H, W) -> logits: (N, num_classes). The default suits 1-channel
+    X-rays at 64x64: three 3x3 conv blocks (16, 32, 64 filters), each halving the
+    image, then a 128-unit hidden layer.
+    """
+
+    def __init__(self, arch=Architecture(), impl="fast", seed=0, dtype=np.float32):
+        if impl not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown implementation {impl!r}; choose from {sorted(IMPLEMENTATIONS)}")
+        self.arch = arch
+        self.impl_name = impl
+        self.layers = IMPLEMENTATIONS[impl]
+        self.dtype = np.dtype(dtype)
+        self.params = self._init_params(np.random.default_rng(seed))
+
+    def _init_params(self, rng):
+        """He initialisation: weights ~ N(0, 2 / fan_in), biases zero."""
+        a = self.arch
+        conv = reference.layers.conv_output_size
+        params = {}
+        c, h, w = a.input_shape
+        for i, f in enumerate(a.channels, start=1):
+            fan_in = c * a.kernel * a.kernel
+            params[f"conv{i}_w"] = rng.normal(0, np.sqrt(2 / fan_in), (f, c, a.kernel, a.kernel))
+            params[f"conv{i}_b"] = np.zeros(f)
+            h, w = conv(h, a.kernel, a.stride, a.pad), conv(w, a.kernel, a.stride, a.pad)
+            if a.pool > 1:
+                h, w = conv(h, a.pool, a.pool, 0), conv(w, a.pool, a.pool, 0)
+            c = f
+        flat = c * h * w
+        params["fc1_w"] = rng.normal(0, np.sqrt(2 / flat), (flat, a.hidden))
+        params["fc1_b"] = np.zeros(a.hidden)
+        params["fc2_w"] = rng.normal(0, np.sqrt(2 / a.hidden), (a.hidden, a.num_classes))
+        params["fc2_b"] = np.zeros(a.num_classes)
+        return {k: v.astype(self.dtype) for k, v in params.items()}
+
+    def forward(self, x):
+        """x: (N, C, H, W) -> (logits (N, num_classes), caches for ``backward``)."""
+        L, p, a = self.layers, self.params, self.arch
+        if x.shape[1:] != tuple(a.input_shape):
+            raise ValueError(f"model expects inputs of shape (N, {', '.join(map(str, a.input_shape))}), "
+                             f"got {x.shape}")
+        x = x.astype(self.dtype, copy=False)
+        caches = []
+        for i in range(1, len(a.channels) + 1):
+            x, conv_cache = L.conv2d_forward(x, p[f"conv{i}_w"], p[f"conv{i}_b"], a.stride, a.pad)
+            x, relu_cache = L.relu_forward(x)
+            pool_cache = None
+            if a.pool > 1:
+                x, pool_cache = L.maxpool2d_forward(x, a.pool)
+            caches.append((conv_cache, relu_cache, pool_cache))
+        x, fc1_cache = L.affine_forward(x, p["fc1_w"], p["fc1_b"])
+        x, relu_cache = L.relu_forward(x)
+        logits, fc2_cache = L.affine_forward(x, p["fc2_w"], p["fc2_b"])
+        caches.append((fc1_cache, relu_cache, fc2_cache))
+        return logits, caches
+
+    def backward(self, dlogits, caches):
+        """dlogits: (N, num_classes) -> (grads with the keys of ``params``, dx (N, C, H, W))."""
+        L, a = self.layers, self.arch
+        grads = {}
+        fc1_cache, relu_cache, fc2_cache = caches[-1]
+        d, grads["fc2_w"], grads["fc2_b"] = L.affine_backward(dlogits, fc2_cache)
+        d = L.relu_backward(d, relu_cache)
+        d, grads["fc1_w"], grads["fc1_b"] = L.affine_backward(d, fc1_cache)
+        for i in range(len(a.channels), 0, -1):
+            conv_cache, relu_cache, pool_cache = caches[i - 1]
+            if pool_cache is not None:
+                d = L.maxpool2d_backward(d, pool_cache)
+            d = L.relu_backward(d, relu_cache)
+            d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = L.conv2d_backward(d, conv_cache)
+        return grads, d
+
+    def loss(self, x, y, class_weights=None):
+        """Softmax cross-entropy of the batch and its gradients: -> (loss, grads)."""
+        logits, caches = self.forward(x)
+        loss, dlogits = self.layers.softmax_cross_entropy(logits, y, class_weights)
+        grads, _ = self.backward(dlogits, caches)
+        return float(loss), grads
+
+    def predict_proba(self, x, batch_size=256):
+        """Class probabilities (N, num_classes), in batches (the last partial batch included)."""
+        out = []
+        for start in range(0, len(x), batch_size):
+            logits, _ = self.forward(x[start:start + batch_size])
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            e = np.exp(shifted)
+            out.append(e / e.sum(axis=1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, self.arch.num_classes), self.dtype)
+
+    def input_gradient(self, x, target_class):
+        """d logit[target_class] / d x for each image: saliency. x: (N, C, H, W) -> (N, C, H, W)."""
+        logits, caches = self.forward(x)
+        dlogits = np.zeros_like(logits)
+        dlogits[:, target_class] = 1
+        _, dx = self.backward(dlogits, caches)
+        return dx
+
+
+def SimpleConvNet(input_shape=(1, 28, 28), filters=30, kernel=5, pad=0, stride=1, hidden=100,
+                  num_classes=2, impl="fast", seed=0, dtype=np.float32):
+    """The classic conv - ReLU - pool(2) - affine - ReLU - affine network."""
+    arch = Architecture(input_shape=tuple(input_shape), channels=(filters,), kernel=kernel,
+                        stride=stride, pad=pad, pool=2, hidden=hidden, num_classes=num_classes)
+    return ConvNet(arch, impl=impl, seed=seed, dtype=dtype)
+
+
+def atomic_savez(path, **arrays):
+    """np.savez into a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_model(path, model, metadata=None):
+    """Write weights, architecture and JSON ``metadata`` (normalisation, threshold, ...) to ``.npz``.
+
+    Only plain arrays and strings are stored, so loading never needs pickle.
+    """
+    arrays = {f"param/{k}": v for k, v in model.params.items()}
+    arrays["architecture"] = np.array(model.arch.to_json())
+    arrays["metadata"] = np.array(json.dumps(metadata or {}))
+    arrays["format_version"] = np.array(FORMAT_VERSION)
+    atomic_savez(path, **arrays)
+
+
+def load_model(path, impl="fast", dtype=None):
+    """Read a file written by ``save_model`` -> (model, metadata dict).
+
+    The weights keep the dtype they were saved in unless ``dtype`` is given.
+
+    Raises ModelFileError for a missing, corrupt or foreign file, or one that
+    would need pickle (never allowed: loading must not run code from the file).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            contents = {k: data[k] for k in data.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ModelFileError(f"{path}: refusing to load, the file needs pickle "
+                                 "(it could run code); not a model of this project") from None
+        raise ModelFileError(f"{path}: not a readable model file ({e})") from None
+    except Exception as e:  # zip/npz corruption surfaces as several exception types
+        raise ModelFileError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+
+    if "architecture" not in contents or "format_version" not in contents:
+        raise ModelFileError(f"{path}: not a model of this project (no architecture record)")
+    try:
+        arch = Architecture.from_json(str(contents["architecture"]))
+        metadata = json.loads(str(contents.get("metadata", "{}")))
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{path}: unreadable architecture record ({e})") from None
+
+    stored = {k[len("param/"):]: v for k, v in contents.items() if k.startswith("param/")}
+    if dtype is None:
+        dtype = next(iter(stored.values())).dtype if stored else np.float32
+    model = ConvNet(arch, impl=impl, dtype=dtype)
+    if set(stored) != set(model.params):
+        raise ModelFileError(f"{path}: weights {sorted(stored)} do not match the architecture's "
+                             f"parameters {sorted(model.params)}")
+    for k, v in stored.items():
+        if v.shape != model.params[k].shape:
+            raise ModelFileError(f"{path}: weight {k} has shape {v.shape}, the architecture "
+                                 f"needs {model.params[k].shape}")
+        model.params[k][...] = v
+    return model, metadata
