@@ -6,7 +6,6 @@ offsets). Arrays keep their dtype: float32 for training, float64 for the
 gradient checks.
 """
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from reference.layers import check_labels, conv_output_size  # noqa: F401  (shared validation)
 
@@ -16,47 +15,58 @@ def _check_rank(name, array, rank):
         raise ValueError(f"{name} must be {rank}-D, got shape {array.shape}")
 
 
-def _windows(xp, kh, kw, stride, oh, ow):
-    """A read-only view of every window: xp (N, C, Hp, Wp) -> (N, OH, OW, C, KH, KW)."""
-    sn, sc, sh, sw = xp.strides
-    return as_strided(xp, shape=(xp.shape[0], oh, ow, xp.shape[1], kh, kw),
-                      strides=(sn, sh * stride, sw * stride, sc, sh, sw), writeable=False)
-
-
-def _pad(x, pad):
-    if pad == 0:
-        return x
-    return np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+def _offset_slices(k, size, out_size, stride, pad):
+    """For kernel offset k: the output positions whose input (o*stride + k - pad) lies inside
+    [0, size), as (output slice, input slice). Padding positions are simply skipped."""
+    lo = max(0, -(-(pad - k) // stride))  # ceil((pad - k) / stride), at least 0
+    hi = min(out_size - 1, (size - 1 + pad - k) // stride)
+    if hi < lo:
+        return None
+    first = lo * stride + k - pad
+    return slice(lo, hi + 1), slice(first, first + (hi - lo) * stride + 1, stride)
 
 
 def im2col(x, kh, kw, stride=1, pad=0):
-    """x: (N, C, H, W) -> cols: (N*OH*OW, C*KH*KW), one row per output position.
+    """x: (N, C, H, W) -> cols: (N, C*KH*KW, OH*OW), one column per output position.
 
-    The columns run over (C, KH, KW) in that order, matching ``w.reshape(F, -1)``.
+    Rows run over (C, KH, KW), matching ``w.reshape(F, -1)``, so the convolution
+    of image n is the GEMM ``w_mat @ cols[n]`` whose result is already NCHW. Built
+    by one strided copy per kernel offset, straight from x: no padded copy.
     """
     N, C, H, W = x.shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
-    windows = _windows(_pad(x, pad), kh, kw, stride, oh, ow)  # (N, OH, OW, C, KH, KW)
-    return windows.reshape(N * oh * ow, C * kh * kw)  # copies
+    alloc = np.zeros if pad else np.empty  # padding positions must read as zero
+    cols = alloc((N, C, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        rows = _offset_slices(i, H, oh, stride, pad)
+        for j in range(kw):
+            cols_j = _offset_slices(j, W, ow, stride, pad)
+            if rows is None or cols_j is None:
+                continue
+            cols[:, :, i, j, rows[0], cols_j[0]] = x[:, :, rows[1], cols_j[1]]
+    return cols.reshape(N, C * kh * kw, oh * ow)
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
-    """The adjoint of ``im2col``: cols (N*OH*OW, C*KH*KW) -> (N, C, H, W).
+    """The adjoint of ``im2col``: cols (N, C*KH*KW, OH*OW) -> (N, C, H, W).
 
-    Overlapping windows are summed, so this is not an inverse of im2col. Loops
-    over the KH*KW kernel offsets, each a strided add over all positions.
+    Overlapping windows are summed (so this is not an inverse of im2col): one
+    strided add per kernel offset; values that fell on padding are dropped.
     """
     N, C, H, W = x_shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
-    cols = cols.reshape(N, oh, ow, C, kh, kw)
-    xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
+    cols = cols.reshape(N, C, kh, kw, oh, ow)
+    x = np.zeros(x_shape, dtype=cols.dtype)
     for i in range(kh):
+        rows = _offset_slices(i, H, oh, stride, pad)
         for j in range(kw):
-            patch = cols[:, :, :, :, i, j].transpose(0, 3, 1, 2)  # (N, C, OH, OW)
-            xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += patch
-    return xp[:, :, pad:pad + H, pad:pad + W]
+            cols_j = _offset_slices(j, W, ow, stride, pad)
+            if rows is None or cols_j is None:
+                continue
+            x[:, :, rows[1], cols_j[1]] += cols[:, :, i, j, rows[0], cols_j[0]]
+    return x
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
@@ -72,51 +82,70 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     oh = conv_output_size(H, KH, stride, pad)
     ow = conv_output_size(W, KW, stride, pad)
 
-    cols = im2col(x, KH, KW, stride, pad)  # (N*OH*OW, C*KH*KW)
+    cols = im2col(x, KH, KW, stride, pad)  # (N, C*KH*KW, OH*OW)
     w_mat = w.reshape(F, -1).astype(x.dtype, copy=False)  # (F, C*KH*KW)
-    out = cols @ w_mat.T + b.astype(x.dtype, copy=False)  # (N*OH*OW, F)
-    out = out.reshape(N, oh, ow, F).transpose(0, 3, 1, 2)  # (N, F, OH, OW)
-    return np.ascontiguousarray(out), (x.shape, cols, w, stride, pad)
+    out = np.matmul(w_mat, cols)  # (N, F, OH*OW): one GEMM per image, NCHW already
+    out += b.astype(x.dtype, copy=False)[:, None]
+    return out.reshape(N, F, oh, ow), (x.shape, cols, w, stride, pad)
 
 
-def conv2d_backward(dout, cache):
-    """dout: (N, F, OH, OW) -> dx: (N, C, H, W), dw: (F, C, KH, KW), db: (F,)."""
+def conv2d_backward(dout, cache, need_dx=True):
+    """dout: (N, F, OH, OW) -> dx: (N, C, H, W), dw: (F, C, KH, KW), db: (F,).
+
+    With ``need_dx=False`` (a first layer, whose input is data) dx is None and its
+    GEMM and col2im are skipped.
+    """
     x_shape, cols, w, stride, pad = cache
     F, C, KH, KW = w.shape
-    dout_mat = dout.transpose(0, 2, 3, 1).reshape(-1, F)  # (N*OH*OW, F)
-    dw = (dout_mat.T @ cols).reshape(w.shape).astype(w.dtype, copy=False)
-    db = dout_mat.sum(axis=0)
-    dcols = dout_mat @ w.reshape(F, -1).astype(dout.dtype, copy=False)  # (N*OH*OW, C*KH*KW)
+    N = dout.shape[0]
+    dout_mat = dout.reshape(N, F, -1)  # (N, F, OH*OW), a view
+    # dw = sum_n dout[n] @ cols[n].T, as one GEMM over the batch folded into K.
+    dw = np.einsum("nfp,nkp->fk", dout_mat, cols, optimize=True)
+    dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
+    db = dout_mat.sum(axis=(0, 2))
+    if not need_dx:
+        return None, dw, db
+    dcols = np.matmul(w.reshape(F, -1).T.astype(dout.dtype, copy=False), dout_mat)  # (N, C*KH*KW, OH*OW)
     dx = col2im(dcols, x_shape, KH, KW, stride, pad)
     return dx, dw, db
 
 
 def maxpool2d_forward(x, size=2, stride=None):
-    """x: (N, C, H, W) -> out: (N, C, OH, OW); windows may overlap (stride < size)."""
+    """x: (N, C, H, W) -> out: (N, C, OH, OW); windows may overlap (stride < size).
+
+    One pass per window offset over strided views of x (no window copy). Updating
+    only where a value is strictly greater keeps the first maximum in row-major
+    order: the tie rule of the contract.
+    """
     _check_rank("max-pool input x", x, 4)
     stride = size if stride is None else stride
     N, C, H, W = x.shape
     oh = conv_output_size(H, size, stride, 0)
     ow = conv_output_size(W, size, stride, 0)
-    sn, sc, sh, sw = x.strides
-    windows = as_strided(x, shape=(N, C, oh, ow, size, size),
-                         strides=(sn, sc, sh * stride, sw * stride, sh, sw), writeable=False)
-    windows = windows.reshape(N, C, oh, ow, size * size)  # copies
-    # argmax returns the first maximum in row-major order: the tie rule of the contract.
-    arg = windows.argmax(axis=-1)  # (N, C, OH, OW)
-    out = np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]
-    return out, (x.shape, x.dtype, arg, size, stride)
+    out = x[:, :, 0:stride * oh:stride, 0:stride * ow:stride].copy()
+    arg = np.zeros(out.shape, dtype=np.uint16 if size * size > 255 else np.uint8)
+    for k in range(1, size * size):
+        i, j = divmod(k, size)
+        view = x[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+        greater = view > out
+        np.copyto(out, view, where=greater)
+        arg[greater] = k
+    return out, (x.shape, arg, size, stride)
 
 
 def maxpool2d_backward(dout, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient to its first maximum."""
-    x_shape, dtype, arg, size, stride = cache
+    x_shape, arg, size, stride = cache
     _, _, oh, ow = dout.shape
     dx = np.zeros(x_shape, dtype=dout.dtype)
+    disjoint = stride >= size
     for k in range(size * size):
         i, j = divmod(k, size)
-        # Strided add per kernel offset: overlapping windows accumulate.
-        dx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += np.where(arg == k, dout, 0)
+        target = dx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+        if disjoint:  # each element is written at most once
+            np.copyto(target, dout, where=arg == k)
+        else:  # overlapping windows accumulate
+            target += np.where(arg == k, dout, 0)
     return dx
 
 

@@ -98,19 +98,25 @@ class ConvNet:
         caches = []
         for i in range(1, len(a.channels) + 1):
             x, conv_cache = L.conv2d_forward(x, p[f"conv{i}_w"], p[f"conv{i}_b"], a.stride, a.pad)
-            x, relu_cache = L.relu_forward(x)
+            # ReLU is monotone, so max-pooling before it gives the same output and
+            # the same gradient as after it, on an array pool**2 times smaller.
             pool_cache = None
             if a.pool > 1:
                 x, pool_cache = L.maxpool2d_forward(x, a.pool)
-            caches.append((conv_cache, relu_cache, pool_cache))
+            x, relu_cache = L.relu_forward(x)
+            caches.append((conv_cache, pool_cache, relu_cache))
         x, fc1_cache = L.affine_forward(x, p["fc1_w"], p["fc1_b"])
         x, relu_cache = L.relu_forward(x)
         logits, fc2_cache = L.affine_forward(x, p["fc2_w"], p["fc2_b"])
         caches.append((fc1_cache, relu_cache, fc2_cache))
         return logits, caches
 
-    def backward(self, dlogits, caches):
-        """dlogits: (N, num_classes) -> (grads with the keys of ``params``, dx (N, C, H, W))."""
+    def backward(self, dlogits, caches, need_dx=False):
+        """dlogits: (N, num_classes) -> (grads with the keys of ``params``, dx (N, C, H, W)).
+
+        dx, the gradient with respect to the images, is computed only when
+        ``need_dx`` (saliency); otherwise it is None and its work is skipped.
+        """
         L, a = self.layers, self.arch
         grads = {}
         fc1_cache, relu_cache, fc2_cache = caches[-1]
@@ -118,11 +124,12 @@ class ConvNet:
         d = L.relu_backward(d, relu_cache)
         d, grads["fc1_w"], grads["fc1_b"] = L.affine_backward(d, fc1_cache)
         for i in range(len(a.channels), 0, -1):
-            conv_cache, relu_cache, pool_cache = caches[i - 1]
+            conv_cache, pool_cache, relu_cache = caches[i - 1]
+            d = L.relu_backward(d, relu_cache)
             if pool_cache is not None:
                 d = L.maxpool2d_backward(d, pool_cache)
-            d = L.relu_backward(d, relu_cache)
-            d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = L.conv2d_backward(d, conv_cache)
+            d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = L.conv2d_backward(
+                d, conv_cache, need_dx=need_dx or i > 1)
         return grads, d
 
     def loss(self, x, y, class_weights=None):
@@ -147,7 +154,7 @@ class ConvNet:
         logits, caches = self.forward(x)
         dlogits = np.zeros_like(logits)
         dlogits[:, target_class] = 1
-        _, dx = self.backward(dlogits, caches)
+        _, dx = self.backward(dlogits, caches, need_dx=True)
         return dx
 
 

@@ -53,8 +53,11 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return out, (x, w, stride, pad)
 
 
-def conv2d_backward(dout, cache):
-    """dout: (N, F, OH, OW) -> dx: (N, C, H, W), dw: (F, C, KH, KW), db: (F,)."""
+def conv2d_backward(dout, cache, need_dx=True):
+    """dout: (N, F, OH, OW) -> dx: (N, C, H, W), dw: (F, C, KH, KW), db: (F,).
+
+    With ``need_dx=False`` (a first layer, whose input is data) dx is None.
+    """
     x, w, stride, pad = cache
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
@@ -76,7 +79,7 @@ def conv2d_backward(dout, cache):
                     dw[f] += g * xp[n, :, rows, cols]
                     dxp[n, :, rows, cols] += g * w[f]
                     db[f] += g
-    dx = dxp[:, :, pad:pad + H, pad:pad + W]
+    dx = dxp[:, :, pad:pad + H, pad:pad + W] if need_dx else None
     return dx, dw, db
 
 

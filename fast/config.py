@@ -1,0 +1,117 @@
+"""All training defaults in one place: a frozen dataclass whose fields become the CLI flags."""
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def _image_size(text):
+    value = int(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"must be at least 16 pixels, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _channels(text):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"channel counts must be >= 1, got {text!r}")
+    return values
+
+
+def _opt(default, help, type=None, choices=None):
+    return field(default=default, metadata={"help": help, "type": type, "choices": choices})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The trainer's settings. ``python -m fast.train`` with no flags uses exactly these."""
+    data: str = _opt(None, "data root holding train/ and test/ (default: $XRAY_DATA, else data/chest_xray)")
+    out: str = _opt(None, "run directory for config, history, model and metrics (default: runs/<timestamp>)")
+    impl: str = _opt("fast", "layer implementation: fast (im2col, float32) or reference (loops, float64, slow)",
+                     choices=("fast", "reference"))
+    image_size: int = _opt(64, "images are resized to SIZE x SIZE pixels", type=_image_size)
+    batch_size: int = _opt(32, "mini-batch size", type=_positive_int)
+    epochs: int = _opt(30, "maximum number of epochs", type=_positive_int)
+    lr: float = _opt(1e-3, "initial learning rate", type=_positive_float)
+    optimizer: str = _opt("adam", "update rule", choices=("sgd", "momentum", "adam"))
+    momentum: float = _opt(0.9, "momentum coefficient (momentum optimizer)", type=_fraction)
+    weight_decay: float = _opt(1e-4, "decoupled weight decay on weights (not biases), per unit of lr",
+                               type=_non_negative_float)
+    schedule: str = _opt("cosine", "learning-rate schedule over the epochs", choices=("cosine", "constant", "step"))
+    patience: int = _opt(8, "stop after this many epochs without a better validation ROC AUC", type=_positive_int)
+    val_fraction: float = _opt(0.1, "share of the training patients held out for validation", type=_fraction)
+    class_weights: str = _opt("balanced", "loss weights per class: balanced (inverse frequency) or none",
+                              choices=("balanced", "none"))
+    augment: bool = _opt(True, "random small shifts, rotations and zooms of training images")
+    channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
+    hidden: int = _opt(128, "units of the hidden affine layer", type=_positive_int)
+    seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)", type=int)
+    limit: int = _opt(None, "use at most this many train and this many test images (quick runs)",
+                      type=_positive_int)
+    cache_dir: str = _opt(".cache", "where decoded, resized images are cached")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        values = dict(values)
+        if values.get("channels") is not None:
+            values["channels"] = tuple(values["channels"])
+        return cls(**values)
+
+
+def build_parser(description, config_cls=TrainConfig):
+    """An argparse parser with one flag per config field, its default and help shown."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+            continue
+        kwargs = {"default": f.default, "help": f.metadata["help"]}
+        if f.metadata.get("type") is not None:
+            kwargs["type"] = f.metadata["type"]
+        if f.metadata.get("choices") is not None:
+            kwargs["choices"] = f.metadata["choices"]
+        if f.name == "channels":
+            kwargs["metavar"] = "C1,C2,..."
+        parser.add_argument(flag, **kwargs)
+    return parser

@@ -1,0 +1,39 @@
+"""Train the pneumonia classifier: ``python -m fast.train [--help]``."""
+import sys
+
+from fast.config import TrainConfig, build_parser
+from fast.data import DataError
+from fast.trainer import TrainingError, train
+
+DESCRIPTION = """Train a CNN written in NumPy to tell NORMAL from PNEUMONIA chest X-rays.
+The validation split is carved from train by patient; the decision threshold is chosen
+on it; the test split is scored once at the end. Outputs go to the run directory."""
+
+
+def parse_args(argv=None):
+    parser = build_parser(DESCRIPTION)
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue an interrupted run from its last completed epoch, "
+                             "with the configuration stored in RUN_DIR/config.json")
+    args = parser.parse_args(argv)
+    resume = args.resume
+    del args.resume
+    return TrainConfig(**vars(args)), resume
+
+
+def main(argv=None):
+    config, resume = parse_args(argv)
+    try:
+        train(config, resume=resume)
+    except (DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; the last completed epoch is saved: continue with "
+              "python -m fast.train --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The training loop, shared by both implementations.
+
+One epoch: shuffled mini-batches (without replacement, the last partial batch
+kept), augmentation, a gradient step each; then the validation loss, accuracy
+and ROC AUC. The best epoch by validation AUC is kept, with early stopping.
+Every epoch ends with an atomic checkpoint, and each epoch's randomness is drawn
+from ``(seed, epoch)``, so ``--resume`` after a crash ends with the same weights
+as an uninterrupted run.
+
+At the end the decision threshold is chosen on the validation split (Youden's
+J), and the test split is scored once with that model and threshold.
+"""
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fast import data as xray_data
+from fast import metrics
+from fast.augment import augment_batch
+from fast.config import TrainConfig
+from fast.model import Architecture, ConvNet, atomic_savez, save_model
+from fast.optim import learning_rate, make_optimizer
+
+CHECKPOINT = "checkpoint.npz"
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_auc", "seconds")
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. the loss stopped being finite); the message says what to do."""
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must remember besides the arrays."""
+    epoch: int = 0  # epochs completed
+    best_auc: float = -math.inf
+    best_epoch: int = 0  # 1-based; 0 = none yet
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def atomic_write_text(path, text):
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def default_run_dir():
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def make_model(config, seed=None):
+    arch = Architecture(input_shape=(1, config.image_size, config.image_size),
+                        channels=tuple(config.channels), hidden=config.hidden)
+    dtype = np.float32 if config.impl == "fast" else np.float64
+    return ConvNet(arch, impl=config.impl, seed=config.seed if seed is None else seed, dtype=dtype)
+
+
+def balanced_class_weights(y, num_classes=2):
+    """Inverse-frequency weights n / (K * n_c): each class contributes equally to the loss."""
+    counts = np.bincount(y, minlength=num_classes)
+    if np.any(counts == 0):
+        raise TrainingError(f"the training split lacks a class (counts per class: {counts.tolist()})")
+    return len(y) / (num_classes * counts)
+
+
+def predict_logits(model, x, batch_size=256):
+    """Logits (N, K) in batches; the last partial batch included."""
+    parts = [model.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def evaluate_split(model, x, y, class_weights):
+    """-> (weighted loss, P(PNEUMONIA) per image)."""
+    logits = predict_logits(model, x)
+    loss, _ = model.layers.softmax_cross_entropy(logits, y, class_weights)
+    return float(loss), softmax(logits.astype(np.float64))[:, 1]
+
+
+def save_checkpoint(run_dir, model, best_params, optimizer, progress):
+    arrays = {f"param/{k}": v for k, v in model.params.items()}
+    arrays.update({f"best/{k}": v for k, v in best_params.items()})
+    arrays.update({f"opt/{k}": v for k, v in optimizer.state.items()})
+    arrays["progress"] = np.array(json.dumps(progress.__dict__))
+    atomic_savez(Path(run_dir) / CHECKPOINT, **arrays)
+
+
+def load_checkpoint(run_dir, model, optimizer):
+    """Restore params and optimizer state in place -> (best_params, progress)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise TrainingError(f"{path}: no checkpoint to resume from (no epoch of this run completed)")
+    with np.load(path, allow_pickle=False) as data:
+        for k in model.params:
+            model.params[k][...] = data[f"param/{k}"]
+        best = {k: data[f"best/{k}"].copy() for k in model.params}
+        optimizer.state = {k[4:]: data[k].copy() for k in data.files if k.startswith("opt/")}
+        progress = Progress(**json.loads(str(data["progress"])))
+    return best, progress
+
+
+def write_history(run_dir, history):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(Path(run_dir) / "history.csv", buf.getvalue())
+
+
+def train(config: TrainConfig, resume=None, log=print, progress_bars=True):
+    """Train, choose the threshold on validation, score the test split once -> run directory."""
+    if resume is not None:
+        run_dir = Path(resume)
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise TrainingError(f"{run_dir}: not a run directory (no config.json)")
+        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        log(f"resuming {run_dir} with its stored configuration")
+    else:
+        run_dir = Path(config.out) if config.out else default_run_dir()
+        if (run_dir / CHECKPOINT).exists():
+            raise TrainingError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
+                                "or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+
+    root = xray_data.resolve_data_root(config.data)
+    ds = xray_data.load_dataset(root, config.image_size, val_fraction=config.val_fraction, seed=config.seed,
+                                cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars)
+    log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
+        f"NORMAL/PNEUMONIA), val {len(ds.y_val)}, test {len(ds.y_test)}; run directory {run_dir}")
+
+    model = make_model(config)
+    dtype = model.dtype
+    x_train, x_val = ds.x_train.astype(dtype, copy=False), ds.x_val.astype(dtype, copy=False)
+    class_weights = (balanced_class_weights(ds.y_train) if config.class_weights == "balanced" else None)
+    optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
+    best_params = {k: v.copy() for k, v in model.params.items()}
+    progress = Progress()
+    if resume is not None:
+        best_params, progress = load_checkpoint(run_dir, model, optimizer)
+        log(f"continuing after epoch {progress.epoch} (best so far: epoch {progress.best_epoch}, "
+            f"val AUC {progress.best_auc:.4f})")
+
+    n, bs = len(ds.y_train), config.batch_size
+    for epoch in range(progress.epoch, config.epochs):
+        if progress.bad_epochs >= config.patience:
+            break
+        lr = learning_rate(config.schedule, config.lr, epoch, config.epochs)
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(n)
+        start = time.perf_counter()
+        running, seen = 0.0, 0
+        bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   leave=False, disable=not progress_bars, file=sys.stderr)
+        for b in bar:
+            idx = order[b:b + bs]
+            xb = x_train[idx]
+            if config.augment:
+                xb = augment_batch(xb, rng)
+            loss, grads = model.loss(xb, ds.y_train[idx], class_weights)
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss} in epoch {epoch + 1}, batch {b // bs + 1}; stopping. "
+                    f"The last good checkpoint (after epoch {progress.epoch}) is in {run_dir / CHECKPOINT}. "
+                    f"Try a smaller --lr (now {config.lr}).")
+            optimizer.update(model.params, grads, lr)
+            running += loss * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        bar.close()
+        seconds = time.perf_counter() - start
+
+        val_loss, val_prob = evaluate_split(model, x_val, ds.y_val, class_weights)
+        val_auc = metrics.roc_auc(ds.y_val, val_prob)
+        val_acc = float(np.mean((val_prob >= 0.5) == ds.y_val))
+        progress.epoch = epoch + 1
+        progress.train_seconds += seconds
+        progress.history.append({"epoch": epoch + 1, "lr": lr, "train_loss": running / seen, "val_loss": val_loss,
+                                 "val_accuracy": val_acc, "val_auc": val_auc, "seconds": round(seconds, 2)})
+        marker = ""
+        if val_auc > progress.best_auc:
+            progress.best_auc, progress.best_epoch, progress.bad_epochs = val_auc, epoch + 1, 0
+            best_params = {k: v.copy() for k, v in model.params.items()}
+            marker = "  *best"
+        else:
+            progress.bad_epochs += 1
+        log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
+            f"val acc {val_acc:.4f}  val AUC {val_auc:.4f}  lr {lr:.2e}  {seconds:.1f}s{marker}")
+        save_checkpoint(run_dir, model, best_params, optimizer, progress)
+        write_history(run_dir, progress.history)
+
+    if progress.bad_epochs >= config.patience and progress.epoch < config.epochs:
+        log(f"early stop: no better val AUC for {config.patience} epochs")
+    return finish(run_dir, config, ds, model, best_params, progress, log)
+
+
+def finish(run_dir, config, ds, model, best_params, progress, log):
+    """Keep the best epoch, pick the threshold on val, score test once, write model and metrics."""
+    for k in model.params:
+        model.params[k][...] = best_params[k]
+    class_weights = balanced_class_weights(ds.y_train) if config.class_weights == "balanced" else None
+    _, val_prob = evaluate_split(model, ds.x_val.astype(model.dtype, copy=False), ds.y_val, class_weights)
+    threshold = metrics.youden_threshold(ds.y_val, val_prob)
+    _, test_prob = evaluate_split(model, ds.x_test.astype(model.dtype, copy=False), ds.y_test, class_weights)
+
+    results = {
+        "threshold": threshold,
+        "best_epoch": progress.best_epoch,
+        "val": metrics.binary_metrics(ds.y_val, val_prob, threshold),
+        "test": metrics.binary_metrics(ds.y_test, test_prob, threshold),
+        "train_seconds": round(progress.train_seconds, 2),
+    }
+    metadata = {
+        "image_size": config.image_size, "mean": ds.mean, "std": ds.std, "threshold": threshold,
+        "class_names": list(ds.class_names), "impl": config.impl, "best_epoch": progress.best_epoch,
+        "threshold_rule": "Youden's J on the validation split",
+    }
+    save_model(Path(run_dir) / "model.npz", model, metadata)
+    atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(results, indent=2) + "\n")
+    # The test probabilities, so tools can check that prediction reproduces them.
+    atomic_savez(Path(run_dir) / "test_predictions.npz", probability=test_prob, label=ds.y_test,
+                 path=np.array(ds.paths_test))
+    log(f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f}); "
+        f"threshold {threshold:.4f} chosen on val by Youden's J")
+    log(metrics.format_metrics_table({"val": results["val"], "test": results["test"]}))
+    log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json, history.csv")
+    return Path(run_dir)
