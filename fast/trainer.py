@@ -239,7 +239,7 @@ def finish(run_dir, config, ds, model, best_params, progress, log):
     atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(results, indent=2) + "\n")
     # The test probabilities, so tools can check that prediction reproduces them.
     atomic_savez(Path(run_dir) / "test_predictions.npz", probability=test_prob, label=ds.y_test,
-                 path=np.array(ds.paths_test))
+                 paths=np.array(ds.paths_test))
     log(f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f}); "
         f"threshold {threshold:.4f} chosen on val by Youden's J")
     log(metrics.format_metrics_table({"val": results["val"], "test": results["test"]}))
