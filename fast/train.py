@@ -28,9 +28,7 @@ def main(argv=None):
     except (DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; the last completed epoch is saved: continue with "
-              "python -m fast.train --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt:  # the trainer has said how to resume
         return 130
     return 0
 

@@ -150,8 +150,6 @@ def train(config: TrainConfig, resume=None, log=print, progress_bars=True):
         f"NORMAL/PNEUMONIA), val {len(ds.y_val)}, test {len(ds.y_test)}; run directory {run_dir}")
 
     model = make_model(config)
-    dtype = model.dtype
-    x_train, x_val = ds.x_train.astype(dtype, copy=False), ds.x_val.astype(dtype, copy=False)
     class_weights = (balanced_class_weights(ds.y_train) if config.class_weights == "balanced" else None)
     optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
     best_params = {k: v.copy() for k, v in model.params.items()}
@@ -161,6 +159,19 @@ def train(config: TrainConfig, resume=None, log=print, progress_bars=True):
         log(f"continuing after epoch {progress.epoch} (best so far: epoch {progress.best_epoch}, "
             f"val AUC {progress.best_auc:.4f})")
 
+    try:
+        best_params = run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params,
+                                 progress, log, progress_bars)
+    except KeyboardInterrupt:
+        log(f"\ninterrupted after {progress.epoch} completed epochs, all saved in {run_dir}; "
+            f"continue with: python -m fast.train --resume {run_dir}")
+        raise
+    return finish(run_dir, config, ds, model, best_params, progress, log)
+
+
+def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params, progress, log, progress_bars):
+    """Train until config.epochs or early stopping, a checkpoint after each epoch -> best params."""
+    x_train, x_val = ds.x_train.astype(model.dtype, copy=False), ds.x_val.astype(model.dtype, copy=False)
     n, bs = len(ds.y_train), config.batch_size
     for epoch in range(progress.epoch, config.epochs):
         if progress.bad_epochs >= config.patience:
@@ -211,7 +222,7 @@ def train(config: TrainConfig, resume=None, log=print, progress_bars=True):
 
     if progress.bad_epochs >= config.patience and progress.epoch < config.epochs:
         log(f"early stop: no better val AUC for {config.patience} epochs")
-    return finish(run_dir, config, ds, model, best_params, progress, log)
+    return best_params
 
 
 def finish(run_dir, config, ds, model, best_params, progress, log):

@@ -1,0 +1,179 @@
+"""Whole networks: reference and fast agree, gradients are right, files round-trip, they learn."""
+import numpy as np
+import pytest
+
+from fast.data import list_split, load_images
+from fast.model import (Architecture, ConvNet, ModelFileError, SimpleConvNet, load_model,
+                        save_model)
+from fast.optim import Adam
+from gradcheck import numerical_gradient, rel_error
+
+IMPLS = ["reference", "fast"]
+SMALL = Architecture(input_shape=(1, 9, 8), channels=(3, 4), kernel=3, stride=1, pad=1, pool=2,
+                     hidden=5, num_classes=2)
+
+
+def _batch(arch, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *arch.input_shape))
+    y = rng.integers(0, arch.num_classes, n)
+    return x, y
+
+
+def _same_weights(arch, seed, dtype=np.float64):
+    """One fast and one reference model holding identical weights."""
+    fast_model = ConvNet(arch, impl="fast", seed=seed, dtype=dtype)
+    ref_model = ConvNet(arch, impl="reference", seed=seed, dtype=np.float64)
+    for k in fast_model.params:
+        ref_model.params[k][...] = fast_model.params[k]
+    return ref_model, fast_model
+
+
+@pytest.mark.parametrize("arch", [
+    SMALL,
+    Architecture(input_shape=(2, 11, 10), channels=(3,), kernel=5, stride=2, pad=2, pool=1, hidden=4,
+                 num_classes=3),
+    SimpleConvNet(input_shape=(1, 12, 12), filters=4, kernel=5, hidden=6).arch,
+], ids=["convnet", "strided-no-pool", "simple"])
+def test_fast_model_matches_reference_model_loss_and_gradients(arch):
+    ref_model, fast_model = _same_weights(arch, seed=3)
+    x, y = _batch(arch, 3, seed=4)
+    weights = np.linspace(0.5, 2.0, arch.num_classes)
+    ref_loss, ref_grads = ref_model.loss(x, y, weights)
+    fast_loss, fast_grads = fast_model.loss(x, y, weights)
+    assert rel_error(ref_loss, fast_loss) < 1e-10
+    assert set(ref_grads) == set(fast_grads) == set(ref_model.params)
+    for k in ref_grads:
+        assert rel_error(ref_grads[k], fast_grads[k]) < 1e-10, k
+
+
+def test_fast_float32_model_is_close_to_reference_float64():
+    ref_model, fast_model = _same_weights(SMALL, seed=5, dtype=np.float32)
+    x, y = _batch(SMALL, 4, seed=6)
+    ref_loss, ref_grads = ref_model.loss(x, y)
+    fast_loss, fast_grads = fast_model.loss(x.astype(np.float32), y)
+    np.testing.assert_allclose(fast_loss, ref_loss, rtol=1e-5)
+    for k in ref_grads:
+        assert fast_grads[k].dtype == np.float32
+        np.testing.assert_allclose(fast_grads[k], ref_grads[k], rtol=1e-3,
+                                   atol=1e-4 * np.abs(ref_grads[k]).max())
+
+
+# Whole-model checks cannot keep every ReLU and max-pool of the hidden layers off
+# its kink by construction; these seeds were checked to stay clear of them at h=1e-5
+# (a crossed kink shows as an error near 1e-3, far above the bound).
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_model_gradients_match_numerical_gradients(impl, seed):
+    model = ConvNet(SMALL, impl=impl, seed=seed, dtype=np.float64)
+    x, y = _batch(SMALL, 2, seed=seed + 10)
+    weights = np.array([0.7, 1.9])
+    _, grads = model.loss(x, y, weights)
+    for k, param in model.params.items():
+        numeric = numerical_gradient(lambda _: model.loss(x, y, weights)[0], param)
+        assert rel_error(grads[k], numeric) < 1e-7, k
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_input_gradient_matches_numerical_gradient(impl):
+    model = ConvNet(SMALL, impl=impl, seed=2, dtype=np.float64)
+    x, _ = _batch(SMALL, 2, seed=7)
+    analytic = model.input_gradient(x, target_class=1)
+    numeric = numerical_gradient(lambda xx: model.forward(xx)[0][:, 1].sum(), x)
+    assert rel_error(analytic, numeric) < 1e-7
+
+
+def test_he_initialisation_has_the_right_scale_and_is_seeded():
+    arch = Architecture(input_shape=(1, 32, 32), channels=(64, 64), hidden=256)
+    model = ConvNet(arch, seed=0, dtype=np.float64)
+    # conv2 sees 64 channels x 3 x 3 inputs: std sqrt(2 / 576) = 0.0589
+    np.testing.assert_allclose(model.params["conv2_w"].std(), np.sqrt(2 / 576), rtol=0.02)
+    assert np.all(model.params["conv2_b"] == 0)
+    again = ConvNet(arch, seed=0, dtype=np.float64)
+    other = ConvNet(arch, seed=1, dtype=np.float64)
+    assert all(np.array_equal(model.params[k], again.params[k]) for k in model.params)
+    assert not np.array_equal(model.params["conv1_w"], other.params["conv1_w"])
+
+
+def test_model_keeps_float32_end_to_end():
+    model = ConvNet(SMALL, seed=0, dtype=np.float32)
+    x, y = _batch(SMALL, 3, seed=1)
+    logits, _ = model.forward(x.astype(np.float32))
+    assert logits.dtype == np.float32
+    _, grads = model.loss(x.astype(np.float32), y)
+    assert all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_model_rejects_images_of_the_wrong_shape():
+    model = ConvNet(SMALL)
+    with pytest.raises(ValueError, match=r"\(N, 1, 9, 8\).*\(2, 1, 8, 8\)"):
+        model.forward(np.zeros((2, 1, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saved_model_loads_back_bit_for_bit(tmp_path, dtype):
+    model = ConvNet(SMALL, seed=9, dtype=dtype)
+    meta = {"threshold": 0.37, "mean": 0.5, "std": 0.25, "class_names": ["NORMAL", "PNEUMONIA"]}
+    save_model(tmp_path / "m.npz", model, meta)
+    loaded, loaded_meta = load_model(tmp_path / "m.npz")
+    assert loaded.arch == model.arch
+    assert loaded_meta == meta
+    for k in model.params:
+        assert loaded.params[k].dtype == model.params[k].dtype
+        assert np.array_equal(loaded.params[k], model.params[k])
+    x, _ = _batch(SMALL, 2, seed=0)
+    assert np.array_equal(loaded.forward(x.astype(dtype))[0], model.forward(x.astype(dtype))[0])
+    assert not list(tmp_path.glob(".tmp-*")), "the atomic write left a temporary file"
+
+
+def test_load_refuses_missing_corrupt_foreign_and_pickled_files(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "absent.npz")
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not really a zip")
+    with pytest.raises(ModelFileError, match="corrupt.npz"):
+        load_model(tmp_path / "corrupt.npz")
+    np.savez(tmp_path / "pickled.npz", architecture=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_model(tmp_path / "pickled.npz")
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    with pytest.raises(ModelFileError, match="not a model"):
+        load_model(tmp_path / "foreign.npz")
+    # Same file layout, but the weights belong to another architecture.
+    save_model(tmp_path / "small.npz", ConvNet(SMALL))
+    data = dict(np.load(tmp_path / "small.npz"))
+    data["architecture"] = np.array(Architecture(input_shape=(1, 9, 8), channels=(3, 5)).to_json())
+    np.savez(tmp_path / "mismatch.npz", **data)
+    with pytest.raises(ModelFileError, match="conv2_w"):
+        load_model(tmp_path / "mismatch.npz")
+
+
+def _overfit(model, x, y, steps, lr):
+    optimizer = Adam()
+    for _ in range(steps):
+        loss, grads = model.loss(x, y)
+        optimizer.update(model.params, grads, lr)
+    return model.loss(x, y)[0]
+
+
+def test_fast_model_overfits_a_small_batch_of_real_xrays(xray_root):
+    paths, labels = list_split(xray_root, "train")
+    rng = np.random.default_rng(0)
+    pick = np.concatenate([rng.choice(np.flatnonzero(labels == c), 8, replace=False) for c in (0, 1)])
+    images, kept = load_images([paths[i] for i in pick], 32, progress=False)
+    assert kept.all()
+    x = ((images - images.mean()) / images.std())[:, None]
+    model = ConvNet(Architecture(input_shape=(1, 32, 32), channels=(8, 16), hidden=32), seed=0)
+    start = model.loss(x, labels[pick])[0]
+    final = _overfit(model, x, labels[pick], steps=60, lr=3e-3)
+    assert start > 0.3 and final < 0.02
+
+
+def test_reference_model_overfits_a_few_tiny_images():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 1, 6, 6))
+    y = np.array([0, 1, 0, 1])
+    model = ConvNet(Architecture(input_shape=(1, 6, 6), channels=(3,), hidden=8), impl="reference",
+                    seed=0, dtype=np.float64)
+    start = model.loss(x, y)[0]
+    final = _overfit(model, x, y, steps=150, lr=2e-2)
+    assert start > 0.3 and final < 0.02

@@ -1,0 +1,178 @@
+"""The trainer: it learns on real X-rays, resumes exactly, stops cleanly, refuses bad flags."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import fast.trainer
+from fast import metrics
+from fast.config import TrainConfig
+from fast.model import ConvNet, load_model
+from fast.optim import SGD, Adam, Momentum, learning_rate
+from fast.train import main, parse_args
+from fast.trainer import TrainingError, balanced_class_weights, train
+
+
+def _quiet(*_):
+    pass
+
+
+def _config(root, tmp_path, **changes):
+    fields = dict(data=str(root), out=str(tmp_path / "run"), image_size=32, limit=300, epochs=3,
+                  channels=(8, 16), hidden=32, cache_dir=str(tmp_path / "cache"))
+    fields.update(changes)
+    return TrainConfig(**fields)
+
+
+def _weights(run_dir):
+    model, _ = load_model(run_dir / "model.npz")
+    return model.params
+
+
+def test_short_real_training_beats_val_auc_0_9(xray_root, tmp_path):
+    config = _config(xray_root, tmp_path, limit=1200, epochs=6, channels=(8, 16, 16))
+    run_dir = train(config, log=_quiet, progress_bars=False)
+
+    results = json.loads((run_dir / "metrics.json").read_text())
+    assert results["val"]["roc_auc"] > 0.9
+    assert results["test"]["n"] == 624
+    for name in ("config.json", "history.csv", "model.npz", "checkpoint.npz"):
+        assert (run_dir / name).is_file()
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,lr,train_loss,val_loss,val_accuracy,val_auc")
+    assert len(history) == 1 + 6
+    # The stored threshold is Youden's J on the validation split, for the kept model.
+    model, meta = load_model(run_dir / "model.npz")
+    assert meta["threshold"] == results["threshold"]
+    assert set(results["test"]) >= {"accuracy", "sensitivity", "specificity", "precision", "f1",
+                                    "roc_auc", "confusion_matrix"}
+    assert np.array(results["test"]["confusion_matrix"]).sum() == 624
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_root, tmp_path, monkeypatch):
+    whole = train(_config(xray_root, tmp_path / "a"), log=_quiet, progress_bars=False)
+
+    # Interrupt the second run in the middle of its second epoch, as Ctrl-C would.
+    real_augment, calls = fast.trainer.augment_batch, []
+
+    def interrupting_augment(x, rng):
+        calls.append(1)
+        if len(calls) == 13:  # 270 training images / 32 = 9 batches an epoch
+            raise KeyboardInterrupt
+        return real_augment(x, rng)
+
+    monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
+    config = _config(xray_root, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=_quiet, progress_bars=False)
+    assert not (tmp_path / "b" / "run" / "model.npz").exists()
+    monkeypatch.setattr(fast.trainer, "augment_batch", real_augment)
+
+    resumed = train(config, resume=tmp_path / "b" / "run", log=_quiet, progress_bars=False)
+    a, b = _weights(whole), _weights(resumed)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert (json.loads((whole / "metrics.json").read_text())["test"]
+            == json.loads((resumed / "metrics.json").read_text())["test"])
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(xray_root, tmp_path, monkeypatch):
+    real_loss, calls = ConvNet.loss, []
+
+    def loss_turning_nan(self, x, y, class_weights=None):
+        calls.append(1)
+        loss, grads = real_loss(self, x, y, class_weights)
+        return (math.nan if len(calls) > 12 else loss), grads
+
+    monkeypatch.setattr(ConvNet, "loss", loss_turning_nan)
+    with pytest.raises(TrainingError, match=r"nan in epoch 2.*after epoch 1.*checkpoint.npz.*--lr"):
+        train(_config(xray_root, tmp_path), log=_quiet, progress_bars=False)
+    with np.load(tmp_path / "run" / "checkpoint.npz") as checkpoint:
+        assert json.loads(str(checkpoint["progress"]))["epoch"] == 1
+
+
+def test_a_second_run_into_the_same_directory_is_refused(xray_root, tmp_path):
+    config = _config(xray_root, tmp_path, epochs=1)
+    train(config, log=_quiet, progress_bars=False)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config, log=_quiet, progress_bars=False)
+
+
+def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    status = main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "nowhere" in err and "Kermany" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["--epochs", "0"], "--epochs"),
+    (["--image-size", "7"], "--image-size"),
+    (["--impl", "torch"], "--impl"),
+    (["--lr", "-1"], "--lr"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--val-fraction", "1.5"], "--val-fraction"),
+    (["--batch-size", "zero"], "--batch-size"),
+])
+def test_cli_refuses_bad_values(argv, complaint, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_cli_defaults_come_from_the_config_dataclass():
+    config, resume = parse_args([])
+    assert config == TrainConfig() and resume is None
+    config, _ = parse_args(["--channels", "4,8", "--no-augment", "--impl", "reference"])
+    assert config.channels == (4, 8) and config.augment is False and config.impl == "reference"
+
+
+def test_balanced_class_weights_equalise_the_classes():
+    y = np.array([0, 1, 1, 1])
+    w = balanced_class_weights(y)
+    np.testing.assert_allclose(w, [2.0, 2 / 3])
+    assert w[0] * 1 == pytest.approx(w[1] * 3)  # each class carries the same total weight
+
+
+def test_optimizers_follow_their_update_rules():
+    g = {"a_w": np.array([0.5, -1.0])}
+    p = {"a_w": np.array([1.0, 2.0])}
+    SGD().update(p, g, lr=0.1)
+    np.testing.assert_allclose(p["a_w"], [0.95, 2.1])
+
+    p, opt = {"a_w": np.array([1.0, 2.0])}, Momentum(momentum=0.9)
+    opt.update(p, g, lr=0.1)  # v = g
+    opt.update(p, g, lr=0.1)  # v = 0.9 g + g = 1.9 g
+    np.testing.assert_allclose(p["a_w"], np.array([1.0, 2.0]) - 0.1 * 2.9 * g["a_w"])
+
+    # Adam's first step moves each weight by lr * sign(g) (bias-corrected m / sqrt(v) = g / |g|).
+    p, opt = {"a_w": np.array([1.0, 2.0]), "a_b": np.array([1.0])}, Adam()
+    opt.update(p, {"a_w": g["a_w"], "a_b": np.array([3.0])}, lr=0.01)
+    np.testing.assert_allclose(p["a_w"], [0.99, 2.01], rtol=1e-6)
+    np.testing.assert_allclose(p["a_b"], [0.99], rtol=1e-6)
+
+    # Decoupled weight decay shrinks weights, not biases.
+    p = {"a_w": np.array([1.0]), "a_b": np.array([1.0])}
+    SGD(weight_decay=0.5).update(p, {"a_w": np.zeros(1), "a_b": np.zeros(1)}, lr=0.1)
+    np.testing.assert_allclose([p["a_w"][0], p["a_b"][0]], [0.95, 1.0])
+
+
+def test_learning_rate_schedules():
+    assert learning_rate("constant", 0.1, 5, 10) == 0.1
+    assert learning_rate("cosine", 0.1, 0, 10) == pytest.approx(0.1)
+    assert learning_rate("cosine", 0.1, 9, 10) == pytest.approx(0.001)
+    assert [learning_rate("step", 1.0, e, 8) for e in range(8)] == pytest.approx(
+        [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_trained_threshold_is_youden_on_validation(xray_root, tmp_path):
+    run_dir = train(_config(xray_root, tmp_path, epochs=2), log=_quiet, progress_bars=False)
+    from fast.data import load_dataset
+    config = _config(xray_root, tmp_path, epochs=2)
+    ds = load_dataset(xray_root, config.image_size, seed=config.seed, cache_dir=config.cache_dir,
+                      limit=config.limit, progress=False)
+    model, meta = load_model(run_dir / "model.npz")
+    val_prob = model.predict_proba(ds.x_val)[:, 1]
+    assert meta["threshold"] == pytest.approx(metrics.youden_threshold(ds.y_val, val_prob), rel=1e-6)
