@@ -1,0 +1,216 @@
+"""Speed comparisons: ``pytest bench --benchmark-only``.
+
+Groups: per-layer forward/backward for both implementations; the benchmark
+network's training step (through the contract functions and through the model);
+the float32 GEMM that is the machine's yardstick. Timings are noisy on shared
+machines: compare medians, and ratios taken within one run.
+"""
+import time
+
+import numpy as np
+import pytest
+
+import fast.layers
+import reference.layers
+from fast.model import Architecture, ConvNet
+from fast.optim import SGD
+
+# The benchmark network of the speed issue: 3 conv blocks (1->16->32->64, 3x3, pad 1)
+# on (32, 1, 128, 128) float32, affine 4096->128->2, one plain SGD step.
+BENCH_ARCH = Architecture(input_shape=(1, 128, 128), channels=(16, 32, 64), kernel=3, pad=1, pool=2,
+                          hidden=128, num_classes=2)
+BATCH = 32
+
+
+def network_flops(arch, batch):
+    """Multiply-adds x 2 of one step: forward, weight gradients, and input gradients
+    of every layer but the first conv (its input is data)."""
+    total, (c, h, w) = 0, arch.input_shape
+    for i, f in enumerate(arch.channels):
+        oh = (h + 2 * arch.pad - arch.kernel) // arch.stride + 1
+        ow = (w + 2 * arch.pad - arch.kernel) // arch.stride + 1
+        gemm = 2 * batch * oh * ow * f * c * arch.kernel ** 2
+        total += gemm * (2 if i == 0 else 3)
+        c, h, w = f, oh // arch.pool, ow // arch.pool
+    total += 3 * 2 * batch * (c * h * w * arch.hidden + arch.hidden * arch.num_classes)
+    return total
+
+
+def _median_seconds(fn, repeats=7):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def gemm_gflops():
+    """Float32 GEMM throughput that NumPy's BLAS reaches here: 2048 x 2048 matmul."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    b = rng.standard_normal((2048, 2048), dtype=np.float32)
+    return 2 * 2048 ** 3 / _median_seconds(lambda: a @ b) / 1e9
+
+
+def _bench_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BATCH, *BENCH_ARCH.input_shape), dtype=np.float32)
+    y = rng.integers(0, 2, BATCH)
+    return x, y
+
+
+def contract_step(params, x, y, lr=1e-3):
+    """One training step written with the fast.layers contract functions alone."""
+    L, caches, h = fast.layers, [], x
+    for i in (1, 2, 3):
+        h, conv_cache = L.conv2d_forward(h, params[f"conv{i}_w"], params[f"conv{i}_b"], 1, 1)
+        h, pool_cache = L.maxpool2d_forward(h, 2)  # pool, then ReLU: they commute
+        h, relu_cache = L.relu_forward(h)
+        caches.append((conv_cache, pool_cache, relu_cache))
+    h, fc1_cache = L.affine_forward(h, params["fc1_w"], params["fc1_b"])
+    h, relu_fc_cache = L.relu_forward(h)
+    logits, fc2_cache = L.affine_forward(h, params["fc2_w"], params["fc2_b"])
+    loss, d = L.softmax_cross_entropy(logits, y)
+
+    grads = {}
+    d, grads["fc2_w"], grads["fc2_b"] = L.affine_backward(d, fc2_cache)
+    d = L.relu_backward(d, relu_fc_cache)
+    d, grads["fc1_w"], grads["fc1_b"] = L.affine_backward(d, fc1_cache)
+    for i in (3, 2, 1):
+        conv_cache, pool_cache, relu_cache = caches[i - 1]
+        d = L.maxpool2d_backward(L.relu_backward(d, relu_cache), pool_cache)
+        d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = L.conv2d_backward(d, conv_cache, need_dx=i > 1)
+    for k in params:
+        params[k] -= lr * grads[k]
+    return loss
+
+
+# --- conv forward + backward, both implementations (the issue's small shape) -----------------
+
+@pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
+def test_conv_forward_backward(benchmark, impl):
+    benchmark.group = "conv fwd+bwd (8, 4, 32, 32) * (8, 4, 3, 3), pad 1, float64"
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((8, 4, 32, 32)), rng.standard_normal((8, 4, 3, 3)), rng.standard_normal(8)
+    dout = rng.standard_normal((8, 8, 32, 32))
+
+    def step():
+        _, cache = impl.conv2d_forward(x, w, b, 1, 1)
+        return impl.conv2d_backward(dout, cache)
+
+    benchmark.pedantic(step, rounds=5 if impl is reference.layers else 50, warmup_rounds=1)
+
+
+def test_fast_conv_is_far_ahead_of_reference(benchmark):
+    """The ratio of the two medians, measured in one test so both share the machine's mood."""
+    benchmark.group = "conv fwd+bwd ratio reference / fast"
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((8, 4, 32, 32)), rng.standard_normal((8, 4, 3, 3)), rng.standard_normal(8)
+    dout = rng.standard_normal((8, 8, 32, 32))
+
+    def step(impl):
+        _, cache = impl.conv2d_forward(x, w, b, 1, 1)
+        return impl.conv2d_backward(dout, cache)
+
+    ref = _median_seconds(lambda: step(reference.layers), repeats=3)
+    benchmark.pedantic(step, args=(fast.layers,), rounds=50, warmup_rounds=1)
+    ratio = ref / benchmark.stats.stats.median
+    benchmark.extra_info["reference_median_s"] = ref
+    benchmark.extra_info["reference_over_fast"] = round(ratio, 1)
+    print(f"\nconv fwd+bwd: reference {ref * 1e3:.1f} ms, fast {benchmark.stats.stats.median * 1e3:.3f} ms, "
+          f"fast is {ratio:.0f}x faster")
+
+
+# --- per-layer forward and backward at the benchmark network's shapes ----------------------------
+
+def _layer_case(name, rng):
+    """-> (forward: layers module -> (out, cache), name of the backward function)."""
+    f32 = np.float32
+    if name == "conv 16->32 on (32, 16, 64, 64)":
+        x, w = rng.standard_normal((32, 16, 64, 64), dtype=f32), rng.standard_normal((32, 16, 3, 3), dtype=f32)
+        return lambda L: L.conv2d_forward(x, w, np.zeros(32, f32), 1, 1), "conv2d_backward"
+    if name == "maxpool 2 on (32, 16, 128, 128)":
+        x = rng.standard_normal((32, 16, 128, 128), dtype=f32)
+        return lambda L: L.maxpool2d_forward(x, 2), "maxpool2d_backward"
+    if name == "relu on (32, 16, 64, 64)":
+        x = rng.standard_normal((32, 16, 64, 64), dtype=f32)
+        return lambda L: L.relu_forward(x), "relu_backward"
+    if name == "affine 4096->128, batch 32":
+        x, w = rng.standard_normal((32, 4096), dtype=f32), rng.standard_normal((4096, 128), dtype=f32)
+        return lambda L: L.affine_forward(x, w, np.zeros(128, f32)), "affine_backward"
+    raise KeyError(name)
+
+
+LAYER_CASES = ["conv 16->32 on (32, 16, 64, 64)", "maxpool 2 on (32, 16, 128, 128)",
+               "relu on (32, 16, 64, 64)", "affine 4096->128, batch 32"]
+
+
+@pytest.mark.parametrize("case", LAYER_CASES)
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_fast_layer(benchmark, case, direction):
+    benchmark.group = f"fast layers, {direction} (float32)"
+    forward, backward_name = _layer_case(case, np.random.default_rng(0))
+    if direction == "forward":
+        benchmark(forward, fast.layers)
+        return
+    out, cache = forward(fast.layers)
+    benchmark(getattr(fast.layers, backward_name), np.ones_like(out), cache)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_reference_layers_small(benchmark, direction):
+    """The loop-based layers at a shape they finish in reasonable time."""
+    benchmark.group = f"reference conv (2, 4, 16, 16) * (8, 4, 3, 3), {direction}"
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 4, 16, 16)), rng.standard_normal((8, 4, 3, 3)), np.zeros(8)
+    out, cache = reference.layers.conv2d_forward(x, w, b, 1, 1)
+    if direction == "forward":
+        benchmark.pedantic(reference.layers.conv2d_forward, args=(x, w, b, 1, 1), rounds=5)
+    else:
+        benchmark.pedantic(reference.layers.conv2d_backward, args=(np.ones_like(out), cache), rounds=5)
+
+
+# --- the benchmark network's step, and the GEMM yardstick ---------------------------------------
+
+def test_gemm_2048_float32(benchmark):
+    benchmark.group = "benchmark network step vs float32 GEMM"
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    b = rng.standard_normal((2048, 2048), dtype=np.float32)
+    benchmark.pedantic(np.matmul, args=(a, b), rounds=10, warmup_rounds=2)
+    benchmark.extra_info["gflops"] = round(2 * 2048 ** 3 / benchmark.stats.stats.median / 1e9, 1)
+
+
+def _report_fraction(benchmark, label):
+    flops = network_flops(BENCH_ARCH, BATCH)
+    gemm = gemm_gflops()
+    achieved = flops / benchmark.stats.stats.median / 1e9
+    benchmark.extra_info.update(step_gflop=round(flops / 1e9, 3), gflops=round(achieved, 1),
+                                gemm_gflops=round(gemm, 1), fraction_of_gemm=round(achieved / gemm, 3))
+    print(f"\n{label}: median step {benchmark.stats.stats.median * 1e3:.1f} ms = {achieved:.1f} GFLOP/s; "
+          f"float32 GEMM {gemm:.1f} GFLOP/s; fraction of GEMM throughput {achieved / gemm:.1%}")
+
+
+def test_network_step_contract_functions(benchmark):
+    benchmark.group = "benchmark network step vs float32 GEMM"
+    params = ConvNet(BENCH_ARCH, seed=0).params
+    x, y = _bench_batch()
+    benchmark.pedantic(contract_step, args=(params, x, y), rounds=10, warmup_rounds=2)
+    _report_fraction(benchmark, "step from fast.layers contract functions")
+
+
+def test_network_step_model(benchmark):
+    benchmark.group = "benchmark network step vs float32 GEMM"
+    model, optimizer = ConvNet(BENCH_ARCH, seed=0), SGD()
+    x, y = _bench_batch()
+
+    def step():
+        loss, grads = model.loss(x, y)
+        optimizer.update(model.params, grads, 1e-3)
+        return loss
+
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    _report_fraction(benchmark, "step through ConvNet.loss + SGD.update")
+
