@@ -1,0 +1,139 @@
+"""Score a saved model on a data split: ``python -m fast.evaluate --model RUN_DIR [--help]``.
+
+The images are chosen and prepared as the trainer did for the run (same ``--limit`` subset,
+same seed and validation carving, the model's stored mean/std and threshold), so on the test
+split the table equals the run's metrics.json.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fast import data as xray_data
+from fast import metrics
+from fast.model import ModelFileError
+from fast.predict import find_model, load_classifier, pneumonia_probability, prepare
+
+SPLITS = ("test", "val", "train")
+
+DESCRIPTION = """Recompute the metric table of a saved model on one split of the chest X-ray data,
+at the decision threshold stored in the model, and print it as the trainer does.
+
+With a run directory, the data folder, --limit, --seed and --val-fraction default to the
+run's config.json, so the same images are scored as in training: the test numbers equal
+the run's metrics.json."""
+
+
+def split_images(root, split, size, limit=None, seed=0, val_fraction=0.1, cache_dir=None,
+                 progress=False):
+    """The images of ``split`` as the trainer picks them -> (images (N, S, S) in [0, 1], y, paths).
+
+    "val" is root/val when it exists, otherwise the patients carved out of train (and
+    "train" is what is left), exactly as ``load_dataset`` does.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    has_val = (Path(root) / "val").is_dir()
+    if split == "test" or (split == "val" and has_val):
+        images, y, paths, _ = xray_data._load_split(root, split, size, limit, seed, cache_dir,
+                                                    progress)
+        return images, y, paths
+    images, y, paths, _ = xray_data._load_split(root, "train", size, limit, seed, cache_dir,
+                                                progress)
+    if has_val:
+        return images, y, paths
+    train_idx, val_idx = xray_data.split_by_patient(paths, y, val_fraction, seed)
+    keep = val_idx if split == "val" else train_idx
+    return images[keep], y[keep], [paths[i] for i in keep]
+
+
+def evaluate(model, metadata, images, y):
+    """binary_metrics of the model on prepared-as-in-training ``images`` at its threshold."""
+    probability = pneumonia_probability(model, prepare(images, metadata))
+    return metrics.binary_metrics(y, probability, metadata["threshold"])
+
+
+def _run_config(model_path):
+    """config.json of the run the model file lives in, or {}."""
+    config = Path(model_path).parent / "config.json"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
+def _differences(ours, stored):
+    """Keys whose values differ between two binary_metrics dicts."""
+    return [k for k in ours if k in stored and ours[k] != stored[k]
+            and not (isinstance(ours[k], float) and np.isclose(ours[k], stored[k], rtol=0, atol=1e-12))]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fast.evaluate", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", metavar="RUN_DIR_OR_NPZ", default=None,
+                        help="a run directory or a model .npz (default: the newest run under runs/)")
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help="data folder holding train/ and test/ (default: the run's config.json, "
+                             "else $XRAY_DATA, else data/chest_xray)")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="split to score (default: test)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="score the trainer's stratified subset of at most this many images "
+                             "(default: the run's --limit; none means every image)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the subset and the val "
+                        "carving (default: the run's, else 0)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="share of train patients carved out as val (default: the run's, else 0.1)")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None,
+                        help="reuse/store decoded images there (default: no cache)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        model_path = find_model(args.model)
+        model, metadata = load_classifier(model_path)
+    except ModelFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    config = _run_config(model_path)
+
+    def setting(name, default=None):
+        """The flag when given, else the run's setting, else ``default``."""
+        value = getattr(args, name)
+        if value is None:
+            value = config.get(name)
+        return default if value is None else value
+
+    limit = setting("limit")
+    try:
+        root = xray_data.resolve_data_root(args.data if args.data is not None else config.get("data"))
+        images, y, _ = split_images(root, args.split, metadata["image_size"], limit=limit,
+                                    seed=setting("seed", 0),
+                                    val_fraction=setting("val_fraction", 0.1),
+                                    cache_dir=args.cache_dir, progress=sys.stderr.isatty())
+        result = evaluate(model, metadata, images, y)
+    except xray_data.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # e.g. a split holding one class only: no sensitivity or AUC
+        print(f"error: cannot score the {args.split} split of {root}: {err}", file=sys.stderr)
+        return 1
+
+    subset = f", at most {limit} images (--limit)" if limit else ""
+    print(f"model {model_path}, {args.split} split of {root}{subset}: {result['n']} images, "
+          f"threshold {metadata['threshold']:.4f}")
+    print(metrics.format_metrics_table({args.split: result}))
+
+    stored_path = Path(model_path).parent / "metrics.json"
+    if stored_path.is_file():
+        stored = json.loads(stored_path.read_text()).get(args.split)
+        if stored is not None:
+            differ = _differences(result, stored)
+            print(f"{'differs from' if differ else 'equals'} the run's {stored_path}"
+                  + (f" in {', '.join(differ)}" if differ else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Pictures of a training run: ``python -m fast.report RUN_DIR [--data PATH]``.
+
+``make_report`` reads a run directory (config.json, history.csv, metrics.json, model.npz,
+test_predictions.npz) and writes PNGs next to them: training curves, the first layer's
+filters, feature maps, the test ROC curve, the confusion matrix and Grad-CAM saliency.
+The pictures that show X-rays need the data folder; without it they are skipped with a note.
+
+This is the only module that imports matplotlib (headless, Agg backend).
+"""
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+from matplotlib import cm
+from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
+
+from fast import metrics
+from fast.data import CLASS_NAMES, DataError, ImageError, read_xray, resolve_data_root
+from fast.model import ModelFileError
+from fast.predict import SALIENCY_SIZE, forward_features, grad_cam, load_classifier, prepare
+
+matplotlib.use("Agg")  # headless: no display needed, PNG only
+import matplotlib.pyplot as plt  # noqa: E402  (pyplot after the backend is chosen)
+
+DPI = 150
+SALIENCY_CMAP = "jet"
+FEATURE_MAPS_SHOWN = 8  # channels per conv layer in the feature-map picture
+SALIENCY_PER_KIND = 2  # test X-rays per kind (TP, FP, FN) in the saliency picture
+RUN_FILES = ("config.json", "history.csv", "metrics.json", "model.npz", "test_predictions.npz")
+
+PICTURES = {
+    "curves": "training_curves.png",
+    "filters": "conv1_filters.png",
+    "features": "feature_maps.png",
+    "roc": "roc_test.png",
+    "confusion": "confusion_matrix_test.png",
+    "saliency": "saliency_test.png",
+}
+
+
+class ReportError(Exception):
+    """The run directory lacks what the pictures are drawn from."""
+
+
+# --------------------------------------------------------------------------- reading a run
+
+def read_history(path):
+    """history.csv -> dict of column name -> float array, one entry per epoch."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ReportError(f"{path}: no epochs recorded")
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+
+
+def _data_root(run_dir, data_root):
+    """The data folder: the argument, else config.json's data, else the default; None if absent."""
+    if data_root is None:
+        data_root = json.loads((Path(run_dir) / "config.json").read_text()).get("data")
+    try:
+        return resolve_data_root(data_root)
+    except DataError:
+        return None
+
+
+def locate(path, data_root):
+    """A stored test path as a file that exists: under ``data_root`` (its last three parts,
+    split/CLASS/name) when possible, else as stored; None when neither exists."""
+    path = Path(str(path))
+    if data_root is not None:
+        candidate = Path(data_root).joinpath(*path.parts[-3:])
+        if candidate.is_file():
+            return candidate
+    return path if path.is_file() else None
+
+
+def _readable(indices, paths, data_root, size, count):
+    """Up to ``count`` (index, file, image) of the given test indices whose files read cleanly."""
+    found = []
+    for i in indices:
+        file = locate(paths[i], data_root)
+        if file is None:
+            continue
+        try:
+            found.append((int(i), file, read_xray(file, size)))
+        except ImageError:
+            continue
+        if len(found) == count:
+            break
+    return found
+
+
+# --------------------------------------------------------------------------- pictures
+
+def _save(fig, path):
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curves(history, best_epoch, path):
+    """Train/val loss and val AUC per epoch, the kept epoch marked."""
+    epochs = history["epoch"]
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax_loss.plot(epochs, history["train_loss"], "o-", label="train loss")
+    ax_loss.plot(epochs, history["val_loss"], "s-", label="validation loss")
+    ax_loss.set_ylabel("loss (class-weighted cross-entropy)")
+    ax_loss.set_title("Loss")
+    ax_auc.plot(epochs, history["val_auc"], "o-", color="tab:green", label="validation ROC AUC")
+    ax_auc.axhline(0.5, color="gray", linestyle=":", label="chance (0.5)")
+    ax_auc.set_ylabel("ROC AUC")
+    # On one scale from chance (or below) to perfect, so a flat curve reads as flat.
+    ax_auc.set_ylim(min(0.5, float(history["val_auc"].min())) - 0.02, 1.01)
+    ax_auc.set_title("Validation ROC AUC")
+    for ax in (ax_loss, ax_auc):
+        if best_epoch:
+            ax.axvline(best_epoch, color="tab:red", linestyle="--", zorder=1,
+                       label=f"kept epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0.5, epochs.max() + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Training curves", fontsize=14)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_filters(model, path):
+    """The first conv layer's kernels (input channel 0) on one symmetric colour scale."""
+    w = model.params["conv1_w"].astype(np.float64)  # (F, C, KH, KW)
+    F, _, KH, KW = w.shape
+    cols = min(8, F)
+    rows = -(-F // cols)
+    limit = float(np.abs(w[:, 0]).max()) or 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols + 1.4, 1.45 * rows + 1.1),
+                             squeeze=False, layout="constrained")
+    for f, ax in enumerate(axes.flat):
+        if f >= F:
+            ax.axis("off")
+            continue
+        image = ax.imshow(w[f, 0], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(f"filter {f + 1}", fontsize=10)
+        ax.set_xticks(range(KW))
+        ax.set_yticks(range(KH))
+        ax.tick_params(labelsize=7, length=2)
+    fig.colorbar(image, ax=axes, shrink=0.9, label="weight (red +, blue -)")
+    fig.supxlabel("kernel column", fontsize=11)
+    fig.supylabel("kernel row", fontsize=11)
+    fig.suptitle(f"First convolution layer: the {F} learned {KH}x{KW} filters", fontsize=14)
+    return _save(fig, path)
+
+
+def plot_feature_maps(model, metadata, examples, path, shown=FEATURE_MAPS_SHOWN):
+    """The ReLU feature maps of every conv layer for one NORMAL and one PNEUMONIA X-ray.
+
+    examples: [(caption, (S, S) model-input image in [0, 1], (D, D) display image), ...]. Per
+    layer the same channels (the most active over both X-rays) are shown for each, each
+    channel on one colour scale, so the two X-rays compare directly.
+    """
+    x = prepare(np.stack([e[1] for e in examples]), metadata)
+    _, _, maps = forward_features(model, x)
+    maps = [m.astype(np.float64) for m in maps]  # (N, F, H, W) per conv layer
+    picked = [np.argsort(-m.mean(axis=(0, 2, 3)), kind="stable")[:shown] for m in maps]
+    layers = len(maps)
+    fig = plt.figure(figsize=(1.35 * (shown + 3), 1.45 * layers * len(examples) + 1.2),
+                     layout="constrained")
+    for n, (subfig, (caption, _, display)) in enumerate(zip(fig.subfigures(len(examples), 1),
+                                                            examples)):
+        grid = subfig.add_gridspec(layers, shown + 3)
+        ax = subfig.add_subplot(grid[:, :3])
+        ax.imshow(display, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"input, seen at {x.shape[2]}x{x.shape[3]} pixels", fontsize=9)
+        subfig.suptitle(f"true {caption}", fontsize=11)
+        for layer, (fmap, channels) in enumerate(zip(maps, picked)):
+            for k, c in enumerate(channels):
+                ax = subfig.add_subplot(grid[layer, 3 + k])
+                ax.imshow(fmap[n, c], cmap="viridis", vmin=0, vmax=float(fmap[:, c].max()) or 1.0,
+                          interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"ch {c + 1}", fontsize=8, pad=2)
+                if k == 0:
+                    ax.set_ylabel(f"conv{layer + 1}\n{fmap.shape[2]}x{fmap.shape[3]}", fontsize=9)
+    fig.suptitle("Feature maps after ReLU, per conv layer (rows): its most active channels;\n"
+                 "bright = strong activation, each channel on one scale for both X-rays",
+                 fontsize=12)
+    return _save(fig, path)
+
+
+def plot_roc(y, prob, threshold, path):
+    """The test ROC curve, its AUC and the operating point at ``threshold``."""
+    fpr, tpr, _ = metrics.roc_curve(y, prob)
+    m = metrics.binary_metrics(y, prob, threshold)
+    fig, ax = plt.subplots(figsize=(6.2, 6))
+    ax.plot(fpr, tpr, color="tab:blue", linewidth=2, label=f"ROC curve (AUC = {m['roc_auc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance (AUC = 0.5)")
+    ax.plot(1 - m["specificity"], m["sensitivity"], "o", color="tab:red", markersize=9,
+            label=f"threshold {threshold:.3f}: sensitivity {m['sensitivity']:.3f},\n"
+                  f"specificity {m['specificity']:.3f}")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    positives = int(np.sum(y))
+    ax.set_title(f"ROC curve, test split\n({len(y)} X-rays: {positives} PNEUMONIA, "
+                 f"{len(y) - positives} NORMAL)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def plot_confusion(y, prob, threshold, path, names=CLASS_NAMES):
+    """Counts and the share of each true class, at ``threshold``."""
+    m = metrics.binary_metrics(y, prob, threshold)
+    counts = np.array(m["confusion_matrix"])  # [[TN, FP], [FN, TP]]
+    rates = counts / counts.sum(axis=1, keepdims=True)
+    kinds = [["true negatives", "false positives"], ["false negatives", "true positives"]]
+    fig, ax = plt.subplots(figsize=(6.8, 5.6))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, f"{counts[i, j]}\n{100 * rates[i, j]:.1f}% of {names[i]}\n({kinds[i][j]})",
+                    ha="center", va="center", fontsize=11,
+                    color="white" if rates[i, j] > 0.6 else "black")
+    ax.set_xticks([0, 1], [f"predicted {n}" for n in names])
+    ax.set_yticks([0, 1], [f"true {n}" for n in names])
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    fig.colorbar(image, ax=ax, label="share of the true class (row)")
+    ax.set_title(f"Confusion matrix, test split (threshold {threshold:.3f})\n"
+                 f"accuracy {m['accuracy']:.3f}, sensitivity {m['sensitivity']:.3f}, "
+                 f"specificity {m['specificity']:.3f}")
+    return _save(fig, path)
+
+
+def _overlay(ax, xray, cam):
+    """Draw the X-ray in grey with the Grad-CAM map (any size, in [0, 1]) over it."""
+    h, w = xray.shape
+    up = np.clip(cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)
+    rgba = plt.get_cmap(SALIENCY_CMAP)(up)
+    rgba[..., 3] = 0.6 * up  # weak evidence stays transparent: the X-ray shows through
+    ax.imshow(xray, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(rgba)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _saliency_colorbar(fig, ax):
+    mappable = cm.ScalarMappable(norm=Normalize(0, 1), cmap=SALIENCY_CMAP)
+    fig.colorbar(mappable, ax=ax, shrink=0.7,
+                 label="Grad-CAM: evidence for PNEUMONIA\n(relative to the image's maximum)")
+
+
+def save_saliency_overlay(path, xray, cam, title):
+    """One X-ray beside its Grad-CAM overlay, as a PNG. xray: (H, W) in [0, 1]; cam: (h, w)."""
+    fig, (ax_plain, ax_cam) = plt.subplots(1, 2, figsize=(9.5, 5.0), layout="constrained")
+    ax_plain.imshow(xray, cmap="gray", vmin=0, vmax=1)
+    ax_plain.set_xticks([])
+    ax_plain.set_yticks([])
+    ax_plain.set_xlabel("X-ray (squared, as the model sees it)")
+    _overlay(ax_cam, xray, cam)
+    ax_cam.set_xlabel("Grad-CAM over the X-ray")
+    _saliency_colorbar(fig, [ax_plain, ax_cam])
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_saliency(model, metadata, cases, path):
+    """Grad-CAM of a few test X-rays, one row per kind (TP, FP, FN): X-ray, then overlay.
+
+    cases: {kind: [(caption, model-input image, display image), ...]}.
+    """
+    cols = 2 * SALIENCY_PER_KIND
+    fig, axes = plt.subplots(len(cases), cols, figsize=(2.7 * cols + 1.3, 3.1 * len(cases) + 0.8),
+                             squeeze=False, layout="constrained")
+    for row, (kind, items) in zip(axes, cases.items()):
+        cams = grad_cam(model, prepare(np.stack([i[1] for i in items]), metadata)) if items else []
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for k in range(SALIENCY_PER_KIND):
+            ax_plain, ax_cam = row[2 * k], row[2 * k + 1]
+            if k >= len(items):
+                ax_plain.set_frame_on(False)
+                ax_cam.axis("off")
+                ax_plain.text(0.05, 0.5, "none in the test split" if k == 0 else "", fontsize=10,
+                              transform=ax_plain.transAxes, va="center")
+                continue
+            caption, _, display = items[k]
+            ax_plain.imshow(display, cmap="gray", vmin=0, vmax=1)
+            ax_plain.set_title(f"true {caption}", fontsize=8.5)
+            _overlay(ax_cam, display, cams[k])
+            ax_cam.set_title("Grad-CAM", fontsize=8.5)
+        row[0].set_ylabel(kind, fontsize=12)
+    _saliency_colorbar(fig, axes)
+    fig.suptitle("Where the network sees pneumonia: Grad-CAM at the last conv layer,\n"
+                 "for test X-rays it got right (true positives) and wrong (false positives, "
+                 "false negatives)", fontsize=12)
+    return _save(fig, path)
+
+
+def _most_confident(indices, score):
+    """``indices`` ordered by ``score`` (high first), ties by index."""
+    return indices[np.argsort(-score[indices], kind="stable")]
+
+
+def make_report(run_dir, data_root=None, log=print):
+    """(Re)draw every picture of the run in ``run_dir`` -> list of the PNG paths written.
+
+    The data folder (for the pictures showing X-rays) is ``data_root``, else config.json's
+    ``data``, else the default; when it cannot be found, those pictures are skipped with a note.
+    Raises ReportError (or ModelFileError) when the run directory lacks a file it needs.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run directory")
+    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise ReportError(f"{run_dir}: not a finished run (missing {', '.join(missing)}); "
+                          "pictures are drawn once training has finished")
+    results = json.loads((run_dir / "metrics.json").read_text())
+    model, metadata = load_classifier(run_dir / "model.npz")
+    threshold = float(results.get("threshold", metadata["threshold"]))
+    best_epoch = int(results.get("best_epoch", metadata.get("best_epoch", 0)))
+    with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as stored:
+        prob, y, paths = stored["probability"], stored["label"].astype(np.int64), stored["paths"]
+    names = tuple(metadata.get("class_names", CLASS_NAMES))
+
+    written = [
+        plot_training_curves(read_history(run_dir / "history.csv"), best_epoch,
+                             run_dir / PICTURES["curves"]),
+        plot_filters(model, run_dir / PICTURES["filters"]),
+        plot_roc(y, prob, threshold, run_dir / PICTURES["roc"]),
+        plot_confusion(y, prob, threshold, run_dir / PICTURES["confusion"], names),
+    ]
+
+    root = _data_root(run_dir, data_root)
+    size = metadata["image_size"]
+
+    def examples(indices, count):
+        """(caption, model-input image, display image) of up to ``count`` readable X-rays."""
+        items = []
+        for i, file, image in _readable(indices, paths, root, size, count):
+            caption = f"{names[y[i]]} {file.name}\nP(pneumonia) = {prob[i]:.3f}"
+            items.append((caption, image, read_xray(file, SALIENCY_SIZE)))
+        return items
+
+    # Margin from the threshold, negative when wrong: each class's clearest case comes first.
+    margin = np.where(y == 1, prob - threshold, threshold - prob)
+    pair = (examples(_most_confident(np.flatnonzero(y == 0), margin), 1)
+            + examples(_most_confident(np.flatnonzero(y == 1), margin), 1))
+    if len(pair) == 2:
+        written.append(plot_feature_maps(model, metadata, pair, run_dir / PICTURES["features"]))
+        positive = prob >= threshold
+        cases = {
+            "true positives": _most_confident(np.flatnonzero((y == 1) & positive), prob),
+            "false positives": _most_confident(np.flatnonzero((y == 0) & positive), prob),
+            "false negatives": _most_confident(np.flatnonzero((y == 1) & ~positive), -prob),
+        }
+        cases = {kind: examples(idx, SALIENCY_PER_KIND) for kind, idx in cases.items()}
+        written.append(plot_saliency(model, metadata, cases, run_dir / PICTURES["saliency"]))
+    else:
+        where = root if root is not None else "no data folder found"
+        log(f"note: the test X-rays cannot be read ({where}); skipped {PICTURES['features']} and "
+            f"{PICTURES['saliency']} (pass --data PATH)")
+    for path in written:
+        log(f"wrote {path}")
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m fast.report",
+        description="Draw the pictures of a finished training run (training curves, first-layer "
+                    "filters, feature maps, test ROC curve, confusion matrix, Grad-CAM saliency) "
+                    "as PNG files in the run directory.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by python -m fast.train")
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help="chest X-ray data folder, for the pictures that show X-rays "
+                             "(default: the run's config.json, else $XRAY_DATA, else data/chest_xray)")
+    args = parser.parse_args(argv)
+    try:
+        make_report(args.run_dir, args.data)
+    except (ReportError, ModelFileError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

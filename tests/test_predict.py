@@ -1,0 +1,384 @@
+"""Prediction and evaluation of a saved model: the trainer's numbers back, every bad file named."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from fast import evaluate, predict
+from fast.config import TrainConfig
+from fast.model import Architecture, ConvNet, ModelFileError, load_model, save_model
+from fast.trainer import train
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_LIMIT = 60  # train and test images of the session's tiny run
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_run_dir(tmp_path_factory, xray_root):
+    """A one-epoch 32-pixel run on a few real X-rays, trained once per test session.
+
+    It lives at a fixed place under the session's base temp folder, so every test module
+    asking for it (test_report too) shares one training.
+    """
+    base = tmp_path_factory.getbasetemp()
+    run_dir = base / "tiny_run"
+    if not (run_dir / "test_predictions.npz").is_file():
+        config = TrainConfig(limit=TINY_LIMIT, image_size=32, epochs=1, out=str(run_dir),
+                             data=str(xray_root), cache_dir=str(base / "tiny_run_cache"))
+        train(config, progress_bars=False, log=lambda *a: None)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, xray_root):
+    return tiny_run_dir(tmp_path_factory, xray_root)
+
+
+@pytest.fixture(scope="session")
+def stored(tiny_run):
+    """The trainer's test predictions: (paths as str, probabilities, labels)."""
+    with np.load(tiny_run / "test_predictions.npz", allow_pickle=False) as npz:
+        return [str(p) for p in npz["paths"]], npz["probability"], npz["label"]
+
+
+@pytest.fixture(scope="session")
+def classifier(tiny_run):
+    return predict.load_classifier(tiny_run / "model.npz")
+
+
+def run_cli(module, *args, cwd=REPO_ROOT):
+    """``python -m module args`` in a fresh interpreter -> CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def predict_main(*args):
+    """predict.main on ``args`` (paths allowed) -> exit status."""
+    return predict.main([str(a) for a in args])
+
+
+def json_out(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+# --------------------------------------------------------------------------- the trainer's numbers
+
+def test_predict_reproduces_the_trainers_test_probabilities(tiny_run, stored, capsys):
+    paths, probability, labels = stored
+    assert predict_main("--model", tiny_run, "--json", *paths) == 0
+    results = json_out(capsys)
+    assert [r["path"] for r in results] == paths
+    # The same batches through the same forward pass: equal to float32 rounding at most.
+    assert_allclose([r["probability"] for r in results], probability, rtol=0, atol=1e-6)
+    threshold = json.loads((tiny_run / "metrics.json").read_text())["threshold"]
+    expected = np.where(probability >= threshold, "PNEUMONIA", "NORMAL")
+    assert [r["label"] for r in results] == list(expected)
+    assert set(labels) == {0, 1}
+
+
+def test_predict_of_a_single_image_matches_the_batch_probability(tiny_run, stored, capsys):
+    paths, probability, _ = stored
+    for k in (0, len(paths) - 1):  # one NORMAL, one PNEUMONIA
+        assert predict_main("--model", tiny_run / "model.npz", "--json", paths[k]) == 0
+        (result,) = json_out(capsys)
+        assert_allclose(result["probability"], probability[k], rtol=0, atol=1e-5)
+
+
+def test_text_output_gives_path_probability_and_label_per_line(tiny_run, stored, capsys):
+    paths, probability, _ = stored
+    assert predict_main("--model", tiny_run, paths[0], paths[-1]) == 0
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert len(lines) == 2
+    for line, path, p in zip(lines, (paths[0], paths[-1]), probability[[0, -1]]):
+        name, prob, label = line.split()
+        assert name == path and label in ("NORMAL", "PNEUMONIA")
+        assert_allclose(float(prob), p, rtol=0, atol=1e-4)
+    assert str(tiny_run / "model.npz") in out.err  # says which model
+
+
+def test_evaluate_reproduces_the_runs_test_metrics(tiny_run, capsys):
+    assert evaluate.main(["--model", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    test_metrics = json.loads((tiny_run / "metrics.json").read_text())["test"]
+    from fast.metrics import format_metrics_table
+    assert format_metrics_table({"test": test_metrics}) in out
+    assert "equals the run's" in out
+
+
+def test_evaluate_scores_the_same_val_images_as_the_trainer(tiny_run, classifier, xray_root):
+    model, metadata = classifier
+    config = json.loads((tiny_run / "config.json").read_text())
+    images, y, _ = evaluate.split_images(xray_root, "val", metadata["image_size"],
+                                         limit=config["limit"], seed=config["seed"],
+                                         val_fraction=config["val_fraction"])
+    result = evaluate.evaluate(model, metadata, images, y)
+    stored_val = json.loads((tiny_run / "metrics.json").read_text())["val"]
+    assert result["confusion_matrix"] == stored_val["confusion_matrix"]
+    assert_allclose(result["roc_auc"], stored_val["roc_auc"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "{tmp}/nowhere.npz"], "no such model file"),
+    (["--data", "{tmp}/no-data"], "data folder not found"),
+])
+def test_evaluate_refuses_a_bad_model_or_data_path_without_traceback(tiny_run, tmp_path, args,
+                                                                     message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tiny_run)]
+    result = run_cli("fast.evaluate", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- formats
+
+def test_the_same_xray_in_any_format_gets_the_same_probability(tiny_run, stored, tmp_path,
+                                                              capsys):
+    paths, _, _ = stored
+    gray = cv2.imread(paths[-1], cv2.IMREAD_GRAYSCALE)
+    gray = cv2.resize(gray, (300, 260), interpolation=cv2.INTER_AREA)  # not square, not 32
+    bgra = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA)
+    bgra[:, :, 3] = 128  # alpha is ignored
+    files = {
+        "gray.png": (gray, []),
+        "gray16.png": (gray.astype(np.uint16) * 257, []),  # 16-bit, the same intensities
+        "gray.bmp": (gray, []),
+        "colour.jpeg": (cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100]),
+        "alpha.png": (bgra, []),
+    }
+    for name, (image, params) in files.items():
+        assert cv2.imwrite(str(tmp_path / name), image, params)
+    names = list(files)
+    assert predict_main("--model", tiny_run, "--json", *(tmp_path / n for n in names)) == 0
+    probability = {Path(r["path"]).name: r["probability"] for r in json_out(capsys)}
+    for name in names[1:]:
+        # The lossless files hold the same intensities; JPEG at quality 100 moves some pixels
+        # by a grey level or two.
+        atol = 2e-3 if name.endswith(".jpeg") else 1e-6
+        assert_allclose(probability[name], probability["gray.png"], rtol=0, atol=atol,
+                        err_msg=name)
+
+
+# --------------------------------------------------------------------------- bad images
+
+def bad_files(folder, good_jpeg):
+    """{kind: path} of files prediction must refuse, each with its own reason."""
+    whole = Path(good_jpeg).read_bytes()
+    rng = np.random.default_rng(0)
+    files = {
+        "missing": folder / "nowhere.jpeg",
+        "empty": folder / "empty.png",
+        "truncated": folder / "cut.jpeg",
+        # A JPEG start and end with random bytes between: no decodable header.
+        "corrupt": folder / "corrupt.jpeg",
+        "not an image": folder / "notes.png",
+    }
+    files["empty"].write_bytes(b"")
+    files["truncated"].write_bytes(whole[:len(whole) // 2])
+    files["corrupt"].write_bytes(whole[:2] + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+                                 + b"\xff\xd9")
+    files["not an image"].write_text("a radiologist's notes, not a picture\n")
+    return files
+
+
+REASONS = {"missing": "not found", "empty": "empty", "truncated": "truncated",
+           "corrupt": "corrupt|decode", "not an image": "not an image|decode"}
+
+
+def test_each_unreadable_file_gets_its_own_error_and_the_others_are_predicted(
+        tiny_run, stored, tmp_path, capsys):
+    paths, probability, _ = stored
+    bad = bad_files(tmp_path, paths[0])
+    argv = [paths[0], *map(str, bad.values()), paths[-1]]
+    assert predict_main("--model", tiny_run, "--json", *argv) == 1
+    results = json_out(capsys)
+    assert [r["path"] for r in results] == argv
+    assert_allclose([results[0]["probability"], results[-1]["probability"]],
+                    probability[[0, -1]], rtol=0, atol=1e-5)
+    for (kind, path), result in zip(bad.items(), results[1:-1]):
+        assert set(result) == {"path", "error"}, kind
+        assert re.search(REASONS[kind], result["error"]), (kind, result["error"])
+
+
+def test_unreadable_files_in_text_output_name_the_file_and_exit_non_zero(tiny_run, stored, tmp_path):
+    paths, _, _ = stored
+    bad = bad_files(tmp_path, paths[0])
+    result = run_cli("fast.predict", "--model", tiny_run, paths[0], *bad.values())
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 + len(bad)
+    assert lines[0].startswith(paths[0]) and lines[0].split()[-1] in ("NORMAL", "PNEUMONIA")
+    for (kind, path), line in zip(bad.items(), lines[1:]):
+        assert line.startswith(f"{path}  error: "), line
+        assert re.search(REASONS[kind], line), (kind, line)
+
+
+def test_json_output_of_a_subprocess_parses(tiny_run, stored, tmp_path):
+    paths, _, _ = stored
+    result = run_cli("fast.predict", "--json", "--model", tiny_run, paths[0], tmp_path / "gone.png")
+    assert result.returncode == 1
+    good, missing = json.loads(result.stdout)
+    assert set(good) == {"path", "probability", "label"}
+    assert missing == {"path": str(tmp_path / "gone.png"), "error": "file not found"}
+
+
+# --------------------------------------------------------------------------- bad models
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this creates ``marker``: a stand-in for a malicious model file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def bad_models(folder, tiny_model):
+    """{kind: path} of model files prediction must refuse."""
+    model, metadata = load_model(tiny_model)
+    files = {kind: folder / f"{kind}.npz" for kind in
+             ("missing", "corrupt", "truncated", "other architecture", "three channels", "pickle",
+              "no metadata")}
+    files["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    whole = Path(tiny_model).read_bytes()
+    files["truncated"].write_bytes(whole[:len(whole) // 2])
+    # The tiny model's weights under an architecture record they do not fit.
+    with np.load(tiny_model, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arch = Architecture.from_json(str(arrays["architecture"]))
+    arrays["architecture"] = np.array(Architecture(input_shape=arch.input_shape, channels=(8, 8),
+                                                   hidden=arch.hidden).to_json())
+    np.savez(files["other architecture"], **arrays)
+    colour = ConvNet(Architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
+    save_model(files["three channels"], colour, metadata)
+    np.savez(files["pickle"], weights=np.array([_RunsCodeWhenUnpickled(folder / "pwned")],
+                                               dtype=object))
+    save_model(files["no metadata"], model, {})
+    return files
+
+
+def test_every_bad_model_file_is_refused_by_load_classifier(tiny_run, tmp_path):
+    for kind, path in bad_models(tmp_path, tiny_run / "model.npz").items():
+        with pytest.raises(ModelFileError, match=re.escape(str(path))):
+            predict.load_classifier(path)
+    assert not (tmp_path / "pwned").exists()  # loading never ran the pickle
+
+
+def test_bad_model_files_are_refused_with_a_message_and_no_traceback(tiny_run, stored, tmp_path):
+    paths, _, _ = stored
+    # np.load takes any non-npz file for a pickle, so random bytes may be refused as such.
+    expected = {"missing": "no such model file", "corrupt": "not a",
+                "truncated": "not a readable model file", "other architecture": "do not match",
+                "three channels": "another architecture", "pickle": "pickle",
+                "no metadata": "lacks"}
+    for kind, path in bad_models(tmp_path, tiny_run / "model.npz").items():
+        result = run_cli("fast.predict", "--model", path, paths[0])
+        assert result.returncode == 2, kind
+        assert result.stdout == "", kind
+        assert "Traceback" not in result.stderr, kind
+        assert expected[kind] in result.stderr and str(path) in result.stderr, (kind, result.stderr)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_without_model_the_newest_run_is_used_and_named(tiny_run, stored, tmp_path, monkeypatch,
+                                                        capsys):
+    paths, _, _ = stored
+    for k, name in enumerate(("b-older", "a-newer")):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        shutil.copy(tiny_run / "model.npz", tmp_path / "runs" / name / "model.npz")
+        os.utime(tmp_path / "runs" / name / "model.npz", (1e9 + k, 1e9 + k))
+    (tmp_path / "runs" / "z-unfinished").mkdir()  # no model.npz: not a candidate
+    monkeypatch.chdir(tmp_path)
+    assert predict.main([str(Path(paths[0]).resolve())]) == 0
+    err = capsys.readouterr().err
+    assert str(Path("runs") / "a-newer" / "model.npz") in err and "newest" in err
+
+
+def test_without_model_and_without_runs_the_error_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert predict.main(["x.png"]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_help_explains_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("--model", "--json", "--saliency", "threshold", "PNEUMONIA"):
+        assert word in out
+
+
+def test_predict_imports_no_matplotlib_without_saliency(tiny_run, stored):
+    paths, _, _ = stored
+    code = ("import sys; from fast import predict; "
+            f"code = predict.main(['--model', {str(tiny_run)!r}, {paths[0]!r}]); "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- saliency
+
+def test_saliency_writes_one_readable_png_per_predicted_image(tiny_run, stored, tmp_path, capsys):
+    paths, _, _ = stored
+    out = tmp_path / "heat"
+    argv = ["--model", tiny_run, "--json", "--saliency", out, paths[0], paths[-1],
+            tmp_path / "gone.png"]
+    assert predict_main(*argv) == 1
+    results = json_out(capsys)
+    written = sorted(out.iterdir())
+    assert len(written) == 2
+    assert sorted(Path(r["saliency"]) for r in results[:2]) == written
+    for png in written:
+        assert png.read_bytes()[:8] == PNG_SIGNATURE
+        height, width = cv2.imread(str(png)).shape[:2]
+        assert width >= 300 and height >= 300
+
+
+def test_forward_features_gives_the_networks_own_logits(classifier, stored):
+    model, metadata = classifier
+    paths, _, _ = stored
+    from fast.data import read_xray
+    x = predict.prepare(np.stack([read_xray(p, metadata["image_size"]) for p in paths[:4]]),
+                        metadata)
+    logits, _, maps = predict.forward_features(model, x)
+    assert_allclose(logits, model.forward(x)[0], rtol=0, atol=0)
+    size = metadata["image_size"]
+    assert [m.shape for m in maps] == [(4, c, size >> i, size >> i)
+                                       for i, c in enumerate(model.arch.channels)]
+    assert all(m.dtype == model.dtype and m.min() >= 0 for m in maps)
+
+
+def test_grad_cam_gradient_continued_down_equals_the_input_gradient_of_the_log_odds():
+    """The Grad-CAM backward (logits to the last conv output) is the first half of the network's
+    own backward: carried on to the input, it gives input_gradient(PNEUMONIA) - (NORMAL)."""
+    rng = np.random.default_rng(3)
+    model = ConvNet(Architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=10),
+                    dtype=np.float64, seed=1)
+    x = rng.normal(size=(3, 1, 16, 16))
+    maps, dconv, caches = predict.log_odds_gradient_at_last_conv(model, x)
+    L = model.layers
+    d, _, _ = L.conv2d_backward(dconv, caches[-2][0])
+    for conv_cache, pool_cache, relu_cache in reversed(caches[:-2]):
+        d = L.relu_backward(d, relu_cache)
+        d = L.maxpool2d_backward(d, pool_cache)
+        d, _, _ = L.conv2d_backward(d, conv_cache)
+    expected = model.input_gradient(x, 1) - model.input_gradient(x, 0)
+    assert_allclose(d, expected, rtol=1e-10, atol=1e-12)
+    cam = predict.grad_cam(model, x)
+    assert cam.shape == (3, 8, 8) and cam.min() >= 0 and cam.max() <= 1
