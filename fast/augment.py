@@ -1,10 +1,16 @@
 """Training-time augmentation suited to chest X-rays.
 
-Small random rotations (up to 10 degrees), zooms (0.9 to 1.1) and shifts (up to
-6 % of the side): the variation between real radiographs (patient position,
-distance to the detector). No horizontal flips: the heart sits on the left, and
-a mirrored chest is not an X-ray the model will ever be shown. No intensity
-inversion or elastic warps for the same reason.
+Geometry: small random rotations (up to 10 degrees), zooms (0.9 to 1.1, drawn
+separately for width and height) and shifts (up to 6 % of the side): the
+variation between real radiographs (patient position, distance to the detector),
+and the separate zooms because the originals (400 to 2,900 px a side, of varying
+aspect ratios) were all squeezed to a square, a distortion that says nothing
+about the lungs. Intensity: contrast scaled by 0.8 to 1.2 and brightness moved
+by up to 0.2 standard deviations, as exposure and detector settings vary.
+
+No horizontal flips: the heart sits on the left, and a mirrored chest is not an
+X-ray the model will ever be shown. No elastic warps or intensity inversions for
+the same reason.
 """
 import cv2
 import numpy as np
@@ -12,20 +18,29 @@ import numpy as np
 MAX_ROTATION_DEG = 10.0
 MAX_ZOOM = 0.10
 MAX_SHIFT = 0.06
+MAX_CONTRAST = 0.2
+MAX_BRIGHTNESS = 0.2
 
 
 def augment_batch(x, rng):
-    """A randomly transformed copy of x: (N, 1, H, W) float, already standardised."""
+    """A randomly transformed copy of x: (N, C, H, W) float, already standardised."""
     n, c, h, w = x.shape
     out = np.empty_like(x)
-    angles = rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, n)
-    zooms = rng.uniform(1 - MAX_ZOOM, 1 + MAX_ZOOM, n)
+    angles = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, n))
+    zooms = rng.uniform(1 - MAX_ZOOM, 1 + MAX_ZOOM, (n, 2))
     shifts = rng.uniform(-MAX_SHIFT, MAX_SHIFT, (n, 2)) * (w, h)
+    contrast = rng.uniform(1 - MAX_CONTRAST, 1 + MAX_CONTRAST, n).astype(x.dtype)
+    brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, n).astype(x.dtype)
+    centre = np.array([w / 2 - 0.5, h / 2 - 0.5])
     for i in range(n):
-        m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angles[i], zooms[i])
-        m[:, 2] += shifts[i]
+        cos, sin = np.cos(angles[i]), np.sin(angles[i])
+        # Rotate, then zoom x and y separately, about the image centre, then shift.
+        linear = np.diag(zooms[i]) @ np.array([[cos, sin], [-sin, cos]])
+        m = np.hstack([linear, (centre - linear @ centre + shifts[i])[:, None]])
         for ch in range(c):
             # Replicating the border keeps the edge intensity instead of inventing black bands.
             out[i, ch] = cv2.warpAffine(x[i, ch], m, (w, h), flags=cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_REPLICATE)
+    out *= contrast[:, None, None, None]
+    out += brightness[:, None, None, None]
     return out

@@ -435,7 +435,7 @@ def _stratified_subset(labels, limit, seed):
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
-def _load_split(root, split, size, limit, seed, cache_dir, progress):
+def load_split(root, split, size, limit, seed, cache_dir, progress):
     """Decode one split -> (images, labels, paths as str, skipped (path, reason) list)."""
     paths, labels = list_split(root, split)
     subset = _stratified_subset(labels, limit, seed)
@@ -456,19 +456,19 @@ def load_dataset(root, image_size, val_fraction=0.1, seed=0, cache_dir=".cache",
     """
     root = resolve_data_root(root)
     has_val = (Path(root) / "val").is_dir()
-    x_tr, y_tr, p_tr, skipped = _load_split(root, "train", image_size, limit, seed, cache_dir,
+    x_tr, y_tr, p_tr, skipped = load_split(root, "train", image_size, limit, seed, cache_dir,
                                             progress)
     if len(p_tr) == 0:
         raise DataError(f"no decodable training images in {Path(root) / 'train'}")
     if has_val:
-        x_va, y_va, p_va, skipped_val = _load_split(root, "val", image_size, limit, seed,
+        x_va, y_va, p_va, skipped_val = load_split(root, "val", image_size, limit, seed,
                                                     cache_dir, progress)
         skipped += skipped_val
     else:
         train_idx, val_idx = split_by_patient(p_tr, y_tr, val_fraction, seed)
         x_va, y_va, p_va = x_tr[val_idx], y_tr[val_idx], [p_tr[i] for i in val_idx]
         x_tr, y_tr, p_tr = x_tr[train_idx], y_tr[train_idx], [p_tr[i] for i in train_idx]
-    x_te, y_te, p_te, skipped_test = _load_split(root, "test", image_size, limit, seed,
+    x_te, y_te, p_te, skipped_test = load_split(root, "test", image_size, limit, seed,
                                                  cache_dir, progress)
     skipped += skipped_test
     if skipped:

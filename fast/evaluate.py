@@ -37,10 +37,10 @@ def split_images(root, split, size, limit=None, seed=0, val_fraction=0.1, cache_
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     has_val = (Path(root) / "val").is_dir()
     if split == "test" or (split == "val" and has_val):
-        images, y, paths, _ = xray_data._load_split(root, split, size, limit, seed, cache_dir,
+        images, y, paths, _ = xray_data.load_split(root, split, size, limit, seed, cache_dir,
                                                     progress)
         return images, y, paths
-    images, y, paths, _ = xray_data._load_split(root, "train", size, limit, seed, cache_dir,
+    images, y, paths, _ = xray_data.load_split(root, "train", size, limit, seed, cache_dir,
                                                 progress)
     if has_val:
         return images, y, paths

@@ -59,6 +59,11 @@ def atomic_write_text(path, text):
     os.replace(tmp, path)
 
 
+def log_line(*parts):
+    """The default log: stdout, flushed so a redirected log is complete at any moment."""
+    print(*parts, flush=True)
+
+
 def default_run_dir():
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -126,7 +131,7 @@ def write_history(run_dir, history):
     atomic_write_text(Path(run_dir) / "history.csv", buf.getvalue())
 
 
-def train(config: TrainConfig, resume=None, log=print, progress_bars=True):
+def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
     """Train, choose the threshold on validation, score the test split once -> run directory."""
     if resume is not None:
         run_dir = Path(resume)
@@ -250,9 +255,11 @@ def finish(run_dir, config, ds, model, best_params, progress, log):
     atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(results, indent=2) + "\n")
     # The test probabilities, so tools can check that prediction reproduces them.
     atomic_savez(Path(run_dir) / "test_predictions.npz", probability=test_prob, label=ds.y_test,
-                 paths=np.array(ds.paths_test))
+                 paths=np.array([str(Path(p).resolve()) for p in ds.paths_test]))
     log(f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f}); "
         f"threshold {threshold:.4f} chosen on val by Youden's J")
     log(metrics.format_metrics_table({"val": results["val"], "test": results["test"]}))
     log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json, history.csv")
+    from fast.report import make_report  # matplotlib: only loaded once training is over
+    make_report(run_dir, config.data, log=log)
     return Path(run_dir)

@@ -13,33 +13,10 @@ import pytest
 from numpy.testing import assert_allclose
 
 from fast import evaluate, predict
-from fast.config import TrainConfig
 from fast.model import Architecture, ConvNet, ModelFileError, load_model, save_model
-from fast.trainer import train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TINY_LIMIT = 60  # train and test images of the session's tiny run
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def tiny_run_dir(tmp_path_factory, xray_root):
-    """A one-epoch 32-pixel run on a few real X-rays, trained once per test session.
-
-    It lives at a fixed place under the session's base temp folder, so every test module
-    asking for it (test_report too) shares one training.
-    """
-    base = tmp_path_factory.getbasetemp()
-    run_dir = base / "tiny_run"
-    if not (run_dir / "test_predictions.npz").is_file():
-        config = TrainConfig(limit=TINY_LIMIT, image_size=32, epochs=1, out=str(run_dir),
-                             data=str(xray_root), cache_dir=str(base / "tiny_run_cache"))
-        train(config, progress_bars=False, log=lambda *a: None)
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, xray_root):
-    return tiny_run_dir(tmp_path_factory, xray_root)
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 
 from fast import report
-from test_predict import PNG_SIGNATURE, REPO_ROOT, tiny_run_dir
+from test_predict import PNG_SIGNATURE, REPO_ROOT
 
 MIN_SIDE = 300  # pixels: anything smaller is not readable
 
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, xray_root):
-    return tiny_run_dir(tmp_path_factory, xray_root)
 
 
 def fresh_copy(run_dir, folder):
