@@ -176,6 +176,9 @@ def atomic_savez(path, **arrays):
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
