@@ -26,30 +26,49 @@ def _offset_slices(k, size, out_size, stride, pad):
     return slice(lo, hi + 1), slice(first, first + (hi - lo) * stride + 1, stride)
 
 
-def im2col(x, kh, kw, stride=1, pad=0):
-    """x: (N, C, H, W) -> cols: (N, C*KH*KW, OH*OW), one column per output position.
+def channel_major(shape, dtype):
+    """A zeroed (N, C, H, W) array whose memory is laid out as (C, N, H, W).
 
-    Rows run over (C, KH, KW), matching ``w.reshape(F, -1)``, so the convolution
-    of image n is the GEMM ``w_mat @ cols[n]`` whose result is already NCHW. Built
-    by one strided copy per kernel offset, straight from x: no padded copy.
+    The GEMMs below want the batch folded into one long axis per channel
+    (C, N*H*W); an NCHW *view* of channel-major memory gives them that with no
+    transposed copies, while every function still sees the contract's shapes.
+    """
+    n, c, h, w = shape
+    return np.zeros((c, n, h, w), dtype=dtype).transpose(1, 0, 2, 3)
+
+
+def _by_channel(a):
+    """(N, C, H, W) -> (C, N*H*W): a free view for channel-major memory, else one copy."""
+    n, c, h, w = a.shape
+    return a.transpose(1, 0, 2, 3).reshape(c, n * h * w)
+
+
+def im2col(x, kh, kw, stride=1, pad=0):
+    """x: (N, C, H, W) -> cols: (C*KH*KW, N*OH*OW), one column per output position.
+
+    Rows run over (C, KH, KW), matching ``w.reshape(F, -1)``, and columns over
+    (N, OH, OW), so the whole batch's convolution is the single GEMM
+    ``w_mat @ cols``. Built by one strided copy per kernel offset straight from
+    x, with no padded copy: positions that fall on padding stay zero.
     """
     N, C, H, W = x.shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
-    alloc = np.zeros if pad else np.empty  # padding positions must read as zero
-    cols = alloc((N, C, kh, kw, oh, ow), dtype=x.dtype)
+    alloc = np.zeros if pad else np.empty
+    cols = alloc((C, kh, kw, N, oh, ow), dtype=x.dtype)
+    x_c = x.transpose(1, 0, 2, 3)  # (C, N, H, W), a view
     for i in range(kh):
         rows = _offset_slices(i, H, oh, stride, pad)
         for j in range(kw):
             cols_j = _offset_slices(j, W, ow, stride, pad)
             if rows is None or cols_j is None:
                 continue
-            cols[:, :, i, j, rows[0], cols_j[0]] = x[:, :, rows[1], cols_j[1]]
-    return cols.reshape(N, C * kh * kw, oh * ow)
+            cols[:, i, j, :, rows[0], cols_j[0]] = x_c[:, :, rows[1], cols_j[1]]
+    return cols.reshape(C * kh * kw, N * oh * ow)
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
-    """The adjoint of ``im2col``: cols (N, C*KH*KW, OH*OW) -> (N, C, H, W).
+    """The adjoint of ``im2col``: cols (C*KH*KW, N*OH*OW) -> (N, C, H, W), channel-major.
 
     Overlapping windows are summed (so this is not an inverse of im2col): one
     strided add per kernel offset; values that fell on padding are dropped.
@@ -57,20 +76,24 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     N, C, H, W = x_shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
-    cols = cols.reshape(N, C, kh, kw, oh, ow)
-    x = np.zeros(x_shape, dtype=cols.dtype)
+    cols = cols.reshape(C, kh, kw, N, oh, ow)
+    x = channel_major(x_shape, cols.dtype)
+    x_c = x.transpose(1, 0, 2, 3)  # (C, N, H, W), contiguous
     for i in range(kh):
         rows = _offset_slices(i, H, oh, stride, pad)
         for j in range(kw):
             cols_j = _offset_slices(j, W, ow, stride, pad)
             if rows is None or cols_j is None:
                 continue
-            x[:, :, rows[1], cols_j[1]] += cols[:, :, i, j, rows[0], cols_j[0]]
+            x_c[:, :, rows[1], cols_j[1]] += cols[:, i, j, :, rows[0], cols_j[0]]
     return x
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
-    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) -> out: (N, F, OH, OW)."""
+    """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) -> out: (N, F, OH, OW).
+
+    out is an NCHW view of channel-major memory (see ``channel_major``).
+    """
     _check_rank("conv input x", x, 4)
     _check_rank("conv weights w", w, 4)
     N, C, H, W = x.shape
@@ -82,11 +105,12 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     oh = conv_output_size(H, KH, stride, pad)
     ow = conv_output_size(W, KW, stride, pad)
 
-    cols = im2col(x, KH, KW, stride, pad)  # (N, C*KH*KW, OH*OW)
+    cols = im2col(x, KH, KW, stride, pad)  # (C*KH*KW, N*OH*OW)
     w_mat = w.reshape(F, -1).astype(x.dtype, copy=False)  # (F, C*KH*KW)
-    out = np.matmul(w_mat, cols)  # (N, F, OH*OW): one GEMM per image, NCHW already
+    out = w_mat @ cols  # (F, N*OH*OW): one GEMM for the batch
     out += b.astype(x.dtype, copy=False)[:, None]
-    return out.reshape(N, F, oh, ow), (x.shape, cols, w, stride, pad)
+    out = out.reshape(F, N, oh, ow).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
+    return out, (x.shape, cols, w, stride, pad)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -97,19 +121,14 @@ def conv2d_backward(dout, cache, need_dx=True):
     """
     x_shape, cols, w, stride, pad = cache
     F, C, KH, KW = w.shape
-    N = dout.shape[0]
-    dout_mat = dout.reshape(N, F, -1)  # (N, F, OH*OW), a view
-    # dw = sum_n dout[n] @ cols[n].T: BLAS reads the transposed cols[n] in place.
-    dw = np.matmul(dout_mat, cols.transpose(0, 2, 1)).sum(axis=0)  # (F, C*KH*KW)
-    dw = dw.reshape(w.shape).astype(w.dtype, copy=False)
-    db = dout_mat.sum(axis=(0, 2))
+    dout_mat = _by_channel(dout)  # (F, N*OH*OW)
+    dw = (dout_mat @ cols.T).reshape(w.shape).astype(w.dtype, copy=False)  # BLAS reads cols.T in place
+    db = dout_mat.sum(axis=1)
     if not need_dx:
         return None, dw, db
-    # A contiguous w.T: with the transposed view numpy's batched matmul runs ~3x slower.
     w_t = np.ascontiguousarray(w.reshape(F, -1).T, dtype=dout.dtype)  # (C*KH*KW, F)
-    dcols = np.matmul(w_t, dout_mat)  # (N, C*KH*KW, OH*OW)
-    dx = col2im(dcols, x_shape, KH, KW, stride, pad)
-    return dx, dw, db
+    dcols = w_t @ dout_mat  # (C*KH*KW, N*OH*OW)
+    return col2im(dcols, x_shape, KH, KW, stride, pad), dw, db
 
 
 def maxpool2d_forward(x, size=2, stride=None):
@@ -124,7 +143,7 @@ def maxpool2d_forward(x, size=2, stride=None):
     N, C, H, W = x.shape
     oh = conv_output_size(H, size, stride, 0)
     ow = conv_output_size(W, size, stride, 0)
-    out = x[:, :, 0:stride * oh:stride, 0:stride * ow:stride].copy()
+    out = x[:, :, 0:stride * oh:stride, 0:stride * ow:stride].copy(order="K")  # keeps x's layout
     arg = np.zeros(out.shape, dtype=np.uint16 if size * size > 255 else np.uint8)
     for k in range(1, size * size):
         i, j = divmod(k, size)
@@ -134,14 +153,25 @@ def maxpool2d_forward(x, size=2, stride=None):
         # k grows with the loop, so max() marks k exactly where this offset took the lead
         # (arithmetic on small ints here is several times faster than a masked copy).
         np.maximum(arg, greater.view(np.uint8) * np.array(k, arg.dtype), out=arg)
-    return out, (x.shape, arg, size, stride)
+    return out, (x.shape, _is_channel_major(x), arg, size, stride)
+
+
+def _is_channel_major(x):
+    return x.ndim == 4 and x.strides[1] > x.strides[0]
 
 
 def maxpool2d_backward(dout, cache):
-    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient to its first maximum."""
-    x_shape, arg, size, stride = cache
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window's gradient to its first maximum.
+
+    dx has the memory layout of the pooled input, so a conv below gets its
+    gradient in the layout it wants.
+    """
+    x_shape, channel_major_input, arg, size, stride = cache
     _, _, oh, ow = dout.shape
-    dx = np.zeros(x_shape, dtype=dout.dtype)
+    if channel_major_input:
+        dx = channel_major(x_shape, dout.dtype)
+    else:
+        dx = np.zeros(x_shape, dtype=dout.dtype)
     for k in range(size * size):
         i, j = divmod(k, size)
         target = dx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
