@@ -5,9 +5,38 @@ over the batch or over output positions (the only loops run over kernel
 offsets). Arrays keep their dtype: float32 for training, float64 for the
 gradient checks.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from reference.layers import check_labels, conv_output_size  # noqa: F401  (shared validation)
+
+# Below this many elements a job runs on the calling thread: a thread hand-off costs more.
+PARALLEL_MIN_ELEMENTS = 1 << 18
+_executor = None
+
+
+def _over_batch(job, n, elements):
+    """Run ``job(lo, hi)`` over batch chunks [lo, hi) covering range(n), one per core.
+
+    The memory-bound copies, adds and comparisons here run single-threaded in
+    NumPy, which releases the GIL inside them: splitting the batch between
+    threads lets every core work (BLAS already does so for the GEMMs). Chunks
+    touch disjoint parts of every array, and each element gets exactly the
+    operations it would get in one piece, so results are bit-for-bit the same.
+    """
+    global _executor
+    workers = min(os.cpu_count() or 1, n)
+    if workers < 2 or elements < PARALLEL_MIN_ELEMENTS:
+        job(0, n)
+        return
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="fast-layers")
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    futures = [_executor.submit(job, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for f in futures:
+        f.result()  # re-raises a worker's exception here
 
 
 def _check_rank(name, array, rank):
@@ -24,6 +53,18 @@ def _offset_slices(k, size, out_size, stride, pad):
         return None
     first = lo * stride + k - pad
     return slice(lo, hi + 1), slice(first, first + (hi - lo) * stride + 1, stride)
+
+
+def _kernel_offsets(kh, kw, h, w, oh, ow, stride, pad):
+    """(i, j, row slices, column slices) for every kernel offset that reaches the image."""
+    offsets = []
+    for i in range(kh):
+        rows = _offset_slices(i, h, oh, stride, pad)
+        for j in range(kw):
+            cols = _offset_slices(j, w, ow, stride, pad)
+            if rows is not None and cols is not None:
+                offsets.append((i, j, rows, cols))
+    return offsets
 
 
 def channel_major(shape, dtype):
@@ -57,13 +98,13 @@ def im2col(x, kh, kw, stride=1, pad=0):
     alloc = np.zeros if pad else np.empty
     cols = alloc((C, kh, kw, N, oh, ow), dtype=x.dtype)
     x_c = x.transpose(1, 0, 2, 3)  # (C, N, H, W), a view
-    for i in range(kh):
-        rows = _offset_slices(i, H, oh, stride, pad)
-        for j in range(kw):
-            cols_j = _offset_slices(j, W, ow, stride, pad)
-            if rows is None or cols_j is None:
-                continue
-            cols[:, i, j, :, rows[0], cols_j[0]] = x_c[:, :, rows[1], cols_j[1]]
+    offsets = _kernel_offsets(kh, kw, H, W, oh, ow, stride, pad)
+
+    def fill(lo, hi):
+        for i, j, (out_rows, in_rows), (out_cols, in_cols) in offsets:
+            cols[:, i, j, lo:hi, out_rows, out_cols] = x_c[:, lo:hi, in_rows, in_cols]
+
+    _over_batch(fill, N, cols.size)
     return cols.reshape(C * kh * kw, N * oh * ow)
 
 
@@ -79,13 +120,13 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     cols = cols.reshape(C, kh, kw, N, oh, ow)
     x = channel_major(x_shape, cols.dtype)
     x_c = x.transpose(1, 0, 2, 3)  # (C, N, H, W), contiguous
-    for i in range(kh):
-        rows = _offset_slices(i, H, oh, stride, pad)
-        for j in range(kw):
-            cols_j = _offset_slices(j, W, ow, stride, pad)
-            if rows is None or cols_j is None:
-                continue
-            x_c[:, :, rows[1], cols_j[1]] += cols[:, i, j, :, rows[0], cols_j[0]]
+    offsets = _kernel_offsets(kh, kw, H, W, oh, ow, stride, pad)
+
+    def accumulate(lo, hi):
+        for i, j, (out_rows, in_rows), (out_cols, in_cols) in offsets:
+            x_c[:, lo:hi, in_rows, in_cols] += cols[:, i, j, lo:hi, out_rows, out_cols]
+
+    _over_batch(accumulate, N, cols.size)
     return x
 
 
@@ -143,16 +184,23 @@ def maxpool2d_forward(x, size=2, stride=None):
     N, C, H, W = x.shape
     oh = conv_output_size(H, size, stride, 0)
     ow = conv_output_size(W, size, stride, 0)
-    out = x[:, :, 0:stride * oh:stride, 0:stride * ow:stride].copy(order="K")  # keeps x's layout
+    out = channel_major((N, C, oh, ow), x.dtype) if _is_channel_major(x) else np.empty((N, C, oh, ow), x.dtype)
     arg = np.zeros(out.shape, dtype=np.uint16 if size * size > 255 else np.uint8)
-    for k in range(1, size * size):
-        i, j = divmod(k, size)
-        view = x[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-        greater = view > out
-        np.maximum(out, view, out=out)
-        # k grows with the loop, so max() marks k exactly where this offset took the lead
-        # (arithmetic on small ints here is several times faster than a masked copy).
-        np.maximum(arg, greater.view(np.uint8) * np.array(k, arg.dtype), out=arg)
+    views = [x[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+             for i in range(size) for j in range(size)]  # offset k = i * size + j, row-major
+
+    def pool(lo, hi):
+        best, best_arg = out[lo:hi], arg[lo:hi]
+        best[...] = views[0][lo:hi]
+        for k in range(1, size * size):
+            view = views[k][lo:hi]
+            greater = view > best
+            np.maximum(best, view, out=best)
+            # k grows with the loop, so max() marks k exactly where this offset took the lead
+            # (arithmetic on small ints is several times faster than a masked copy).
+            np.maximum(best_arg, greater.view(np.uint8) * np.array(k, arg.dtype), out=best_arg)
+
+    _over_batch(pool, N, x.size)
     return out, (x.shape, _is_channel_major(x), arg, size, stride)
 
 
@@ -172,13 +220,17 @@ def maxpool2d_backward(dout, cache):
         dx = channel_major(x_shape, dout.dtype)
     else:
         dx = np.zeros(x_shape, dtype=dout.dtype)
-    for k in range(size * size):
-        i, j = divmod(k, size)
-        target = dx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-        if stride >= size:  # disjoint windows: each element is written once
-            np.multiply(dout, arg == k, out=target)
-        else:  # overlapping windows accumulate
-            target += dout * (arg == k)
+
+    def scatter(lo, hi):
+        for k in range(size * size):
+            i, j = divmod(k, size)
+            target = dx[lo:hi, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            if stride >= size:  # disjoint windows: each element is written once
+                np.multiply(dout[lo:hi], arg[lo:hi] == k, out=target)
+            else:  # overlapping windows accumulate
+                target += dout[lo:hi] * (arg[lo:hi] == k)
+
+    _over_batch(scatter, len(dout), dx.size)
     return dx
 
 
