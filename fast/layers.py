@@ -92,11 +92,21 @@ def im2col(x, kh, kw, stride=1, pad=0):
     ``w_mat @ cols``. Built by one strided copy per kernel offset straight from
     x, with no padded copy: positions that fall on padding stay zero.
     """
+    return _im2col(x, kh, kw, stride, pad, ones_row=False)
+
+
+def _im2col(x, kh, kw, stride, pad, ones_row):
+    """im2col, with an extra last row of ones when ``ones_row``: then one GEMM
+    against [w_mat | b] adds the bias, and the GEMM for dw yields db as its last
+    column, saving two passes over the largest arrays."""
     N, C, H, W = x.shape
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
-    alloc = np.zeros if pad else np.empty
-    cols = alloc((C, kh, kw, N, oh, ow), dtype=x.dtype)
+    rows = C * kh * kw + ones_row
+    buffer = (np.zeros if pad else np.empty)(rows * N * oh * ow, dtype=x.dtype)
+    cols = buffer[:C * kh * kw * N * oh * ow].reshape(C, kh, kw, N, oh, ow)
+    if ones_row:
+        buffer[C * kh * kw * N * oh * ow:] = 1
     x_c = x.transpose(1, 0, 2, 3)  # (C, N, H, W), a view
     offsets = _kernel_offsets(kh, kw, H, W, oh, ow, stride, pad)
 
@@ -105,7 +115,7 @@ def im2col(x, kh, kw, stride=1, pad=0):
             cols[:, i, j, lo:hi, out_rows, out_cols] = x_c[:, lo:hi, in_rows, in_cols]
 
     _over_batch(fill, N, cols.size)
-    return cols.reshape(C * kh * kw, N * oh * ow)
+    return buffer.reshape(rows, N * oh * ow)
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
@@ -146,10 +156,9 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     oh = conv_output_size(H, KH, stride, pad)
     ow = conv_output_size(W, KW, stride, pad)
 
-    cols = im2col(x, KH, KW, stride, pad)  # (C*KH*KW, N*OH*OW)
-    w_mat = w.reshape(F, -1).astype(x.dtype, copy=False)  # (F, C*KH*KW)
-    out = w_mat @ cols  # (F, N*OH*OW): one GEMM for the batch
-    out += b.astype(x.dtype, copy=False)[:, None]
+    cols = _im2col(x, KH, KW, stride, pad, ones_row=True)  # (C*KH*KW + 1, N*OH*OW)
+    w_b = np.concatenate([w.reshape(F, -1), b[:, None]], axis=1).astype(x.dtype, copy=False)
+    out = w_b @ cols  # (F, N*OH*OW): one GEMM for the batch, bias included
     out = out.reshape(F, N, oh, ow).transpose(1, 0, 2, 3)  # (N, F, OH, OW), a view
     return out, (x.shape, cols, w, stride, pad)
 
@@ -163,8 +172,9 @@ def conv2d_backward(dout, cache, need_dx=True):
     x_shape, cols, w, stride, pad = cache
     F, C, KH, KW = w.shape
     dout_mat = _by_channel(dout)  # (F, N*OH*OW)
-    dw = (dout_mat @ cols.T).reshape(w.shape).astype(w.dtype, copy=False)  # BLAS reads cols.T in place
-    db = dout_mat.sum(axis=1)
+    dw_b = dout_mat @ cols.T  # (F, C*KH*KW + 1); BLAS reads cols.T in place
+    dw = dw_b[:, :-1].reshape(w.shape).astype(w.dtype, copy=False)
+    db = dw_b[:, -1].astype(w.dtype, copy=False)  # the ones row: db = sum of dout
     if not need_dx:
         return None, dw, db
     w_t = np.ascontiguousarray(w.reshape(F, -1).T, dtype=dout.dtype)  # (C*KH*KW, F)
