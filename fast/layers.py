@@ -56,26 +56,33 @@ def _offset_slices(k, size, out_size, stride, pad):
 
 
 def _kernel_offsets(kh, kw, h, w, oh, ow, stride, pad):
-    """(i, j, row slices, column slices) for every kernel offset that reaches the image."""
+    """(i, j, row slices, column slices) for every kernel offset; the slices are
+    None for an offset that only ever sees padding."""
     offsets = []
     for i in range(kh):
         rows = _offset_slices(i, h, oh, stride, pad)
         for j in range(kw):
             cols = _offset_slices(j, w, ow, stride, pad)
-            if rows is not None and cols is not None:
-                offsets.append((i, j, rows, cols))
+            reaches = rows is not None and cols is not None
+            offsets.append((i, j, rows if reaches else None, cols if reaches else None))
     return offsets
 
 
-def channel_major(shape, dtype):
-    """A zeroed (N, C, H, W) array whose memory is laid out as (C, N, H, W).
+def _covers_everything(rows, cols, h, w):
+    """Whether an offset's output positions read every input pixel exactly once."""
+    return (rows is not None and rows[1] == slice(0, h, 1) and cols[1] == slice(0, w, 1))
+
+
+def channel_major(shape, dtype, zeroed=True):
+    """A zeroed (or, if not ``zeroed``, uninitialised) (N, C, H, W) array whose memory
+    is laid out as (C, N, H, W).
 
     The GEMMs below want the batch folded into one long axis per channel
     (C, N*H*W); an NCHW *view* of channel-major memory gives them that with no
     transposed copies, while every function still sees the contract's shapes.
     """
     n, c, h, w = shape
-    return np.zeros((c, n, h, w), dtype=dtype).transpose(1, 0, 2, 3)
+    return (np.zeros if zeroed else np.empty)((c, n, h, w), dtype=dtype).transpose(1, 0, 2, 3)
 
 
 def _by_channel(a):
@@ -103,7 +110,7 @@ def _im2col(x, kh, kw, stride, pad, ones_row):
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
     rows = C * kh * kw + ones_row
-    buffer = (np.zeros if pad else np.empty)(rows * N * oh * ow, dtype=x.dtype)
+    buffer = np.empty(rows * N * oh * ow, dtype=x.dtype)
     cols = buffer[:C * kh * kw * N * oh * ow].reshape(C, kh, kw, N, oh, ow)
     if ones_row:
         buffer[C * kh * kw * N * oh * ow:] = 1
@@ -111,8 +118,18 @@ def _im2col(x, kh, kw, stride, pad, ones_row):
     offsets = _kernel_offsets(kh, kw, H, W, oh, ow, stride, pad)
 
     def fill(lo, hi):
-        for i, j, (out_rows, in_rows), (out_cols, in_cols) in offsets:
-            cols[:, i, j, lo:hi, out_rows, out_cols] = x_c[:, lo:hi, in_rows, in_cols]
+        for i, j, rows_, cols_ in offsets:
+            block = cols[:, i, j, lo:hi]  # (C, n, OH, OW)
+            if rows_ is None:
+                block[...] = 0
+                continue
+            (out_rows, in_rows), (out_cols, in_cols) = rows_, cols_
+            block[:, :, out_rows, out_cols] = x_c[:, lo:hi, in_rows, in_cols]
+            # Zero only the border strips that fall on padding, not the whole buffer.
+            block[:, :, :out_rows.start] = 0
+            block[:, :, out_rows.stop:] = 0
+            block[:, :, out_rows, :out_cols.start] = 0
+            block[:, :, out_rows, out_cols.stop:] = 0
 
     _over_batch(fill, N, cols.size)
     return buffer.reshape(rows, N * oh * ow)
@@ -128,13 +145,21 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     oh = conv_output_size(H, kh, stride, pad)
     ow = conv_output_size(W, kw, stride, pad)
     cols = cols.reshape(C, kh, kw, N, oh, ow)
-    x = channel_major(x_shape, cols.dtype)
+    offsets = [o for o in _kernel_offsets(kh, kw, H, W, oh, ow, stride, pad) if o[2] is not None]
+    # An offset that covers every pixel once (stride 1, "same" padding: the centre)
+    # goes first and is assigned, which spares zeroing the result.
+    offsets.sort(key=lambda o: not _covers_everything(o[2], o[3], H, W))
+    assign_first = bool(offsets) and _covers_everything(offsets[0][2], offsets[0][3], H, W)
+    x = channel_major(x_shape, cols.dtype, zeroed=not assign_first)
     x_c = x.transpose(1, 0, 2, 3)  # (C, N, H, W), contiguous
-    offsets = _kernel_offsets(kh, kw, H, W, oh, ow, stride, pad)
 
     def accumulate(lo, hi):
-        for i, j, (out_rows, in_rows), (out_cols, in_cols) in offsets:
-            x_c[:, lo:hi, in_rows, in_cols] += cols[:, i, j, lo:hi, out_rows, out_cols]
+        for n, (i, j, (out_rows, in_rows), (out_cols, in_cols)) in enumerate(offsets):
+            source = cols[:, i, j, lo:hi, out_rows, out_cols]
+            if n == 0 and assign_first:
+                x_c[:, lo:hi] = source
+            else:
+                x_c[:, lo:hi, in_rows, in_cols] += source
 
     _over_batch(accumulate, N, cols.size)
     return x
@@ -226,10 +251,12 @@ def maxpool2d_backward(dout, cache):
     """
     x_shape, channel_major_input, arg, size, stride = cache
     _, _, oh, ow = dout.shape
+    # When the windows tile the input exactly, every element of dx is written once below.
+    tiles = stride == size and x_shape[2] == size * oh and x_shape[3] == size * ow
     if channel_major_input:
-        dx = channel_major(x_shape, dout.dtype)
+        dx = channel_major(x_shape, dout.dtype, zeroed=not tiles)
     else:
-        dx = np.zeros(x_shape, dtype=dout.dtype)
+        dx = (np.empty if tiles else np.zeros)(x_shape, dtype=dout.dtype)
 
     def scatter(lo, hi):
         for k in range(size * size):

@@ -790,3 +790,56 @@ def test_cross_entropy_equals_the_log_sum_exp_formula(impl, case):
     expected_grad = sample_weights[:, None] * (softmax - onehot) / np.sum(sample_weights)
     assert_allclose(loss, expected, rtol=1e-10, atol=1e-12)
     assert_allclose(dlogits, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast splits big jobs across cores in batch chunks; force that path on small drawn cases.
+# ---------------------------------------------------------------------------------------------
+
+class _SplitAcrossCores:
+    """Within this block fast.layers splits every job, however small, between threads."""
+
+    def __enter__(self):
+        self.saved = fast.layers.PARALLEL_MIN_ELEMENTS
+        fast.layers.PARALLEL_MIN_ELEMENTS = 0
+
+    def __exit__(self, *exc):
+        fast.layers.PARALLEL_MIN_ELEMENTS = self.saved
+
+
+@COMPARE
+@given(case=conv_cases(), pool=pool_cases())
+def test_fast_layers_split_across_cores_match_reference(case, pool):
+    x, w, b, g = _conv_arrays(case)
+    with _SplitAcrossCores():
+        out, cache = fast.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
+        grads = fast.layers.conv2d_backward(g, cache)
+        px, pg = _pool_arrays(pool._replace(n=case.n + 2))
+        pooled, pool_cache = fast.layers.maxpool2d_forward(px, size=pool.size, stride=pool.stride)
+        pool_dx = fast.layers.maxpool2d_backward(pg, pool_cache)
+    want_out, want_cache = reference.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
+    _assert_matches_reference(out, want_out, np.float64)
+    for got, want in zip(grads, reference.layers.conv2d_backward(g, want_cache)):
+        _assert_matches_reference(got, want, np.float64)
+    want_pooled, want_pool_cache = reference.layers.maxpool2d_forward(px, size=pool.size, stride=pool.stride)
+    assert_array_equal(pooled, want_pooled)
+    _assert_matches_reference(pool_dx, reference.layers.maxpool2d_backward(pg, want_pool_cache), np.float64)
+
+
+def test_fast_conv_output_feeds_pooling_in_its_channel_major_layout():
+    # conv returns an NCHW view of (C, N, H, W) memory; pooling it and sending the
+    # gradient back must give the reference's numbers, with ties (zero inputs) included.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 8, 8))
+    x[0] = 0  # constant images: every pooling window is a tie
+    w, b = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    results = []
+    for layers in (fast.layers, reference.layers):
+        out, conv_cache = layers.conv2d_forward(x, w, b, 1, 1)
+        pooled, pool_cache = layers.maxpool2d_forward(out, 2)
+        g = np.arange(pooled.size, dtype=np.float64).reshape(pooled.shape) / pooled.size
+        d_out = layers.maxpool2d_backward(g, pool_cache)
+        results.append((pooled, d_out, *layers.conv2d_backward(d_out, conv_cache)))
+    assert fast.layers._is_channel_major(fast.layers.conv2d_forward(x, w, b, 1, 1)[0])
+    for got, want in zip(*results):
+        assert_allclose(got, want, rtol=1e-10, atol=1e-12)
