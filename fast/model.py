@@ -139,7 +139,7 @@ class ConvNet:
         grads, _ = self.backward(dlogits, caches)
         return float(loss), grads
 
-    def predict_proba(self, x, batch_size=256):
+    def predict_proba(self, x, batch_size=32):
         """Class probabilities (N, num_classes), in batches (the last partial batch included)."""
         out = []
         for start in range(0, len(x), batch_size):

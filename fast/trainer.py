@@ -83,7 +83,7 @@ def balanced_class_weights(y, num_classes=2):
     return len(y) / (num_classes * counts)
 
 
-def predict_logits(model, x, batch_size=256):
+def predict_logits(model, x, batch_size=32):
     """Logits (N, K) in batches; the last partial batch included."""
     parts = [model.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(parts)
