@@ -13,7 +13,7 @@ import numpy as np
 from reference.layers import check_labels, conv_output_size  # noqa: F401  (shared validation)
 
 # Below this many elements a job runs on the calling thread: a thread hand-off costs more.
-PARALLEL_MIN_ELEMENTS = 1 << 18
+PARALLEL_MIN_ELEMENTS = 1 << 20
 _executor = None
 
 
