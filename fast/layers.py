@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from reference.layers import check_labels, conv_output_size  # noqa: F401  (shared validation)
+from reference.layers import check_conv_args, check_labels, conv_output_size  # shared validation
 
 # Below this many elements a job runs on the calling thread: a thread hand-off costs more.
 PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -170,16 +170,9 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
 
     out is an NCHW view of channel-major memory (see ``channel_major``).
     """
-    _check_rank("conv input x", x, 4)
-    _check_rank("conv weights w", w, 4)
-    N, C, H, W = x.shape
-    F, CW, KH, KW = w.shape
-    if C != CW:
-        raise ValueError(f"channel mismatch: x has {C} channels, w expects {CW}")
-    if b.shape != (F,):
-        raise ValueError(f"conv bias b must have shape ({F},), got {b.shape}")
-    oh = conv_output_size(H, KH, stride, pad)
-    ow = conv_output_size(W, KW, stride, pad)
+    oh, ow = check_conv_args(x, w, b, stride, pad)
+    N = x.shape[0]
+    F, _, KH, KW = w.shape
 
     cols = _im2col(x, KH, KW, stride, pad, ones_row=True)  # (C*KH*KW + 1, N*OH*OW)
     w_b = np.concatenate([w.reshape(F, -1), b[:, None]], axis=1).astype(x.dtype, copy=False)

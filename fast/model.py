@@ -88,8 +88,12 @@ class ConvNet:
         params["fc2_b"] = np.zeros(a.num_classes)
         return {k: v.astype(self.dtype) for k, v in params.items()}
 
-    def forward(self, x):
-        """x: (N, C, H, W) -> (logits (N, num_classes), caches for ``backward``)."""
+    def forward(self, x, feature_maps=None):
+        """x: (N, C, H, W) -> (logits (N, num_classes), caches for ``backward``).
+
+        A list passed as ``feature_maps`` receives what each conv layer sees:
+        ReLU(conv_i output) before pooling, (N, F_i, H_i, W_i), for pictures.
+        """
         L, p, a = self.layers, self.params, self.arch
         if x.shape[1:] != tuple(a.input_shape):
             raise ValueError(f"model expects inputs of shape (N, {', '.join(map(str, a.input_shape))}), "
@@ -98,6 +102,8 @@ class ConvNet:
         caches = []
         for i in range(1, len(a.channels) + 1):
             x, conv_cache = L.conv2d_forward(x, p[f"conv{i}_w"], p[f"conv{i}_b"], a.stride, a.pad)
+            if feature_maps is not None:
+                feature_maps.append(np.maximum(x, 0))
             # ReLU is monotone, so max-pooling before it gives the same output and
             # the same gradient as after it, on an array pool**2 times smaller.
             pool_cache = None

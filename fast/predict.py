@@ -100,21 +100,8 @@ def forward_features(model, x):
     ReLU(conv_i output) before pooling: (N, F_i, H_i, W_i). Pooling commutes with the ReLU, so
     these maps, max-pooled, are exactly what block i hands on.
     """
-    L, p, a = model.layers, model.params, model.arch
-    x = x.astype(model.dtype, copy=False)
-    caches, maps = [], []
-    for i in range(1, len(a.channels) + 1):
-        x, conv_cache = L.conv2d_forward(x, p[f"conv{i}_w"], p[f"conv{i}_b"], a.stride, a.pad)
-        maps.append(np.maximum(x, 0))
-        pool_cache = None
-        if a.pool > 1:
-            x, pool_cache = L.maxpool2d_forward(x, a.pool)
-        x, relu_cache = L.relu_forward(x)
-        caches.append((conv_cache, pool_cache, relu_cache))
-    x, fc1_cache = L.affine_forward(x, p["fc1_w"], p["fc1_b"])
-    x, relu_cache = L.relu_forward(x)
-    logits, fc2_cache = L.affine_forward(x, p["fc2_w"], p["fc2_b"])
-    caches.append((fc1_cache, relu_cache, fc2_cache))
+    maps = []
+    logits, caches = model.forward(x, feature_maps=maps)
     return logits, caches, maps
 
 

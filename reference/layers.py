@@ -26,21 +26,26 @@ def _check_rank(name, array, rank):
         raise ValueError(f"{name} must be {rank}-D, got shape {array.shape}")
 
 
+def check_conv_args(x, w, b, stride, pad):
+    """Validate a convolution's operands -> its output size (OH, OW)."""
+    _check_rank("conv input x", x, 4)
+    _check_rank("conv weights w", w, 4)
+    C, (F, CW, KH, KW) = x.shape[1], w.shape
+    if C != CW:
+        raise ValueError(f"channel mismatch: x has {C} channels, w expects {CW}")
+    if b.shape != (F,):
+        raise ValueError(f"conv bias b must have shape ({F},), got {b.shape}")
+    return conv_output_size(x.shape[2], KH, stride, pad), conv_output_size(x.shape[3], KW, stride, pad)
+
+
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """Cross-correlate ``x`` with ``w``.
 
     x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) -> out: (N, F, OH, OW).
     """
-    _check_rank("conv input x", x, 4)
-    _check_rank("conv weights w", w, 4)
-    N, C, H, W = x.shape
-    F, CW, KH, KW = w.shape
-    if C != CW:
-        raise ValueError(f"channel mismatch: x has {C} channels, w expects {CW}")
-    if b.shape != (F,):
-        raise ValueError(f"conv bias b must have shape ({F},), got {b.shape}")
-    OH = conv_output_size(H, KH, stride, pad)
-    OW = conv_output_size(W, KW, stride, pad)
+    OH, OW = check_conv_args(x, w, b, stride, pad)
+    N = x.shape[0]
+    F, _, KH, KW = w.shape
 
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     out = np.zeros((N, F, OH, OW), dtype=x.dtype)
