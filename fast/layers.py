@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from reference.layers import check_conv_args, check_labels, conv_output_size  # shared validation
+from reference.layers import check_conv_args, conv_output_size, sample_weights  # shared validation
 
 # Below this many elements a job runs on the calling thread: a thread hand-off costs more.
 PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -303,12 +303,9 @@ def affine_backward(dout, cache):
 
 def softmax_cross_entropy(logits, y, class_weights=None):
     """Mean (or class-weighted mean) softmax cross-entropy: logits (N, K), y (N,) -> (loss, dlogits)."""
-    check_labels(logits, y, class_weights)
-    N, K = logits.shape
-    weights = np.ones(N, dtype=logits.dtype)
-    if class_weights is not None:
-        weights = np.asarray(class_weights, dtype=logits.dtype)[y]
+    weights = sample_weights(logits, y, class_weights)
     total = weights.sum()
+    N = logits.shape[0]
 
     shifted = logits - logits.max(axis=1, keepdims=True)  # no overflow for huge logits
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)

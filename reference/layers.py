@@ -191,18 +191,23 @@ def check_labels(logits, y, class_weights):
             raise ValueError(f"class_weights must be positive, got {class_weights.tolist()}")
 
 
+def sample_weights(logits, y, class_weights):
+    """Validate the loss's operands -> each sample's weight (N,): its class's, or 1."""
+    check_labels(logits, y, class_weights)
+    if class_weights is None:
+        return np.ones(logits.shape[0], dtype=logits.dtype)
+    return np.asarray(class_weights, dtype=logits.dtype)[y]
+
+
 def softmax_cross_entropy(logits, y, class_weights=None):
     """Mean (or class-weighted mean) cross-entropy of softmax(logits) against labels y.
 
     logits: (N, K), y: (N,) ints in [0, K) -> (loss, dlogits (N, K)).
     With class_weights (K,), the loss is sum(w[y_i] * loss_i) / sum(w[y_i]).
     """
-    check_labels(logits, y, class_weights)
-    N, K = logits.shape
-    weights = np.ones(N, dtype=logits.dtype)
-    if class_weights is not None:
-        weights = np.asarray(class_weights, dtype=logits.dtype)[y]
+    weights = sample_weights(logits, y, class_weights)
     total = weights.sum()
+    N = logits.shape[0]
 
     loss = np.zeros((), dtype=logits.dtype)
     dlogits = np.zeros_like(logits)
