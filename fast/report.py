@@ -117,11 +117,15 @@ def plot_training_curves(history, best_epoch, path):
     ax_auc.set_ylabel("ROC AUC")
     # On one scale from chance (or below) to perfect, so a flat curve reads as flat.
     ax_auc.set_ylim(min(0.5, float(history["val_auc"].min())) - 0.02, 1.01)
-    ax_auc.set_title("Validation ROC AUC")
+    auc = history["val_auc"]
+    # The scale keeps chance in view; the title carries the range the kept epoch was chosen from.
+    ax_auc.set_title(f"Validation ROC AUC (from {auc.min():.4f} to {auc.max():.4f})")
     for ax in (ax_loss, ax_auc):
         if best_epoch:
+            kept_auc = float(auc[epochs == best_epoch][0]) if np.any(epochs == best_epoch) else None
             ax.axvline(best_epoch, color="tab:red", linestyle="--", zorder=1,
-                       label=f"kept epoch {best_epoch}")
+                       label=f"kept epoch {best_epoch}" + (
+                           f" (val AUC {kept_auc:.4f})" if ax is ax_auc and kept_auc is not None else ""))
         ax.set_xlabel("epoch")
         ax.set_xlim(0.5, epochs.max() + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
