@@ -214,7 +214,10 @@ def maxpool2d_forward(x, size=2, stride=None):
     N, C, H, W = x.shape
     oh = conv_output_size(H, size, stride, 0)
     ow = conv_output_size(W, size, stride, 0)
-    out = channel_major((N, C, oh, ow), x.dtype) if _is_channel_major(x) else np.empty((N, C, oh, ow), x.dtype)
+    if _is_channel_major(x):  # keep the layout a conv below will want back
+        out = channel_major((N, C, oh, ow), x.dtype, zeroed=False)
+    else:
+        out = np.empty((N, C, oh, ow), x.dtype)
     arg = np.zeros(out.shape, dtype=np.uint16 if size * size > 255 else np.uint8)
     views = [x[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
              for i in range(size) for j in range(size)]  # offset k = i * size + j, row-major
