@@ -13,8 +13,7 @@ import numpy as np
 
 from fast import data as xray_data
 from fast import metrics
-from fast.model import ModelFileError
-from fast.predict import find_model, load_classifier, pneumonia_probability, prepare
+from fast.predict import open_classifier, pneumonia_probability, prepare
 
 SPLITS = ("test", "val", "train")
 
@@ -90,12 +89,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        model_path = find_model(args.model)
-        model, metadata = load_classifier(model_path)
-    except ModelFileError as err:
-        print(f"error: {err}", file=sys.stderr)
+    opened = open_classifier(args.model)
+    if opened is None:
         return 2
+    model_path, model, metadata = opened
     config = _run_config(model_path)
 
     def setting(name, default=None):

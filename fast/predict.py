@@ -75,6 +75,18 @@ def load_classifier(path):
     return model, metadata
 
 
+def open_classifier(spec):
+    """find_model + load_classifier for a command -> (path, model, metadata), or None after
+    printing why the model is refused (the caller then exits with status 2)."""
+    try:
+        path = find_model(spec)
+        model, metadata = load_classifier(path)
+    except ModelFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    return path, model, metadata
+
+
 def class_names(metadata):
     return tuple(metadata.get("class_names", CLASS_NAMES))
 
@@ -231,12 +243,10 @@ def format_result(result):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        path = find_model(args.model)
-        model, metadata = load_classifier(path)
-    except ModelFileError as err:
-        print(f"error: {err}", file=sys.stderr)
+    opened = open_classifier(args.model)
+    if opened is None:
         return 2
+    path, model, metadata = opened
     how = "" if args.model is not None else " (newest run; choose another with --model)"
     print(f"model {path}{how}, threshold {metadata['threshold']:.4f}", file=sys.stderr)
 
