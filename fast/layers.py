@@ -165,6 +165,53 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     return x
 
 
+def _keeps_size(x_shape, kh, kw, stride, pad):
+    """Stride 1 and an output as large as the input ("same" padding, odd kernels)."""
+    _, _, H, W = x_shape
+    return stride == 1 and conv_output_size(H, kh, 1, pad) == H and conv_output_size(W, kw, 1, pad) == W
+
+
+def _col2im_keeping_size(cols, x_shape, kh, kw, pad):
+    """col2im for a stride-1 conv whose output has the input's size; overwrites parts of cols.
+
+    Then output position p and input position p + s, for a kernel offset whose
+    shift is s = (i - pad) * W + (j - pad), are s apart in the flat (N*H*W) index
+    too, so each offset's gradient is added to the input gradient in one long
+    contiguous run per channel instead of one short row at a time. A run also
+    carries the values of positions whose input falls on padding; those wrap into
+    a neighbouring row or image, so they are zeroed in cols first.
+    """
+    N, C, H, W = x_shape
+    length = N * H * W
+    blocks = cols.reshape(C, kh, kw, N, H, W)
+    shifts = [(i, j, (i - pad) * W + (j - pad)) for i in range(kh) for j in range(kw) if (i, j) != (pad, pad)]
+
+    def clear_padding(lo, hi):
+        for i, j, _ in shifts:
+            block = blocks[:, i, j, lo:hi]
+            rows, columns = i - pad, j - pad  # where the input position moves off the image
+            if rows:
+                block[:, :, slice(H - rows, None) if rows > 0 else slice(None, -rows)] = 0
+            if columns:
+                block[:, :, :, slice(W - columns, None) if columns > 0 else slice(None, -columns)] = 0
+
+    x = channel_major(x_shape, cols.dtype, zeroed=False)
+    x_flat = x.transpose(1, 0, 2, 3).reshape(C, length)  # a view
+    flat = blocks.reshape(C, kh, kw, length)
+
+    def accumulate(lo, hi):
+        start, stop = lo * H * W, hi * H * W  # this chunk's images in the flat index
+        x_flat[:, start:stop] = flat[:, pad, pad, start:stop]  # the centre offset: s = 0
+        for i, j, shift in shifts:
+            first, last = max(start, shift), min(stop, length + shift)  # q whose source q - s exists
+            if first < last:
+                x_flat[:, first:last] += flat[:, i, j, first - shift:last - shift]
+
+    _over_batch(clear_padding, N, cols.size)
+    _over_batch(accumulate, N, cols.size)  # after all clearing: a run may read another chunk's images
+    return x
+
+
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) -> out: (N, F, OH, OW).
 
@@ -199,25 +246,27 @@ def conv2d_backward(dout, cache, need_dx=True):
         return None, dw, db
     w_t = np.ascontiguousarray(w.reshape(F, -1).T, dtype=dout.dtype)  # (C*KH*KW, F)
     dcols = w_t @ dout_mat  # (C*KH*KW, N*OH*OW)
+    if _keeps_size(x_shape, KH, KW, stride, pad):
+        return _col2im_keeping_size(dcols, x_shape, KH, KW, pad), dw, db
     return col2im(dcols, x_shape, KH, KW, stride, pad), dw, db
 
 
 def maxpool2d_forward(x, size=2, stride=None):
     """x: (N, C, H, W) -> out: (N, C, OH, OW); windows may overlap (stride < size).
 
-    One pass per window offset over strided views of x (no window copy). Updating
-    only where a value is strictly greater keeps the first maximum in row-major
-    order: the tie rule of the contract.
+    out keeps x's memory layout (channel-major or not), so a conv below gets its
+    layout back. The common 2x2 window with stride 2 on even sizes has a faster
+    path (``_maxpool_2x2_forward``); both send the gradient to the first maximum
+    in row-major order, the tie rule of the contract.
     """
     _check_rank("max-pool input x", x, 4)
     stride = size if stride is None else stride
     N, C, H, W = x.shape
     oh = conv_output_size(H, size, stride, 0)
     ow = conv_output_size(W, size, stride, 0)
-    if _is_channel_major(x):  # keep the layout a conv below will want back
-        out = channel_major((N, C, oh, ow), x.dtype, zeroed=False)
-    else:
-        out = np.empty((N, C, oh, ow), x.dtype)
+    if size == 2 and stride == 2 and H % 2 == 0 and W % 2 == 0 and _planes(x) is not None:
+        return _maxpool_2x2_forward(x)
+    out = _like(x, (N, C, oh, ow), zeroed=False)
     arg = np.zeros(out.shape, dtype=np.uint16 if size * size > 255 else np.uint8)
     views = [x[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
              for i in range(size) for j in range(size)]  # offset k = i * size + j, row-major
@@ -227,14 +276,62 @@ def maxpool2d_forward(x, size=2, stride=None):
         best[...] = views[0][lo:hi]
         for k in range(1, size * size):
             view = views[k][lo:hi]
-            greater = view > best
+            greater = view > best  # strictly: on a tie the earlier offset keeps the lead
             np.maximum(best, view, out=best)
             # k grows with the loop, so max() marks k exactly where this offset took the lead
             # (arithmetic on small ints is several times faster than a masked copy).
             np.maximum(best_arg, greater.view(np.uint8) * np.array(k, arg.dtype), out=best_arg)
 
     _over_batch(pool, N, x.size)
-    return out, (x.shape, _is_channel_major(x), arg, size, stride)
+    return out, ("windows", x.shape, _is_channel_major(x), arg, size, stride)
+
+
+def _maxpool_2x2_forward(x):
+    """2x2 windows, stride 2, even H and W: two pairwise maxima over flat memory.
+
+    First each horizontal pair (x[2j], x[2j+1]) of a row, which are neighbours in
+    memory whatever the plane; then each vertical pair of those row maxima, which
+    are neighbouring half-rows. Both passes run over long strided or contiguous
+    runs instead of one short row at a time, the cost of the general path. The
+    order keeps the tie rule: the first column wins a tie within a row, then the
+    top row wins a tie between rows, so the window's first maximum in row-major
+    order is chosen. Two masks say who won: ``right_won`` (one per horizontal
+    pair) and ``bottom_won`` (one per window).
+    """
+    N, C, H, W = x.shape
+    out = _like(x, (N, C, H // 2, W // 2), zeroed=False)
+    planes, out_planes = _planes(x), _planes(out)  # (N*C, H, W) and (N*C, H/2, W/2) views
+    right_won = np.empty((len(planes), H, W // 2), dtype=bool)
+    bottom_won = np.empty(out_planes.shape, dtype=bool)
+
+    def pool(lo, hi):
+        flat = planes[lo:hi].reshape(-1)
+        left, right = flat[0::2], flat[1::2]
+        np.greater(right, left, out=right_won[lo:hi].reshape(-1))
+        row_max = np.maximum(left, right).reshape(-1, 2, W // 2)  # (rows, top/bottom, W/2)
+        top, bottom = row_max[:, 0], row_max[:, 1]
+        np.greater(bottom, top, out=bottom_won[lo:hi].reshape(-1, W // 2))
+        np.maximum(top, bottom, out=out_planes[lo:hi].reshape(-1, W // 2))
+
+    _over_batch(pool, len(planes), x.size)
+    return out, ("2x2", x.shape, _is_channel_major(x), right_won, bottom_won)
+
+
+def _planes(x):
+    """(N, C, H, W) -> its memory as (planes, H, W), a view, in memory order (C-major for
+    channel-major arrays); None when the (H, W) planes are not contiguous back to back."""
+    N, C, H, W = x.shape
+    memory = x.transpose(1, 0, 2, 3) if _is_channel_major(x) else x
+    if not memory.flags.c_contiguous:
+        return None
+    return memory.reshape(N * C, H, W)
+
+
+def _like(x, shape, zeroed):
+    """A new (N, C, H, W) array in x's layout: channel-major if x is, else C order."""
+    if _is_channel_major(x):
+        return channel_major(shape, x.dtype, zeroed=zeroed)
+    return (np.zeros if zeroed else np.empty)(shape, dtype=x.dtype)
 
 
 def _is_channel_major(x):
@@ -247,7 +344,9 @@ def maxpool2d_backward(dout, cache):
     dx has the memory layout of the pooled input, so a conv below gets its
     gradient in the layout it wants.
     """
-    x_shape, channel_major_input, arg, size, stride = cache
+    if cache[0] == "2x2":
+        return _maxpool_2x2_backward(dout, cache)
+    _, x_shape, channel_major_input, arg, size, stride = cache
     _, _, oh, ow = dout.shape
     # When the windows tile the input exactly, every element of dx is written once below.
     tiles = stride == size and x_shape[2] == size * oh and x_shape[3] == size * ow
@@ -266,6 +365,35 @@ def maxpool2d_backward(dout, cache):
                 target += dout[lo:hi] * (arg[lo:hi] == k)
 
     _over_batch(scatter, len(dout), dx.size)
+    return dx
+
+
+def _maxpool_2x2_backward(dout, cache):
+    """The two pairwise maxima of ``_maxpool_2x2_forward``, undone in reverse order.
+
+    Each pair's gradient goes to its winner and zero to the other. The loser's
+    share is written as ``g - winner's share``, which is g or 0 exactly, one
+    subtraction instead of a second mask.
+    """
+    _, x_shape, channel_major_input, right_won, bottom_won = cache
+    N, C, H, W = x_shape
+    dx = channel_major(x_shape, dout.dtype, zeroed=False) if channel_major_input else \
+        np.empty(x_shape, dout.dtype)
+    dx_planes = _planes(dx)
+    # dout's planes in the order of the masks (a copy only if dout's layout differs)
+    g_planes = (dout.transpose(1, 0, 2, 3) if channel_major_input else dout).reshape(N * C, H // 2, W // 2)
+
+    def scatter(lo, hi):
+        g = g_planes[lo:hi].reshape(-1, W // 2)
+        row_grad = np.empty((len(g), 2, W // 2), dout.dtype)  # gradient of each row's pair maxima
+        np.multiply(g, bottom_won[lo:hi].reshape(-1, W // 2), out=row_grad[:, 1])
+        np.subtract(g, row_grad[:, 1], out=row_grad[:, 0])
+        row_grad = row_grad.reshape(-1)
+        flat = dx_planes[lo:hi].reshape(-1)
+        np.multiply(row_grad, right_won[lo:hi].reshape(-1), out=flat[1::2])
+        np.subtract(row_grad, flat[1::2], out=flat[0::2])
+
+    _over_batch(scatter, N * C, dx.size)
     return dx
 
 

@@ -843,3 +843,80 @@ def test_fast_conv_output_feeds_pooling_in_its_channel_major_layout():
     assert fast.layers._is_channel_major(fast.layers.conv2d_forward(x, w, b, 1, 1)[0])
     for got, want in zip(*results):
         assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast paths: 2x2 pooling over flat memory, and col2im by flat runs for "same" convs.
+# They take over only for some shapes and layouts, so they are drawn on purpose here.
+# ---------------------------------------------------------------------------------------------
+
+def _in_layout(a, layout):
+    """a's values in a given memory layout: C order, channel-major (conv's output), or a
+    view whose planes are not back to back (which must take the general path)."""
+    if layout == "channel-major":
+        out = fast.layers.channel_major(a.shape, a.dtype)
+        out[...] = a
+        return out
+    if layout == "gapped":
+        wide = np.zeros(a.shape[:3] + (a.shape[3] + 1,), a.dtype)
+        wide[..., :-1] = a
+        return wide[..., :-1]
+    return np.ascontiguousarray(a)
+
+
+@COMPARE
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 4), w=st.integers(1, 4),
+       x_layout=st.sampled_from(["C", "channel-major", "gapped"]),
+       g_layout=st.sampled_from(["C", "channel-major"]), split=st.booleans(), seed=seeds)
+def test_fast_2x2_pool_matches_reference_with_ties_in_every_layout(n, c, h, w, x_layout, g_layout,
+                                                                    split, seed):
+    rng = np.random.default_rng(seed)
+    # values from {0, 1, 2}: most windows hold ties, in every arrangement
+    values = rng.integers(0, 3, size=(n, c, 2 * h, 2 * w)).astype(np.float64)
+    g = rng.standard_normal((n, c, h, w))
+    x = _in_layout(values, x_layout)
+    with (_SplitAcrossCores() if split else _NoSplit()):
+        out, cache = fast.layers.maxpool2d_forward(x, 2)
+        dx = fast.layers.maxpool2d_backward(_in_layout(g, g_layout), cache)
+    want_out, want_cache = reference.layers.maxpool2d_forward(values, 2)
+    assert_array_equal(out, want_out)
+    assert_array_equal(dx, reference.layers.maxpool2d_backward(g, want_cache))
+    # the output and the gradient keep the input's layout, for the conv next to them (with one
+    # image or one channel the two layouts are the same memory)
+    if n > 1 and c > 1:
+        assert fast.layers._is_channel_major(out) == fast.layers._is_channel_major(dx) \
+            == (x_layout == "channel-major")
+
+
+@DTYPES
+@COMPARE
+@given(n=st.integers(1, 3), c=st.integers(1, 3), f=st.integers(1, 3), h=st.integers(1, 6),
+       w=st.integers(1, 6), half_kh=st.integers(0, 2), half_kw=st.integers(0, 2), split=st.booleans(),
+       seed=seeds)
+def test_fast_same_size_conv_matches_reference(dtype, n, c, f, h, w, half_kh, half_kw, split, seed):
+    # Odd kernels with pad = half the kernel keep the size: conv2d_backward's flat col2im. A
+    # non-square kernel pads one axis more than the other, so pad = kernel // 2 only for
+    # square kernels; the others must fall back to the general col2im and agree as well.
+    kh, kw, pad = 2 * half_kh + 1, 2 * half_kw + 1, half_kh
+    rng = np.random.default_rng(seed)
+    x, wt = rng.standard_normal((n, c, h, w)), rng.standard_normal((f, c, kh, kw))
+    b = rng.standard_normal(f)
+    if _output_size(h, kh, 1, pad) < 1 or _output_size(w, kw, 1, pad) < 1:
+        return
+    g = rng.standard_normal((n, f, _output_size(h, kh, 1, pad), _output_size(w, kw, 1, pad)))
+    (x, wt, b, g), (x64, w64, b64, g64) = _fast_and_reference_inputs(dtype, x, wt, b, g)
+    with (_SplitAcrossCores() if split else _NoSplit()):
+        out, cache = fast.layers.conv2d_forward(x, wt, b, 1, pad)
+        grads = fast.layers.conv2d_backward(g, cache)
+    want_out, want_cache = reference.layers.conv2d_forward(x64, w64, b64, 1, pad)
+    _assert_matches_reference(out, want_out, dtype)
+    for got, want in zip(grads, reference.layers.conv2d_backward(g64, want_cache)):
+        _assert_matches_reference(got, want, dtype)
+
+
+class _NoSplit:
+    def __enter__(self):
+        pass
+
+    def __exit__(self, *exc):
+        pass
