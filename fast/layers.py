@@ -430,12 +430,36 @@ def _maxpool_2x2_backward(dout, cache):
 
 def relu_forward(x):
     """max(x, 0), elementwise, any shape."""
-    return np.maximum(x, 0), x
+    out = np.empty_like(x)  # in x's memory layout
+    _elementwise(lambda x_, out_: np.maximum(x_, 0, out=out_), out, x)
+    return out, x
 
 
 def relu_backward(dout, cache):
     """Gradient passes where x > 0; at the kink x == 0 it is 0."""
-    return np.multiply(dout, cache > 0, dtype=dout.dtype)
+    dx = np.empty_like(dout)
+    _elementwise(lambda d, x_, out_: np.multiply(d, x_ > 0, out=out_), dx, dout, cache)
+    return dx
+
+
+def _flat(a):
+    """a's elements as a 1-D view in memory order: for C-order and channel-major arrays."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    if _is_channel_major(a) and a.transpose(1, 0, 2, 3).flags.c_contiguous:
+        return a.transpose(1, 0, 2, 3).reshape(-1)
+    return None
+
+
+def _elementwise(job, out, *inputs):
+    """``job(*inputs, out)`` for an element-wise job, split between cores (in cache-sized
+    blocks) when every array has out's memory layout; in one piece otherwise."""
+    flats = [_flat(a) for a in (*inputs, out)]
+    if any(f is None for f in flats) or any(a.strides != out.strides for a in inputs):
+        job(*inputs, out)
+        return
+    _over_batch(_in_blocks(lambda lo, hi: job(*(f[lo:hi] for f in flats)), BLOCK_ELEMENTS),
+                out.size, out.size)
 
 
 def affine_forward(x, w, b):

@@ -817,7 +817,12 @@ def test_fast_layers_split_across_cores_match_reference(case, pool):
         px, pg = _pool_arrays(pool._replace(n=case.n + 2))
         pooled, pool_cache = fast.layers.maxpool2d_forward(px, size=pool.size, stride=pool.stride)
         pool_dx = fast.layers.maxpool2d_backward(pg, pool_cache)
+        rectified, relu_cache = fast.layers.relu_forward(out)  # conv's channel-major layout
+        relu_dx = fast.layers.relu_backward(g, relu_cache)
     want_out, want_cache = reference.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
+    want_rectified, want_relu_cache = reference.layers.relu_forward(want_out)
+    _assert_matches_reference(rectified, want_rectified, np.float64)
+    _assert_matches_reference(relu_dx, reference.layers.relu_backward(g, want_relu_cache), np.float64)
     _assert_matches_reference(out, want_out, np.float64)
     for got, want in zip(grads, reference.layers.conv2d_backward(g, want_cache)):
         _assert_matches_reference(got, want, np.float64)
