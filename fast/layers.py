@@ -317,7 +317,7 @@ def maxpool2d_forward(x, size=2, stride=None):
     return out, ("windows", x.shape, _is_channel_major(x), arg, size, stride)
 
 
-def _maxpool_2x2_forward(x):
+def _maxpool_2x2_forward(x, relu=False):
     """2x2 windows, stride 2, even H and W: two pairwise maxima over flat memory.
 
     First each horizontal pair (x[2j], x[2j+1]) of a row, which are neighbours in
@@ -327,7 +327,8 @@ def _maxpool_2x2_forward(x):
     order keeps the tie rule: the first column wins a tie within a row, then the
     top row wins a tie between rows, so the window's first maximum in row-major
     order is chosen. Two masks say who won: ``right_won`` (one per horizontal
-    pair) and ``bottom_won`` (one per window).
+    pair) and ``bottom_won`` (one per window). With ``relu`` the output is then
+    rectified in place, while it is still in the core's cache.
     """
     N, C, H, W = x.shape
     out = _like(x, (N, C, H // 2, W // 2), zeroed=False)
@@ -342,7 +343,10 @@ def _maxpool_2x2_forward(x):
         row_max = np.maximum(left, right).reshape(-1, 2, W // 2)  # (rows, top/bottom, W/2)
         top, bottom = row_max[:, 0], row_max[:, 1]
         np.greater(bottom, top, out=bottom_won[lo:hi].reshape(-1, W // 2))
-        np.maximum(top, bottom, out=out_planes[lo:hi].reshape(-1, W // 2))
+        pooled = out_planes[lo:hi].reshape(-1, W // 2)
+        np.maximum(top, bottom, out=pooled)
+        if relu:
+            np.maximum(pooled, 0, out=pooled)
 
     _over_batch(_in_blocks(pool, max(1, BLOCK_ELEMENTS // (H * W))), len(planes), x.size)
     return out, ("2x2", x.shape, _is_channel_major(x), right_won, bottom_won)
@@ -399,12 +403,13 @@ def maxpool2d_backward(dout, cache):
     return dx
 
 
-def _maxpool_2x2_backward(dout, cache):
+def _maxpool_2x2_backward(dout, cache, relu_output=None):
     """The two pairwise maxima of ``_maxpool_2x2_forward``, undone in reverse order.
 
     Each pair's gradient goes to its winner and zero to the other. The loser's
     share is written as ``g - winner's share``, which is g or 0 exactly, one
-    subtraction instead of a second mask.
+    subtraction instead of a second mask. With ``relu_output`` (the forward's
+    rectified output) dout first passes the ReLU: it is kept where the output is > 0.
     """
     _, x_shape, channel_major_input, right_won, bottom_won = cache
     N, C, H, W = x_shape
@@ -414,8 +419,12 @@ def _maxpool_2x2_backward(dout, cache):
     # dout's planes in the order of the masks (a copy only if dout's layout differs)
     g_planes = (dout.transpose(1, 0, 2, 3) if channel_major_input else dout).reshape(N * C, H // 2, W // 2)
 
+    relu_planes = None if relu_output is None else _planes(relu_output)
+
     def scatter(lo, hi):
         g = g_planes[lo:hi].reshape(-1, W // 2)
+        if relu_planes is not None:
+            g = g * (relu_planes[lo:hi].reshape(-1, W // 2) > 0)
         row_grad = np.empty((len(g), 2, W // 2), dout.dtype)  # gradient of each row's pair maxima
         np.multiply(g, bottom_won[lo:hi].reshape(-1, W // 2), out=row_grad[:, 1])
         np.subtract(g, row_grad[:, 1], out=row_grad[:, 0])
@@ -426,6 +435,31 @@ def _maxpool_2x2_backward(dout, cache):
 
     _over_batch(_in_blocks(scatter, max(1, BLOCK_ELEMENTS // (H * W))), N * C, dx.size)
     return dx
+
+
+def maxpool_relu_forward(x, size=2):
+    """ReLU(max-pool(x)), a model's pool and ReLU in a row: -> (out, cache).
+
+    The numbers of ``relu_forward(maxpool2d_forward(x, size)[0])``; on the fast
+    2x2 path the ReLU is applied while the pooled block is still in cache, and its
+    backward is folded into the pool's, sparing two passes over the output.
+    """
+    _check_rank("max-pool input x", x, 4)
+    N, C, H, W = x.shape
+    if size == 2 and H % 2 == 0 and W % 2 == 0 and _planes(x) is not None:
+        out, pool_cache = _maxpool_2x2_forward(x, relu=True)
+        return out, ("fused", pool_cache, out)
+    pooled, pool_cache = maxpool2d_forward(x, size)
+    out, relu_cache = relu_forward(pooled)
+    return out, ("in turn", pool_cache, relu_cache)
+
+
+def maxpool_relu_backward(dout, cache):
+    """dout: the gradient of ``maxpool_relu_forward``'s output -> dx, x's shape and layout."""
+    how, pool_cache, rest = cache
+    if how == "fused":
+        return _maxpool_2x2_backward(dout, pool_cache, relu_output=rest)
+    return maxpool2d_backward(relu_backward(dout, rest), pool_cache)
 
 
 def relu_forward(x):

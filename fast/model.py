@@ -106,11 +106,11 @@ class ConvNet:
                 feature_maps.append(np.maximum(x, 0))
             # ReLU is monotone, so max-pooling before it gives the same output and
             # the same gradient as after it, on an array pool**2 times smaller.
-            pool_cache = None
             if a.pool > 1:
-                x, pool_cache = L.maxpool2d_forward(x, a.pool)
-            x, relu_cache = L.relu_forward(x)
-            caches.append((conv_cache, pool_cache, relu_cache))
+                x, block_cache = L.maxpool_relu_forward(x, a.pool)
+            else:
+                x, block_cache = L.relu_forward(x)
+            caches.append((conv_cache, block_cache))
         x, fc1_cache = L.affine_forward(x, p["fc1_w"], p["fc1_b"])
         x, relu_cache = L.relu_forward(x)
         logits, fc2_cache = L.affine_forward(x, p["fc2_w"], p["fc2_b"])
@@ -130,13 +130,17 @@ class ConvNet:
         d = L.relu_backward(d, relu_cache)
         d, grads["fc1_w"], grads["fc1_b"] = L.affine_backward(d, fc1_cache)
         for i in range(len(a.channels), 0, -1):
-            conv_cache, pool_cache, relu_cache = caches[i - 1]
-            d = L.relu_backward(d, relu_cache)
-            if pool_cache is not None:
-                d = L.maxpool2d_backward(d, pool_cache)
+            conv_cache, block_cache = caches[i - 1]
+            d = self.pool_relu_backward(d, block_cache)
             d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = L.conv2d_backward(
                 d, conv_cache, need_dx=need_dx or i > 1)
         return grads, d
+
+    def pool_relu_backward(self, d, block_cache):
+        """The gradient back through a conv block's ReLU and pooling, as ``forward`` ran them."""
+        if self.arch.pool > 1:
+            return self.layers.maxpool_relu_backward(d, block_cache)
+        return self.layers.relu_backward(d, block_cache)
 
     def loss(self, x, y, class_weights=None):
         """Softmax cross-entropy of the batch and its gradients: -> (loss, grads)."""

@@ -133,10 +133,7 @@ def log_odds_gradient_at_last_conv(model, x):
     d, _, _ = L.affine_backward(dlogits, fc2_cache)
     d = L.relu_backward(d, relu_cache)
     d, _, _ = L.affine_backward(d, fc1_cache)  # (N, F, h/pool, w/pool): the last block's output
-    _, pool_cache, block_relu_cache = caches[-2]
-    d = L.relu_backward(d, block_relu_cache)
-    if pool_cache is not None:
-        d = L.maxpool2d_backward(d, pool_cache)  # (N, F, h, w)
+    d = model.pool_relu_backward(d, caches[-2][1])  # (N, F, h, w)
     return maps[-1], d, caches
 
 

@@ -221,3 +221,19 @@ def softmax_cross_entropy(logits, y, class_weights=None):
         grad[y[n]] -= 1
         dlogits[n] = weights[n] * grad / total
     return (loss / total).astype(logits.dtype), dlogits
+
+
+def maxpool_relu_forward(x, size=2):
+    """ReLU(max-pool(x)), a model's pool and ReLU in a row: -> (out, cache).
+
+    Here simply the two layers one after the other; ``fast`` fuses them.
+    """
+    pooled, pool_cache = maxpool2d_forward(x, size)
+    out, relu_cache = relu_forward(pooled)
+    return out, (pool_cache, relu_cache)
+
+
+def maxpool_relu_backward(dout, cache):
+    """dout: the gradient of ``maxpool_relu_forward``'s output -> dx."""
+    pool_cache, relu_cache = cache
+    return maxpool2d_backward(relu_backward(dout, relu_cache), pool_cache)

@@ -941,3 +941,30 @@ def test_fast_first_layer_weight_gradient_summed_over_runs_matches_reference(mon
     for got, want in zip(fast.layers.conv2d_backward(g, cache, need_dx=False)[1:],
                          reference.layers.conv2d_backward(g, want_cache)[1:]):
         _assert_matches_reference(got, want, np.float64)
+
+
+@COMPARE
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
+       size=st.integers(2, 3), x_layout=st.sampled_from(["C", "channel-major", "gapped"]),
+       split=st.booleans(), seed=seeds)
+def test_fast_fused_pool_relu_matches_reference_pool_then_relu(n, c, h, w, size, x_layout, split, seed):
+    # Values from {-1, 0, 1, 2}: ties inside windows, and pooled values at the ReLU's kink.
+    # Odd sizes, size 3 and gapped planes take the path that runs the two layers in turn.
+    if h < size or w < size:
+        return
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-1, 3, size=(n, c, h, w)).astype(np.float64)
+    x = _in_layout(values, x_layout)
+    with (_SplitAcrossCores() if split else _NoSplit()):
+        out, cache = fast.layers.maxpool_relu_forward(x, size)
+        g = rng.standard_normal(out.shape)
+        dx = fast.layers.maxpool_relu_backward(g, cache)
+    pooled, pool_cache = reference.layers.maxpool2d_forward(values, size)
+    want_out, relu_cache = reference.layers.relu_forward(pooled)
+    assert_array_equal(out, want_out)
+    assert_array_equal(dx, reference.layers.maxpool2d_backward(
+        reference.layers.relu_backward(g, relu_cache), pool_cache))
+    # the reference's own pair is the two layers in turn as well
+    ref_out, ref_cache = reference.layers.maxpool_relu_forward(values, size)
+    assert_array_equal(ref_out, want_out)
+    assert_array_equal(reference.layers.maxpool_relu_backward(g, ref_cache), dx)

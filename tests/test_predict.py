@@ -351,9 +351,8 @@ def test_grad_cam_gradient_continued_down_equals_the_input_gradient_of_the_log_o
     maps, dconv, caches = predict.log_odds_gradient_at_last_conv(model, x)
     L = model.layers
     d, _, _ = L.conv2d_backward(dconv, caches[-2][0])
-    for conv_cache, pool_cache, relu_cache in reversed(caches[:-2]):
-        d = L.relu_backward(d, relu_cache)
-        d = L.maxpool2d_backward(d, pool_cache)
+    for conv_cache, block_cache in reversed(caches[:-2]):
+        d = L.maxpool_relu_backward(d, block_cache)
         d, _, _ = L.conv2d_backward(d, conv_cache)
     expected = model.input_gradient(x, 1) - model.input_gradient(x, 0)
     assert_allclose(d, expected, rtol=1e-10, atol=1e-12)
