@@ -151,17 +151,42 @@ def test_fast_layer(benchmark, case, direction):
     benchmark(getattr(fast.layers, backward_name), np.ones_like(out), cache)
 
 
+SMALL_CASES = {  # shapes the loop-based layers finish in milliseconds, float64
+    "conv (2, 4, 16, 16) * (8, 4, 3, 3), pad 1": "conv",
+    "maxpool 2 on (2, 4, 16, 16)": "maxpool",
+    "relu on (2, 4, 16, 16)": "relu",
+    "affine 1024->64, batch 2": "affine",
+}
+
+
+def _small_case(kind, rng):
+    """-> (forward: layers module -> (out, cache), name of the backward function)."""
+    x = rng.standard_normal((2, 4, 16, 16))
+    if kind == "conv":
+        w, b = rng.standard_normal((8, 4, 3, 3)), rng.standard_normal(8)
+        return lambda L: L.conv2d_forward(x, w, b, 1, 1), "conv2d_backward"
+    if kind == "maxpool":
+        return lambda L: L.maxpool2d_forward(x, 2), "maxpool2d_backward"
+    if kind == "relu":
+        return lambda L: L.relu_forward(x), "relu_backward"
+    w, b = rng.standard_normal((1024, 64)), rng.standard_normal(64)
+    return lambda L: L.affine_forward(x, w, b), "affine_backward"
+
+
+@pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
+@pytest.mark.parametrize("case", SMALL_CASES)
 @pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_reference_layers_small(benchmark, direction):
-    """The loop-based layers at a shape they finish in reasonable time."""
-    benchmark.group = f"reference conv (2, 4, 16, 16) * (8, 4, 3, 3), {direction}"
-    rng = np.random.default_rng(0)
-    x, w, b = rng.standard_normal((2, 4, 16, 16)), rng.standard_normal((8, 4, 3, 3)), np.zeros(8)
-    out, cache = reference.layers.conv2d_forward(x, w, b, 1, 1)
+def test_layer_both_implementations(benchmark, case, direction, impl):
+    """Each layer in both implementations at one small shape: a table per layer and direction."""
+    benchmark.group = f"{case}, {direction}, float64: reference vs fast"
+    forward, backward_name = _small_case(SMALL_CASES[case], np.random.default_rng(0))
+    rounds = 5 if impl is reference.layers else 50
     if direction == "forward":
-        benchmark.pedantic(reference.layers.conv2d_forward, args=(x, w, b, 1, 1), rounds=5)
-    else:
-        benchmark.pedantic(reference.layers.conv2d_backward, args=(np.ones_like(out), cache), rounds=5)
+        benchmark.pedantic(forward, args=(impl,), rounds=rounds, warmup_rounds=1)
+        return
+    out, cache = forward(impl)
+    benchmark.pedantic(getattr(impl, backward_name), args=(np.ones_like(out), cache), rounds=rounds,
+                       warmup_rounds=1)
 
 
 # --- the benchmark network's step, and the GEMM yardstick ---------------------------------------

@@ -488,8 +488,9 @@ def _flat(a):
 def _elementwise(job, out, *inputs):
     """``job(*inputs, out)`` for an element-wise job, split between cores (in cache-sized
     blocks) when every array has out's memory layout; in one piece otherwise."""
-    flats = [_flat(a) for a in (*inputs, out)]
-    if any(f is None for f in flats) or any(a.strides != out.strides for a in inputs):
+    small = out.size < PARALLEL_MIN_ELEMENTS and out.size <= BLOCK_ELEMENTS  # one piece it is
+    flats = [] if small else [_flat(a) for a in (*inputs, out)]
+    if not flats or any(f is None for f in flats) or any(a.strides != out.strides for a in inputs):
         job(*inputs, out)
         return
     _over_batch(_in_blocks(lambda lo, hi: job(*(f[lo:hi] for f in flats)), BLOCK_ELEMENTS),
