@@ -34,11 +34,15 @@ def _over_batch(job, n, elements):
         job(0, n)
         return
     if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="fast-layers")
+        _executor = ThreadPoolExecutor(max_workers=os.cpu_count() - 1, thread_name_prefix="fast-layers")
     bounds = np.linspace(0, n, workers + 1).astype(int)
-    futures = [_executor.submit(job, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    for f in futures:
-        f.result()  # re-raises a worker's exception here
+    # the calling thread takes the first chunk itself: one hand-off fewer per call
+    futures = [_executor.submit(job, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    try:
+        job(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()  # waits for every chunk; re-raises a worker's exception here
 
 
 def _in_blocks(job, size):
