@@ -20,10 +20,11 @@ _executor = None
 
 
 def _over_batch(job, n, elements):
-    """Run ``job(lo, hi)`` over batch chunks [lo, hi) covering range(n), one per core.
+    """Run ``job(lo, hi)`` over chunks [lo, hi) covering range(n), one per core: n counts
+    images, pooling planes or elements, whatever the job splits.
 
     The memory-bound copies, adds and comparisons here run single-threaded in
-    NumPy, which releases the GIL inside them: splitting the batch between
+    NumPy, which releases the GIL inside them: splitting the work between
     threads lets every core work (BLAS already does so for the GEMMs). Chunks
     touch disjoint parts of every array, and each element gets exactly the
     operations it would get in one piece, so results are bit-for-bit the same.
