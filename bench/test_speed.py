@@ -14,6 +14,7 @@ import fast.layers
 import reference.layers
 from fast.model import Architecture, ConvNet
 from fast.optim import SGD
+from fast.trainer import train_step
 
 # The benchmark network of the speed issue: 3 conv blocks (1->16->32->64, 3x3, pad 1)
 # on (32, 1, 128, 128) float32, affine 4096->128->2, one plain SGD step.
@@ -245,13 +246,9 @@ def test_network_step_contract_functions(benchmark):
 
 
 def test_network_step_model(benchmark):
+    """The trainer's own step (ConvNet.loss, then the optimizer's update), with plain SGD."""
     benchmark.group = "benchmark network step vs float32 GEMM"
     model, optimizer = ConvNet(BENCH_ARCH, seed=0), SGD()
     x, y = _bench_batch()
-
-    def step():
-        loss, grads = model.loss(x, y)
-        optimizer.update(model.params, grads, 1e-3)
-        return loss
-
-    _bench_step(benchmark, step, (), "step through ConvNet.loss + SGD.update")
+    _bench_step(benchmark, train_step, (model, optimizer, x, y, 1e-3),
+                "step through the trainer's train_step (ConvNet.loss + SGD.update)")

@@ -174,6 +174,17 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
     return finish(run_dir, config, ds, model, best_params, progress, log)
 
 
+def train_step(model, optimizer, x, y, lr, class_weights=None):
+    """One training step: the batch's loss and gradients, then the optimizer's update -> the loss.
+
+    A loss that is not finite is returned without an update, leaving the weights as they were.
+    """
+    loss, grads = model.loss(x, y, class_weights)
+    if math.isfinite(loss):
+        optimizer.update(model.params, grads, lr)
+    return loss
+
+
 def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params, progress, log, progress_bars):
     """Train until config.epochs or early stopping, a checkpoint after each epoch -> best params."""
     x_train, x_val = ds.x_train.astype(model.dtype, copy=False), ds.x_val.astype(model.dtype, copy=False)
@@ -193,13 +204,12 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
             xb = x_train[idx]
             if config.augment:
                 xb = augment_batch(xb, rng)
-            loss, grads = model.loss(xb, ds.y_train[idx], class_weights)
+            loss = train_step(model, optimizer, xb, ds.y_train[idx], lr, class_weights)
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} in epoch {epoch + 1}, batch {b // bs + 1}; stopping. "
                     f"The last good checkpoint (after epoch {progress.epoch}) is in {run_dir / CHECKPOINT}. "
                     f"Try a smaller --lr (now {config.lr}).")
-            optimizer.update(model.params, grads, lr)
             running += loss * len(idx)
             seen += len(idx)
             bar.set_postfix(loss=f"{running / seen:.4f}")

@@ -176,3 +176,19 @@ def test_trained_threshold_is_youden_on_validation(xray_root, tmp_path):
     model, meta = load_model(run_dir / "model.npz")
     val_prob = model.predict_proba(ds.x_val)[:, 1]
     assert meta["threshold"] == pytest.approx(metrics.youden_threshold(ds.y_val, val_prob), rel=1e-6)
+
+
+def test_train_step_updates_on_a_finite_loss_and_leaves_the_weights_on_a_nan():
+    model = ConvNet(fast.trainer.make_model(TrainConfig(image_size=16)).arch, seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 1, 16, 16)).astype(np.float32), np.array([0, 1, 1, 0])
+    before = {k: v.copy() for k, v in model.params.items()}
+    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1)
+    assert math.isfinite(loss)
+    assert any(not np.array_equal(before[k], model.params[k]) for k in before)
+
+    before = {k: v.copy() for k, v in model.params.items()}
+    x[0, 0, 0, 0] = np.nan
+    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1)
+    assert not math.isfinite(loss)
+    assert all(np.array_equal(before[k], model.params[k]) for k in before)
