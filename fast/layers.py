@@ -275,16 +275,19 @@ def conv2d_backward(dout, cache, need_dx=True):
     x_shape, cols, w, stride, pad = cache
     F, C, KH, KW = w.shape
     dout_mat = _by_channel(dout)  # (F, N*OH*OW)
+    dx = None
+    if need_dx:  # first, while dout is fresh in cache
+        w_t = np.ascontiguousarray(w.reshape(F, -1).T, dtype=dout.dtype)  # (C*KH*KW, F)
+        dcols = w_t @ dout_mat  # (C*KH*KW, N*OH*OW)
+        if _keeps_size(x_shape, KH, KW, stride, pad):
+            dx = _col2im_keeping_size(dcols, x_shape, KH, KW, pad)
+        else:
+            dx = col2im(dcols, x_shape, KH, KW, stride, pad)
+        del dcols
     dw_b = _weight_gradient(cols, dout_mat)  # (F, C*KH*KW + 1)
     dw = dw_b[:, :-1].reshape(w.shape).astype(w.dtype, copy=False)
     db = dw_b[:, -1].astype(w.dtype, copy=False)  # the ones row: db = sum of dout
-    if not need_dx:
-        return None, dw, db
-    w_t = np.ascontiguousarray(w.reshape(F, -1).T, dtype=dout.dtype)  # (C*KH*KW, F)
-    dcols = w_t @ dout_mat  # (C*KH*KW, N*OH*OW)
-    if _keeps_size(x_shape, KH, KW, stride, pad):
-        return _col2im_keeping_size(dcols, x_shape, KH, KW, pad), dw, db
-    return col2im(dcols, x_shape, KH, KW, stride, pad), dw, db
+    return dx, dw, db
 
 
 def maxpool2d_forward(x, size=2, stride=None):
