@@ -928,18 +928,22 @@ class _NoSplit:
 
 
 @pytest.mark.parametrize("run", [fast.layers.RUN, 1000])
-def test_fast_first_layer_weight_gradient_summed_over_runs_matches_reference(monkeypatch, run):
-    # One input channel and few filters: the weight gradient is summed over runs of positions.
-    # 2 * 60 * 60 = 7200 positions, so the runs end part-way and the last one is partial.
+@pytest.mark.parametrize("split", [False, True])
+def test_fast_first_layer_runs_of_positions_match_reference(monkeypatch, run, split):
+    # One input channel and few filters: the output is computed, and the weight gradient summed,
+    # over runs of positions (split between threads). 2 * 60 * 60 = 7200 positions, so the runs
+    # end part-way and the last one is partial.
     monkeypatch.setattr(fast.layers, "RUN", run)
     rng = np.random.default_rng(3)
     x, w, b = rng.standard_normal((2, 1, 60, 60)), rng.standard_normal((4, 1, 3, 3)), rng.standard_normal(4)
-    assert 10 * 4 <= fast.layers.SMALL_GRADIENT  # this case takes the run-summed path
+    assert 10 * 4 <= fast.layers.SMALL_WEIGHTS  # this case takes the paths by runs
     g = rng.standard_normal((2, 4, 60, 60))
-    _, cache = fast.layers.conv2d_forward(x, w, b, 1, 1)
-    _, want_cache = reference.layers.conv2d_forward(x, w, b, 1, 1)
-    for got, want in zip(fast.layers.conv2d_backward(g, cache, need_dx=False)[1:],
-                         reference.layers.conv2d_backward(g, want_cache)[1:]):
+    with (_SplitAcrossCores() if split else _NoSplit()):
+        out, cache = fast.layers.conv2d_forward(x, w, b, 1, 1)
+        grads = fast.layers.conv2d_backward(g, cache, need_dx=False)[1:]
+    want_out, want_cache = reference.layers.conv2d_forward(x, w, b, 1, 1)
+    _assert_matches_reference(out, want_out, np.float64)
+    for got, want in zip(grads, reference.layers.conv2d_backward(g, want_cache)[1:]):
         _assert_matches_reference(got, want, np.float64)
 
 
