@@ -5,6 +5,7 @@ over the batch or over output positions (the only loops run over kernel
 offsets). Arrays keep their dtype: float32 for training, float64 for the
 gradient checks.
 """
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -530,7 +531,7 @@ def affine_forward(x, w, b):
     if x.ndim < 2:
         raise ValueError(f"affine input x must be at least 2-D (N, ...), got shape {x.shape}")
     _check_rank("affine weights w", w, 2)
-    x2 = x.reshape(x.shape[0], -1)  # (N, D)
+    x2 = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, D), also for an empty batch
     if x2.shape[1] != w.shape[0]:
         raise ValueError(f"affine size mismatch: x has {x2.shape[1]} features per sample, "
                          f"w expects {w.shape[0]}")
@@ -543,7 +544,7 @@ def affine_forward(x, w, b):
 def affine_backward(dout, cache):
     """dout: (N, M) -> dx in x's original shape, dw: (D, M), db: (M,)."""
     x, w = cache
-    x2 = x.reshape(x.shape[0], -1)  # (N, D)
+    x2 = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, D), also for an empty batch
     dx = (dout @ w.T.astype(dout.dtype, copy=False)).reshape(x.shape)
     dw = (x2.T @ dout).astype(w.dtype, copy=False)
     db = dout.sum(axis=0)

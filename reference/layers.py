@@ -6,6 +6,8 @@ are NCHW. Arrays keep the dtype they come in with; the tests run this module in
 float64 and use it as the oracle for ``fast.layers``. Nothing here imports
 ``fast``, so one mistake cannot hide in both implementations.
 """
+import math
+
 import numpy as np
 
 
@@ -146,7 +148,7 @@ def affine_forward(x, w, b):
         raise ValueError(f"affine input x must be at least 2-D (N, ...), got shape {x.shape}")
     _check_rank("affine weights w", w, 2)
     N = x.shape[0]
-    x2 = x.reshape(N, -1)  # (N, D)
+    x2 = x.reshape(N, math.prod(x.shape[1:]))  # (N, D), also for an empty batch
     if x2.shape[1] != w.shape[0]:
         raise ValueError(f"affine size mismatch: x has {x2.shape[1]} features per sample, "
                          f"w expects {w.shape[0]}")
@@ -162,7 +164,7 @@ def affine_backward(dout, cache):
     """dout: (N, M) -> dx in x's original shape, dw: (D, M), db: (M,)."""
     x, w = cache
     N = x.shape[0]
-    x2 = x.reshape(N, -1)  # (N, D)
+    x2 = x.reshape(N, math.prod(x.shape[1:]))  # (N, D), also for an empty batch
     dx2 = np.zeros_like(x2)
     dw = np.zeros_like(w)
     for n in range(N):

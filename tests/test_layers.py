@@ -972,3 +972,15 @@ def test_fast_fused_pool_relu_matches_reference_pool_then_relu(n, c, h, w, size,
     ref_out, ref_cache = reference.layers.maxpool_relu_forward(values, size)
     assert_array_equal(ref_out, want_out)
     assert_array_equal(reference.layers.maxpool_relu_backward(g, ref_cache), dx)
+
+
+@IMPLS
+def test_affine_takes_an_empty_batch(impl):
+    # (0, 3, 4) flattens to (0, 12): a batch with no rows, not an unknown width
+    w, b = np.arange(60.0).reshape(12, 5), np.ones(5)
+    out, cache = impl.affine_forward(np.zeros((0, 3, 4)), w, b)
+    assert out.shape == (0, 5)
+    dx, dw, db = impl.affine_backward(out, cache)
+    assert dx.shape == (0, 3, 4)
+    assert_array_equal(dw, np.zeros((12, 5)))
+    assert_array_equal(db, np.zeros(5))
