@@ -324,7 +324,7 @@ def maxpool2d_forward(x, size=2, stride=None):
     N, C, H, W = x.shape
     oh = conv_output_size(H, size, stride, 0)
     ow = conv_output_size(W, size, stride, 0)
-    if size == 2 and stride == 2 and H % 2 == 0 and W % 2 == 0 and _planes(x) is not None:
+    if _pools_2x2(x, size, stride):
         return _maxpool_2x2_forward(x)
     out = _like(x, (N, C, oh, ow), zeroed=False)
     arg = np.zeros(out.shape, dtype=np.uint16 if size * size > 255 else np.uint8)
@@ -344,6 +344,13 @@ def maxpool2d_forward(x, size=2, stride=None):
 
     _over_batch(pool, N, x.size)
     return out, ("windows", x.shape, _is_channel_major(x), arg, size, stride)
+
+
+def _pools_2x2(x, size, stride):
+    """Whether ``_maxpool_2x2_forward`` applies: 2x2 windows tiling even H and W, in
+    planes laid out back to back."""
+    _, _, H, W = x.shape
+    return size == 2 and stride == 2 and H % 2 == 0 and W % 2 == 0 and _planes(x) is not None
 
 
 def _maxpool_2x2_forward(x, relu=False):
@@ -474,8 +481,7 @@ def maxpool_relu_forward(x, size=2):
     backward is folded into the pool's, sparing two passes over the output.
     """
     _check_rank("max-pool input x", x, 4)
-    N, C, H, W = x.shape
-    if size == 2 and H % 2 == 0 and W % 2 == 0 and _planes(x) is not None:
+    if _pools_2x2(x, size, size):
         out, pool_cache = _maxpool_2x2_forward(x, relu=True)
         return out, ("fused", pool_cache, out)
     pooled, pool_cache = maxpool2d_forward(x, size)
