@@ -115,6 +115,7 @@ def test_fast_conv_is_far_ahead_of_reference(benchmark):
     benchmark.extra_info["reference_over_fast"] = round(ratio, 1)
     print(f"\nconv fwd+bwd: reference {ref * 1e3:.1f} ms, fast {benchmark.stats.stats.median * 1e3:.3f} ms, "
           f"fast is {ratio:.0f}x faster")
+    assert ratio > 100, f"fast conv fwd+bwd only {ratio:.0f}x faster than reference (expected > 100x)"
 
 
 # --- per-layer forward and backward at the benchmark network's shapes ----------------------------

@@ -96,10 +96,25 @@ class TrainConfig:
         return cls(**values)
 
 
-def build_parser(description, config_cls=TrainConfig):
+class _DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Adds "(default: X)" to a flag's help, unless the help already says what the default is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        default = action.default
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default))
+        elif isinstance(default, bool):
+            default = "on" if default else "off"
+        return f"{text} (default: {default})"
+
+
+def build_parser(prog, description, config_cls=TrainConfig):
     """An argparse parser with one flag per config field, its default and help shown."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=_DefaultsHelpFormatter)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or isinstance(f.default, bool):

@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fast.config import TrainConfig
+from fast.files import atomic_savez
+
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+SPLITS = ("train", "val", "test")
 DEFAULT_DATA = "data/chest_xray"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
@@ -41,6 +44,10 @@ class DataError(Exception):
 
 class ImageError(DataError):
     """One image file cannot be decoded; the message names the file and the reason."""
+
+
+class SkippedImageWarning(UserWarning):
+    """An unreadable image was left out of a data set; the message names it and says why."""
 
 
 # --------------------------------------------------------------------------- finding files
@@ -295,17 +302,10 @@ def _read_cache(cache_file, key):
 
 
 def _write_cache(cache_file, key, paths, images, kept, reasons):
-    """Write atomically (temp file + rename) so an interrupted run never leaves a bad cache."""
+    """Written atomically, so an interrupted run never leaves a bad cache."""
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.asarray(key), paths=np.asarray(paths, dtype=str), images=images,
-                     kept=kept, reasons=np.asarray(reasons, dtype=str))
-        os.replace(tmp, cache_file)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_savez(cache_file, key=np.asarray(key), paths=np.asarray(paths, dtype=str), images=images,
+                 kept=kept, reasons=np.asarray(reasons, dtype=str))
 
 
 def _decode_all(paths, size, progress, desc):
@@ -351,7 +351,7 @@ def _load_images(paths, size, cache_dir, progress, desc):
 
 def _warn_skipped(reasons, kept):
     for reason in (r for r, k in zip(reasons, kept) if not k):
-        warnings.warn(f"skipping unreadable image: {reason}", stacklevel=3)
+        warnings.warn(f"skipping unreadable image: {reason}", SkippedImageWarning, stacklevel=3)
 
 
 def load_images(paths, size, cache_dir=None, progress=True, desc="decoding"):
@@ -387,12 +387,18 @@ class Dataset:
     class_names: tuple = CLASS_NAMES
 
 
-def standardise(images, mean, std):
-    """(images - mean) / std, in the images' dtype; training and prediction both use it."""
+def standardise(images, mean, std, in_place=False):
+    """(images - mean) / std, in the images' dtype: the one standardisation, used by training,
+    evaluation and prediction. ``in_place`` overwrites ``images`` (at 128 px the training
+    images alone are 300 MB: a copy each is too many)."""
     if not std > 0:
         raise ValueError(f"std must be positive, got {std}")
     dtype = images.dtype
-    out = np.subtract(images, dtype.type(mean), dtype=dtype)  # one new array, then in place
+    if in_place:
+        images -= dtype.type(mean)
+        out = images
+    else:
+        out = np.subtract(images, dtype.type(mean), dtype=dtype)  # one new array, then in place
     out /= dtype.type(std)
     return out
 
@@ -435,8 +441,8 @@ def _stratified_subset(labels, limit, seed):
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
-def load_split(root, split, size, limit, seed, cache_dir, progress):
-    """Decode one split -> (images, labels, paths as str, skipped (path, reason) list)."""
+def _decode_split(root, split, size, limit, seed, cache_dir, progress):
+    """Decode one folder split -> (images, labels, paths as str, skipped (path, reason) list)."""
     paths, labels = list_split(root, split)
     subset = _stratified_subset(labels, limit, seed)
     paths, labels = [paths[i] for i in subset], labels[subset]
@@ -446,31 +452,55 @@ def load_split(root, split, size, limit, seed, cache_dir, progress):
     return images, labels[kept], [str(p) for p, k in zip(paths, kept) if k], skipped
 
 
-def load_dataset(root, image_size, val_fraction=0.1, seed=0, cache_dir=".cache", limit=None,
-                 progress=True):
-    """Decode, split and standardise the data set under ``root``.
+def load_splits(root, names, image_size, limit=None, seed=TrainConfig.seed,
+                val_fraction=TrainConfig.val_fraction, cache_dir=TrainConfig.cache_dir,
+                progress=True):
+    """The images of each split in ``names``, chosen as training chooses them -- the one rule.
 
-    Validation is ``root/val`` when it exists, otherwise ``val_fraction`` of train carved out
-    by patient. ``limit`` keeps a seeded stratified subset of at most that many images per
-    split (for quick runs). mean/std come from the training part only.
+    "test" is root/test. "val" is root/val when it exists, otherwise ``val_fraction`` of
+    root/train carved out by patient (``split_by_patient`` with ``seed``), and "train" is what
+    is left. ``limit`` keeps a seeded stratified subset of at most that many images per folder.
+    Each folder is decoded once. Returns ({name: (images (N, S, S) float32 in [0, 1], labels,
+    paths as str)}, skipped (path, reason) list).
+    """
+    unknown = [n for n in names if n not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    root = Path(root)
+    has_val = (root / "val").is_dir()
+    decoded, skipped = {}, []
+
+    def folder(split):
+        if split not in decoded:
+            *arrays, skips = _decode_split(root, split, image_size, limit, seed, cache_dir, progress)
+            decoded[split] = arrays
+            skipped.extend(skips)
+        return decoded[split]
+
+    splits = {}
+    for name in names:
+        if name == "test" or has_val:
+            splits[name] = tuple(folder(name))
+            continue
+        images, labels, paths = folder("train")
+        train_idx, val_idx = split_by_patient(paths, labels, val_fraction, seed)
+        keep = val_idx if name == "val" else train_idx
+        splits[name] = (images[keep], labels[keep], [paths[i] for i in keep])
+    return splits, skipped
+
+
+def load_dataset(root, image_size, val_fraction=TrainConfig.val_fraction, seed=TrainConfig.seed,
+                 cache_dir=TrainConfig.cache_dir, limit=None, progress=True):
+    """Decode, split (``load_splits``) and standardise the data set under ``root``.
+
+    mean/std come from the training part only.
     """
     root = resolve_data_root(root)
-    has_val = (Path(root) / "val").is_dir()
-    x_tr, y_tr, p_tr, skipped = load_split(root, "train", image_size, limit, seed, cache_dir,
-                                            progress)
+    splits, skipped = load_splits(root, SPLITS, image_size, limit, seed, val_fraction, cache_dir,
+                                  progress)
+    (x_tr, y_tr, p_tr), (x_va, y_va, p_va), (x_te, y_te, p_te) = (splits[s] for s in SPLITS)
     if len(p_tr) == 0:
         raise DataError(f"no decodable training images in {Path(root) / 'train'}")
-    if has_val:
-        x_va, y_va, p_va, skipped_val = load_split(root, "val", image_size, limit, seed,
-                                                    cache_dir, progress)
-        skipped += skipped_val
-    else:
-        train_idx, val_idx = split_by_patient(p_tr, y_tr, val_fraction, seed)
-        x_va, y_va, p_va = x_tr[val_idx], y_tr[val_idx], [p_tr[i] for i in val_idx]
-        x_tr, y_tr, p_tr = x_tr[train_idx], y_tr[train_idx], [p_tr[i] for i in train_idx]
-    x_te, y_te, p_te, skipped_test = load_split(root, "test", image_size, limit, seed,
-                                                 cache_dir, progress)
-    skipped += skipped_test
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s); see the warnings above",
               file=sys.stderr)
@@ -479,11 +509,8 @@ def load_dataset(root, image_size, val_fraction=0.1, seed=0, cache_dir=".cache",
     if not std > 0:
         raise DataError(f"the training images under {root} are all one constant value")
 
-    def prepared(images):
-        # In place: at 128 px the training images alone are 300 MB, a copy each is too many.
-        images -= images.dtype.type(mean)
-        images /= images.dtype.type(std)
-        return images[:, None]  # (N, 1, size, size)
+    def prepared(images):  # (N, 1, size, size)
+        return standardise(images, mean, std, in_place=True)[:, None]
 
     return Dataset(x_train=prepared(x_tr), y_train=y_tr, x_val=prepared(x_va), y_val=y_va,
                    x_test=prepared(x_te), y_test=y_te, paths_train=p_tr, paths_val=p_va,

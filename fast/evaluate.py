@@ -13,7 +13,8 @@ import numpy as np
 
 from fast import data as xray_data
 from fast import metrics
-from fast.predict import open_classifier, pneumonia_probability, prepare
+from fast.cli import one_line_warnings, open_classifier
+from fast.config import TrainConfig
 
 SPLITS = ("test", "val", "train")
 
@@ -25,33 +26,18 @@ run's config.json, so the same images are scored as in training: the test number
 the run's metrics.json."""
 
 
-def split_images(root, split, size, limit=None, seed=0, val_fraction=0.1, cache_dir=None,
-                 progress=False):
-    """The images of ``split`` as the trainer picks them -> (images (N, S, S) in [0, 1], y, paths).
-
-    "val" is root/val when it exists, otherwise the patients carved out of train (and
-    "train" is what is left), exactly as ``load_dataset`` does.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    has_val = (Path(root) / "val").is_dir()
-    if split == "test" or (split == "val" and has_val):
-        images, y, paths, _ = xray_data.load_split(root, split, size, limit, seed, cache_dir,
-                                                    progress)
-        return images, y, paths
-    images, y, paths, _ = xray_data.load_split(root, "train", size, limit, seed, cache_dir,
-                                                progress)
-    if has_val:
-        return images, y, paths
-    train_idx, val_idx = xray_data.split_by_patient(paths, y, val_fraction, seed)
-    keep = val_idx if split == "val" else train_idx
-    return images[keep], y[keep], [paths[i] for i in keep]
+def split_images(root, split, size, limit=None, seed=TrainConfig.seed,
+                 val_fraction=TrainConfig.val_fraction, cache_dir=None, progress=False):
+    """The images of ``split`` as the trainer picks them (``data.load_splits``)
+    -> (images (N, S, S) in [0, 1], y, paths)."""
+    splits, _ = xray_data.load_splits(root, (split,), size, limit, seed, val_fraction, cache_dir,
+                                      progress)
+    return splits[split]
 
 
-def evaluate(model, metadata, images, y):
-    """binary_metrics of the model on prepared-as-in-training ``images`` at its threshold."""
-    probability = pneumonia_probability(model, prepare(images, metadata))
-    return metrics.binary_metrics(y, probability, metadata["threshold"])
+def evaluate(classifier, images, y):
+    """binary_metrics of the classifier on ``images`` (N, S, S) in [0, 1] at its threshold."""
+    return metrics.binary_metrics(y, classifier.probability(images), classifier.threshold)
 
 
 def _run_config(model_path):
@@ -79,9 +65,10 @@ def parse_args(argv=None):
                         help="score the trainer's stratified subset of at most this many images "
                              "(default: the run's --limit; none means every image)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the subset and the val "
-                        "carving (default: the run's, else 0)")
+                        f"carving (default: the run's, else {TrainConfig.seed})")
     parser.add_argument("--val-fraction", type=float, default=None,
-                        help="share of train patients carved out as val (default: the run's, else 0.1)")
+                        help="share of train patients carved out as val (default: the run's, else "
+                             f"{TrainConfig.val_fraction})")
     parser.add_argument("--cache-dir", metavar="DIR", default=None,
                         help="reuse/store decoded images there (default: no cache)")
     return parser.parse_args(argv)
@@ -89,10 +76,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    opened = open_classifier(args.model)
-    if opened is None:
+    classifier = open_classifier(args.model)
+    if classifier is None:
         return 2
-    model_path, model, metadata = opened
+    model_path = classifier.path
     config = _run_config(model_path)
 
     def setting(name, default=None):
@@ -105,11 +92,12 @@ def main(argv=None):
     limit = setting("limit")
     try:
         root = xray_data.resolve_data_root(args.data if args.data is not None else config.get("data"))
-        images, y, _ = split_images(root, args.split, metadata["image_size"], limit=limit,
-                                    seed=setting("seed", 0),
-                                    val_fraction=setting("val_fraction", 0.1),
-                                    cache_dir=args.cache_dir, progress=sys.stderr.isatty())
-        result = evaluate(model, metadata, images, y)
+        with one_line_warnings():
+            images, y, _ = split_images(root, args.split, classifier.image_size, limit=limit,
+                                        seed=setting("seed", TrainConfig.seed),
+                                        val_fraction=setting("val_fraction", TrainConfig.val_fraction),
+                                        cache_dir=args.cache_dir, progress=sys.stderr.isatty())
+        result = evaluate(classifier, images, y)
     except xray_data.DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -119,7 +107,7 @@ def main(argv=None):
 
     subset = f", at most {limit} images (--limit)" if limit else ""
     print(f"model {model_path}, {args.split} split of {root}{subset}: {result['n']} images, "
-          f"threshold {metadata['threshold']:.4f}")
+          f"threshold {classifier.threshold:.4f}")
     print(metrics.format_metrics_table({args.split: result}))
 
     stored_path = Path(model_path).parent / "metrics.json"

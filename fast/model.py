@@ -7,13 +7,15 @@ with the same weights both give the same loss and gradients.
 """
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 import fast.layers
 import reference.layers
+from contract import conv_output_size
+from fast.config import TrainConfig
+from fast.files import atomic_savez
 
 IMPLEMENTATIONS = {"fast": fast.layers, "reference": reference.layers}
 FORMAT_VERSION = 1
@@ -30,13 +32,13 @@ class Architecture:
     Each conv block is conv(kernel, stride, pad) - ReLU - max-pool(pool) (pool 1
     means no pooling); then affine(hidden) - ReLU - affine(num_classes).
     """
-    input_shape: tuple = (1, 64, 64)
-    channels: tuple = (16, 32, 64)
+    input_shape: tuple = (1, TrainConfig.image_size, TrainConfig.image_size)
+    channels: tuple = TrainConfig.channels
     kernel: int = 3
     stride: int = 1
     pad: int = 1
     pool: int = 2
-    hidden: int = 128
+    hidden: int = TrainConfig.hidden
     num_classes: int = 2
 
     def to_json(self):
@@ -70,7 +72,7 @@ class ConvNet:
     def _init_params(self, rng):
         """He initialisation: weights ~ N(0, 2 / fan_in), biases zero."""
         a = self.arch
-        conv = reference.layers.conv_output_size
+        conv = conv_output_size
         params = {}
         c, h, w = a.input_shape
         for i, f in enumerate(a.channels, start=1):
@@ -123,24 +125,43 @@ class ConvNet:
         dx, the gradient with respect to the images, is computed only when
         ``need_dx`` (saliency); otherwise it is None and its work is skipped.
         """
-        L, a = self.layers, self.arch
         grads = {}
+        d = self._backward_head(dlogits, caches, grads)
+        for i in range(len(self.arch.channels), 0, -1):
+            d = self._backward_block_to_conv(i, d, caches)
+            d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = self.layers.conv2d_backward(
+                d, caches[i - 1][0], need_dx=need_dx or i > 1)
+        return grads, d
+
+    def _backward_head(self, dlogits, caches, grads):
+        """From the logits back to the last conv block's output, filling the head's grads."""
+        L = self.layers
         fc1_cache, relu_cache, fc2_cache = caches[-1]
         d, grads["fc2_w"], grads["fc2_b"] = L.affine_backward(dlogits, fc2_cache)
         d = L.relu_backward(d, relu_cache)
         d, grads["fc1_w"], grads["fc1_b"] = L.affine_backward(d, fc1_cache)
-        for i in range(len(a.channels), 0, -1):
-            conv_cache, block_cache = caches[i - 1]
-            d = self.pool_relu_backward(d, block_cache)
-            d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = L.conv2d_backward(
-                d, conv_cache, need_dx=need_dx or i > 1)
-        return grads, d
+        return d
 
-    def pool_relu_backward(self, d, block_cache):
-        """The gradient back through a conv block's ReLU and pooling, as ``forward`` ran them."""
+    def _backward_block_to_conv(self, i, d, caches):
+        """The gradient back through block i's ReLU and pooling, to its conv's output."""
+        block_cache = caches[i - 1][1]
         if self.arch.pool > 1:
             return self.layers.maxpool_relu_backward(d, block_cache)
         return self.layers.relu_backward(d, block_cache)
+
+    def last_conv_gradient(self, x, direction):
+        """What Grad-CAM needs: the last conv layer's activations and the gradient there.
+
+        x: (N, C, H, W), direction: (num_classes,) -> (ReLU(last conv output) (N, F, h, w),
+        d(logits @ direction) / d(last conv output) (N, F, h, w), logits (N, num_classes)).
+        With direction (-1, 1) the differentiated score is the log-odds of class 1.
+        """
+        maps = []
+        logits, caches = self.forward(x, feature_maps=maps)
+        dlogits = np.broadcast_to(np.asarray(direction, dtype=logits.dtype), logits.shape).copy()
+        d = self._backward_head(dlogits, caches, {})
+        d = self._backward_block_to_conv(len(self.arch.channels), d, caches)
+        return maps[-1], d, logits
 
     def loss(self, x, y, class_weights=None):
         """Softmax cross-entropy of the batch and its gradients: -> (loss, grads)."""
@@ -149,15 +170,14 @@ class ConvNet:
         grads, _ = self.backward(dlogits, caches)
         return float(loss), grads
 
+    def predict_logits(self, x, batch_size=32):
+        """Logits (N, num_classes) in batches, the last partial batch included."""
+        parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.arch.num_classes), self.dtype)
+
     def predict_proba(self, x, batch_size=32):
-        """Class probabilities (N, num_classes), in batches (the last partial batch included)."""
-        out = []
-        for start in range(0, len(x), batch_size):
-            logits, _ = self.forward(x[start:start + batch_size])
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            e = np.exp(shifted)
-            out.append(e / e.sum(axis=1, keepdims=True))
-        return np.concatenate(out) if out else np.zeros((0, self.arch.num_classes), self.dtype)
+        """Class probabilities (N, num_classes), float64, in batches."""
+        return softmax(self.predict_logits(x, batch_size).astype(np.float64))
 
     def input_gradient(self, x, target_class):
         """d logit[target_class] / d x for each image: saliency. x: (N, C, H, W) -> (N, C, H, W)."""
@@ -168,32 +188,18 @@ class ConvNet:
         return dx
 
 
-def SimpleConvNet(input_shape=(1, 28, 28), filters=30, kernel=5, pad=0, stride=1, hidden=100,
-                  num_classes=2, impl="fast", seed=0, dtype=np.float32):
-    """The classic conv - ReLU - pool(2) - affine - ReLU - affine network."""
+def softmax(logits):
+    """Row-wise softmax of (N, K) logits, in their dtype; the row max is subtracted first."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def simple_convnet(input_shape=(1, 28, 28), filters=30, kernel=5, pad=0, stride=1, hidden=100,
+                   num_classes=2, impl="fast", seed=0, dtype=np.float32):
+    """The classic conv - ReLU - pool(2) - affine - ReLU - affine network, as a ConvNet."""
     arch = Architecture(input_shape=tuple(input_shape), channels=(filters,), kernel=kernel,
                         stride=stride, pad=pad, pool=2, hidden=hidden, num_classes=num_classes)
     return ConvNet(arch, impl=impl, seed=seed, dtype=dtype)
-
-
-def atomic_savez(path, **arrays):
-    """np.savez into a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_model(path, model, metadata=None):

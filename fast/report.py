@@ -22,13 +22,15 @@ from matplotlib.ticker import MaxNLocator
 
 from fast import metrics
 from fast.data import CLASS_NAMES, DataError, ImageError, read_xray, resolve_data_root
+from fast.files import atomic_open
+from fast.inference import load_classifier
 from fast.model import ModelFileError
-from fast.predict import SALIENCY_SIZE, forward_features, grad_cam, load_classifier, prepare
 
 matplotlib.use("Agg")  # headless: no display needed, PNG only
 import matplotlib.pyplot as plt  # noqa: E402  (pyplot after the backend is chosen)
 
 DPI = 150
+SALIENCY_SIZE = 320  # pixels of an X-ray shown under a saliency overlay
 SALIENCY_CMAP = "jet"
 FEATURE_MAPS_SHOWN = 8  # channels per conv layer in the feature-map picture
 SALIENCY_PER_KIND = 2  # test X-rays per kind (TP, FP, FN) in the saliency picture
@@ -98,9 +100,17 @@ def _readable(indices, paths, data_root, size, count):
 
 # --------------------------------------------------------------------------- pictures
 
+def display_image(path):
+    """An X-ray file as shown under a Grad-CAM overlay: (SALIENCY_SIZE, SALIENCY_SIZE) in [0, 1]."""
+    return read_xray(path, SALIENCY_SIZE)
+
+
 def _save(fig, path):
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
+    try:
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
@@ -161,16 +171,16 @@ def plot_filters(model, path):
     return _save(fig, path)
 
 
-def plot_feature_maps(model, metadata, examples, path, shown=FEATURE_MAPS_SHOWN):
+def plot_feature_maps(classifier, examples, path, shown=FEATURE_MAPS_SHOWN):
     """The ReLU feature maps of every conv layer for one NORMAL and one PNEUMONIA X-ray.
 
     examples: [(caption, (S, S) model-input image in [0, 1], (D, D) display image), ...]. Per
     layer the same channels (the most active over both X-rays) are shown for each, each
     channel on one colour scale, so the two X-rays compare directly.
     """
-    x = prepare(np.stack([e[1] for e in examples]), metadata)
-    _, _, maps = forward_features(model, x)
+    _, maps = classifier.feature_maps(np.stack([e[1] for e in examples]))
     maps = [m.astype(np.float64) for m in maps]  # (N, F, H, W) per conv layer
+    size = classifier.image_size
     picked = [np.argsort(-m.mean(axis=(0, 2, 3)), kind="stable")[:shown] for m in maps]
     layers = len(maps)
     fig = plt.figure(figsize=(1.35 * (shown + 3), 1.45 * layers * len(examples) + 1.2),
@@ -182,7 +192,7 @@ def plot_feature_maps(model, metadata, examples, path, shown=FEATURE_MAPS_SHOWN)
         ax.imshow(display, cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"input, seen at {x.shape[2]}x{x.shape[3]} pixels", fontsize=9)
+        ax.set_xlabel(f"input, seen at {size}x{size} pixels", fontsize=9)
         subfig.suptitle(f"true {caption}", fontsize=11)
         for layer, (fmap, channels) in enumerate(zip(maps, picked)):
             for k, c in enumerate(channels):
@@ -279,7 +289,7 @@ def save_saliency_overlay(path, xray, cam, title):
     return _save(fig, path)
 
 
-def plot_saliency(model, metadata, cases, path):
+def plot_saliency(classifier, cases, path):
     """Grad-CAM of a few test X-rays, one row per kind (TP, FP, FN): X-ray, then overlay.
 
     cases: {kind: [(caption, model-input image, display image), ...]}.
@@ -288,7 +298,7 @@ def plot_saliency(model, metadata, cases, path):
     fig, axes = plt.subplots(len(cases), cols, figsize=(2.7 * cols + 1.3, 3.1 * len(cases) + 0.8),
                              squeeze=False, layout="constrained")
     for row, (kind, items) in zip(axes, cases.items()):
-        cams = grad_cam(model, prepare(np.stack([i[1] for i in items]), metadata)) if items else []
+        cams = classifier.grad_cam(np.stack([i[1] for i in items])) if items else []
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -333,30 +343,30 @@ def make_report(run_dir, data_root=None, log=print):
         raise ReportError(f"{run_dir}: not a finished run (missing {', '.join(missing)}); "
                           "pictures are drawn once training has finished")
     results = json.loads((run_dir / "metrics.json").read_text())
-    model, metadata = load_classifier(run_dir / "model.npz")
-    threshold = float(results.get("threshold", metadata["threshold"]))
-    best_epoch = int(results.get("best_epoch", metadata.get("best_epoch", 0)))
+    classifier = load_classifier(run_dir / "model.npz")
+    threshold = float(results.get("threshold", classifier.threshold))
+    best_epoch = int(results.get("best_epoch", classifier.metadata.get("best_epoch", 0)))
     with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as stored:
         prob, y, paths = stored["probability"], stored["label"].astype(np.int64), stored["paths"]
-    names = tuple(metadata.get("class_names", CLASS_NAMES))
+    names = classifier.class_names
 
     written = [
         plot_training_curves(read_history(run_dir / "history.csv"), best_epoch,
                              run_dir / PICTURES["curves"]),
-        plot_filters(model, run_dir / PICTURES["filters"]),
+        plot_filters(classifier.model, run_dir / PICTURES["filters"]),
         plot_roc(y, prob, threshold, run_dir / PICTURES["roc"]),
         plot_confusion(y, prob, threshold, run_dir / PICTURES["confusion"], names),
     ]
 
     root = _data_root(run_dir, data_root)
-    size = metadata["image_size"]
+    size = classifier.image_size
 
     def examples(indices, count):
         """(caption, model-input image, display image) of up to ``count`` readable X-rays."""
         items = []
         for i, file, image in _readable(indices, paths, root, size, count):
             caption = f"{names[y[i]]} {file.name}\nP(pneumonia) = {prob[i]:.3f}"
-            items.append((caption, image, read_xray(file, SALIENCY_SIZE)))
+            items.append((caption, image, display_image(file)))
         return items
 
     # Margin from the threshold, negative when wrong: each class's clearest case comes first.
@@ -364,7 +374,7 @@ def make_report(run_dir, data_root=None, log=print):
     pair = (examples(_most_confident(np.flatnonzero(y == 0), margin), 1)
             + examples(_most_confident(np.flatnonzero(y == 1), margin), 1))
     if len(pair) == 2:
-        written.append(plot_feature_maps(model, metadata, pair, run_dir / PICTURES["features"]))
+        written.append(plot_feature_maps(classifier, pair, run_dir / PICTURES["features"]))
         positive = prob >= threshold
         cases = {
             "true positives": _most_confident(np.flatnonzero((y == 1) & positive), prob),
@@ -372,7 +382,7 @@ def make_report(run_dir, data_root=None, log=print):
             "false negatives": _most_confident(np.flatnonzero((y == 1) & ~positive), -prob),
         }
         cases = {kind: examples(idx, SALIENCY_PER_KIND) for kind, idx in cases.items()}
-        written.append(plot_saliency(model, metadata, cases, run_dir / PICTURES["saliency"]))
+        written.append(plot_saliency(classifier, cases, run_dir / PICTURES["saliency"]))
     else:
         where = root if root is not None else "no data folder found"
         log(f"note: the test X-rays cannot be read ({where}); skipped {PICTURES['features']} and "

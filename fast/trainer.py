@@ -8,13 +8,13 @@ from ``(seed, epoch)``, so ``--resume`` after a crash ends with the same weights
 as an uninterrupted run.
 
 At the end the decision threshold is chosen on the validation split (Youden's
-J), and the test split is scored once with that model and threshold.
+J), and the test split is scored once with that model and threshold. Pictures are
+the training command's business (``fast.train``), not the loop's.
 """
 import csv
 import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +28,8 @@ from fast import data as xray_data
 from fast import metrics
 from fast.augment import augment_batch
 from fast.config import TrainConfig
-from fast.model import Architecture, ConvNet, atomic_savez, save_model
+from fast.files import atomic_savez, atomic_write_text
+from fast.model import Architecture, ConvNet, save_model, softmax
 from fast.optim import learning_rate, make_optimizer
 
 CHECKPOINT = "checkpoint.npz"
@@ -48,15 +49,6 @@ class Progress:
     bad_epochs: int = 0
     train_seconds: float = 0.0
     history: list = field(default_factory=list)
-
-
-def atomic_write_text(path, text):
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def log_line(*parts):
@@ -83,20 +75,14 @@ def balanced_class_weights(y, num_classes=2):
     return len(y) / (num_classes * counts)
 
 
-def predict_logits(model, x, batch_size=32):
-    """Logits (N, K) in batches; the last partial batch included."""
-    parts = [model.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts)
-
-
-def softmax(logits):
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def class_weights_for(config, y):
+    """The loss's class weights under ``config.class_weights``: balanced, or None (all 1)."""
+    return balanced_class_weights(y) if config.class_weights == "balanced" else None
 
 
 def evaluate_split(model, x, y, class_weights):
     """-> (weighted loss, P(PNEUMONIA) per image)."""
-    logits = predict_logits(model, x)
+    logits = model.predict_logits(x)
     loss, _ = model.layers.softmax_cross_entropy(logits, y, class_weights)
     return float(loss), softmax(logits.astype(np.float64))[:, 1]
 
@@ -155,7 +141,7 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
         f"NORMAL/PNEUMONIA), val {len(ds.y_val)}, test {len(ds.y_test)}; run directory {run_dir}")
 
     model = make_model(config)
-    class_weights = (balanced_class_weights(ds.y_train) if config.class_weights == "balanced" else None)
+    class_weights = class_weights_for(config, ds.y_train)
     optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
     best_params = {k: v.copy() for k, v in model.params.items()}
     progress = Progress()
@@ -171,7 +157,7 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
         log(f"\ninterrupted after {progress.epoch} completed epochs, all saved in {run_dir}; "
             f"continue with: python -m fast.train --resume {run_dir}")
         raise
-    return finish(run_dir, config, ds, model, best_params, progress, log)
+    return finish(run_dir, config, ds, model, best_params, progress, class_weights, log)
 
 
 def train_step(model, optimizer, x, y, lr, class_weights=None):
@@ -240,11 +226,10 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
     return best_params
 
 
-def finish(run_dir, config, ds, model, best_params, progress, log):
+def finish(run_dir, config, ds, model, best_params, progress, class_weights, log):
     """Keep the best epoch, pick the threshold on val, score test once, write model and metrics."""
     for k in model.params:
         model.params[k][...] = best_params[k]
-    class_weights = balanced_class_weights(ds.y_train) if config.class_weights == "balanced" else None
     _, val_prob = evaluate_split(model, ds.x_val.astype(model.dtype, copy=False), ds.y_val, class_weights)
     threshold = metrics.youden_threshold(ds.y_val, val_prob)
     _, test_prob = evaluate_split(model, ds.x_test.astype(model.dtype, copy=False), ds.y_test, class_weights)
@@ -257,9 +242,8 @@ def finish(run_dir, config, ds, model, best_params, progress, log):
         "train_seconds": round(progress.train_seconds, 2),
     }
     metadata = {
-        "image_size": config.image_size, "mean": ds.mean, "std": ds.std, "threshold": threshold,
-        "class_names": list(ds.class_names), "impl": config.impl, "best_epoch": progress.best_epoch,
-        "threshold_rule": "Youden's J on the validation split",
+        "mean": ds.mean, "std": ds.std, "threshold": threshold, "class_names": list(ds.class_names),
+        "best_epoch": progress.best_epoch, "threshold_rule": "Youden's J on the validation split",
     }
     save_model(Path(run_dir) / "model.npz", model, metadata)
     atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(results, indent=2) + "\n")
@@ -270,6 +254,4 @@ def finish(run_dir, config, ds, model, best_params, progress, log):
         f"threshold {threshold:.4f} chosen on val by Youden's J")
     log(metrics.format_metrics_table({"val": results["val"], "test": results["test"]}))
     log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json, history.csv")
-    from fast.report import make_report  # matplotlib: only loaded once training is over
-    make_report(run_dir, config.data, log=log)
     return Path(run_dir)

@@ -4,40 +4,39 @@ Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward(dout, cache)
 returns the gradients of the loss with respect to the forward's inputs. Tensors
 are NCHW. Arrays keep the dtype they come in with; the tests run this module in
 float64 and use it as the oracle for ``fast.layers``. Nothing here imports
-``fast``, so one mistake cannot hide in both implementations.
+``fast``; the two share only ``contract`` (argument checks and output sizes), so no
+mistake in the arithmetic can hide in both implementations.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-
-def conv_output_size(size, kernel, stride, pad):
-    """Output length of a window sliding over ``size`` (+ ``pad`` each side), floored."""
-    if stride < 1 or pad < 0 or kernel < 1:
-        raise ValueError(f"need kernel >= 1, stride >= 1 and padding >= 0, got kernel {kernel}, "
-                         f"stride {stride}, padding {pad}")
-    out = (size + 2 * pad - kernel) // stride + 1
-    if out < 1:
-        raise ValueError(f"output size {out} < 1: input size {size}, kernel {kernel}, "
-                         f"stride {stride}, padding {pad}")
-    return out
+from contract import check_affine_args, check_conv_args, check_labels, check_pool_args
 
 
-def _check_rank(name, array, rank):
-    if array.ndim != rank:
-        raise ValueError(f"{name} must be {rank}-D, got shape {array.shape}")
+class ConvCache(NamedTuple):
+    x: np.ndarray
+    w: np.ndarray
+    stride: int
+    pad: int
 
 
-def check_conv_args(x, w, b, stride, pad):
-    """Validate a convolution's operands -> its output size (OH, OW)."""
-    _check_rank("conv input x", x, 4)
-    _check_rank("conv weights w", w, 4)
-    C, (F, CW, KH, KW) = x.shape[1], w.shape
-    if C != CW:
-        raise ValueError(f"channel mismatch: x has {C} channels, w expects {CW}")
-    if b.shape != (F,):
-        raise ValueError(f"conv bias b must have shape ({F},), got {b.shape}")
-    return conv_output_size(x.shape[2], KH, stride, pad), conv_output_size(x.shape[3], KW, stride, pad)
+class PoolCache(NamedTuple):
+    x: np.ndarray
+    size: int
+    stride: int
+
+
+class AffineCache(NamedTuple):
+    x: np.ndarray
+    w: np.ndarray
+
+
+class PoolReluCache(NamedTuple):
+    pool: PoolCache
+    relu: np.ndarray  # the pooled values the ReLU saw
+
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
@@ -57,7 +56,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
                 for j in range(OW):
                     window = xp[n, :, i * stride:i * stride + KH, j * stride:j * stride + KW]
                     out[n, f, i, j] = np.sum(window * w[f]) + b[f]
-    return out, (x, w, stride, pad)
+    return out, ConvCache(x, w, stride, pad)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -95,11 +94,8 @@ def maxpool2d_forward(x, size=2, stride=None):
 
     x: (N, C, H, W) -> out: (N, C, OH, OW). Windows may overlap (stride < size).
     """
-    _check_rank("max-pool input x", x, 4)
-    stride = size if stride is None else stride
+    stride, OH, OW = check_pool_args(x, size, stride)
     N, C, H, W = x.shape
-    OH = conv_output_size(H, size, stride, 0)
-    OW = conv_output_size(W, size, stride, 0)
 
     out = np.zeros((N, C, OH, OW), dtype=x.dtype)
     for n in range(N):
@@ -108,7 +104,7 @@ def maxpool2d_forward(x, size=2, stride=None):
                 for j in range(OW):
                     window = x[n, c, i * stride:i * stride + size, j * stride:j * stride + size]
                     out[n, c, i, j] = window.max()
-    return out, (x, size, stride)
+    return out, PoolCache(x, size, stride)
 
 
 def maxpool2d_backward(dout, cache):
@@ -144,20 +140,13 @@ def relu_backward(dout, cache):
 
 def affine_forward(x, w, b):
     """x: (N, ...) flattened to (N, D), w: (D, M), b: (M,) -> out: (N, M)."""
-    if x.ndim < 2:
-        raise ValueError(f"affine input x must be at least 2-D (N, ...), got shape {x.shape}")
-    _check_rank("affine weights w", w, 2)
+    D = check_affine_args(x, w, b)
     N = x.shape[0]
-    x2 = x.reshape(N, math.prod(x.shape[1:]))  # (N, D), also for an empty batch
-    if x2.shape[1] != w.shape[0]:
-        raise ValueError(f"affine size mismatch: x has {x2.shape[1]} features per sample, "
-                         f"w expects {w.shape[0]}")
-    if b.shape != (w.shape[1],):
-        raise ValueError(f"affine bias b must have shape ({w.shape[1]},), got {b.shape}")
+    x2 = x.reshape(N, D)  # (N, D), also for an empty batch
     out = np.zeros((N, w.shape[1]), dtype=x.dtype)
     for n in range(N):
         out[n] = x2[n] @ w + b
-    return out, (x, w)
+    return out, AffineCache(x, w)
 
 
 def affine_backward(dout, cache):
@@ -174,42 +163,19 @@ def affine_backward(dout, cache):
     return dx2.reshape(x.shape), dw, db
 
 
-def check_labels(logits, y, class_weights):
-    """Validate the shapes and values that softmax cross-entropy relies on."""
-    _check_rank("logits", logits, 2)
-    N, K = logits.shape
-    if y.shape != (N,):
-        raise ValueError(f"labels y must have shape ({N},), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
-    if N and (y.min() < 0 or y.max() >= K):
-        raise ValueError(f"labels must lie in [0, {K - 1}], got values from {y.min()} to {y.max()}")
-    if class_weights is not None:
-        class_weights = np.asarray(class_weights)
-        if class_weights.shape != (K,):
-            raise ValueError(f"class_weights must have one weight per class ({K}), "
-                             f"got shape {class_weights.shape}")
-        if np.any(class_weights <= 0):
-            raise ValueError(f"class_weights must be positive, got {class_weights.tolist()}")
-
-
-def sample_weights(logits, y, class_weights):
-    """Validate the loss's operands -> each sample's weight (N,): its class's, or 1."""
-    check_labels(logits, y, class_weights)
-    if class_weights is None:
-        return np.ones(logits.shape[0], dtype=logits.dtype)
-    return np.asarray(class_weights, dtype=logits.dtype)[y]
-
-
 def softmax_cross_entropy(logits, y, class_weights=None):
     """Mean (or class-weighted mean) cross-entropy of softmax(logits) against labels y.
 
     logits: (N, K), y: (N,) ints in [0, K) -> (loss, dlogits (N, K)).
     With class_weights (K,), the loss is sum(w[y_i] * loss_i) / sum(w[y_i]).
     """
-    weights = sample_weights(logits, y, class_weights)
-    total = weights.sum()
+    check_labels(logits, y, class_weights)
     N = logits.shape[0]
+    weights = np.ones(N, dtype=logits.dtype)  # each sample's weight: its class's, or 1
+    if class_weights is not None:
+        for n in range(N):
+            weights[n] = class_weights[y[n]]
+    total = weights.sum()
 
     loss = np.zeros((), dtype=logits.dtype)
     dlogits = np.zeros_like(logits)
@@ -232,7 +198,7 @@ def maxpool_relu_forward(x, size=2):
     """
     pooled, pool_cache = maxpool2d_forward(x, size)
     out, relu_cache = relu_forward(pooled)
-    return out, (pool_cache, relu_cache)
+    return out, PoolReluCache(pool_cache, relu_cache)
 
 
 def maxpool_relu_backward(dout, cache):

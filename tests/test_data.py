@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast import data
-from fast.data import (CLASS_NAMES, DataError, ImageError, list_split, load_dataset, load_images,
-                       patient_id, read_xray, resolve_data_root, split_by_patient, standardise)
+import fast.data
+from fast.data import (CLASS_NAMES, DataError, ImageError, decode_xray_bytes, list_split,
+                       load_dataset, load_images, patient_id, read_xray, resolve_data_root,
+                       split_by_patient, standardise)
 
 SIZE = 16
 
@@ -127,9 +128,11 @@ def test_read_xray_rejects_truncated_file_with_its_path(tmp_path, ext):
 
 def test_truncation_check_sees_a_cut_jpeg_even_if_opencv_would_decode_it():
     whole = cv2.imencode(".jpg", to_u8(smooth_image()))[1]
-    assert data._truncation_reason(whole) is None
-    assert "truncated JPEG" in data._truncation_reason(whole[:-2])
-    assert "truncated PNG" in data._truncation_reason(cv2.imencode(".png", whole)[1][:-12])
+    assert decode_xray_bytes(whole, SIZE).shape == (SIZE, SIZE)
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        decode_xray_bytes(whole[:-2], SIZE)  # only the end marker missing
+    with pytest.raises(ImageError, match="truncated PNG"):
+        decode_xray_bytes(cv2.imencode(".png", to_u8(smooth_image()))[1][:-12], SIZE)
 
 
 def test_read_xray_accepts_jpeg_padded_after_its_end_marker(tmp_path):
@@ -142,7 +145,8 @@ def test_read_xray_accepts_jpeg_padded_after_its_end_marker(tmp_path):
 def test_real_files_all_end_with_their_jpeg_marker(xray_root):
     paths = sorted(xray_root.glob("*/*/*.jpeg"))
     assert len(paths) > 1000
-    bad = [p for p in paths if data._truncation_reason(np.fromfile(p, dtype=np.uint8))]
+    bad = [p for p in paths if not np.fromfile(p, dtype=np.uint8).tobytes().rstrip(b"\x00 \t\r\n")
+           .endswith(b"\xff\xd9")]
     assert bad == []
 
 
@@ -239,7 +243,7 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
 
     def must_not_decode(path, size):
         raise AssertionError(f"decoded {path} although it is cached")
-    monkeypatch.setattr(data, "read_xray", must_not_decode)
+    monkeypatch.setattr(fast.data, "read_xray", must_not_decode)
     with pytest.warns(UserWarning, match="empty.jpeg"):  # skipped files are re-reported
         again, kept_again = load_images(paths, SIZE, cache_dir=cache, progress=False)
     assert_array_equal(again, first)
@@ -260,7 +264,7 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
     def counting_read(path, size):
         decoded.append(path)
         return read_xray(path, size)
-    monkeypatch.setattr(data, "read_xray", counting_read)
+    monkeypatch.setattr(fast.data, "read_xray", counting_read)
     with pytest.warns(UserWarning):
         changed, _ = load_images(paths, SIZE, cache_dir=cache, progress=False)
     assert len(decoded) == len(paths)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fast.data import list_split, load_images
-from fast.model import (Architecture, ConvNet, ModelFileError, SimpleConvNet, load_model,
+from fast.model import (Architecture, ConvNet, ModelFileError, simple_convnet, load_model,
                         save_model)
 from fast.optim import Adam
 from gradcheck import numerical_gradient, rel_error
@@ -33,7 +33,7 @@ def _same_weights(arch, seed, dtype=np.float64):
     SMALL,
     Architecture(input_shape=(2, 11, 10), channels=(3,), kernel=5, stride=2, pad=2, pool=1, hidden=4,
                  num_classes=3),
-    SimpleConvNet(input_shape=(1, 12, 12), filters=4, kernel=5, hidden=6).arch,
+    simple_convnet(input_shape=(1, 12, 12), filters=4, kernel=5, hidden=6).arch,
 ], ids=["convnet", "strided-no-pool", "simple"])
 def test_fast_model_matches_reference_model_loss_and_gradients(arch):
     ref_model, fast_model = _same_weights(arch, seed=3)

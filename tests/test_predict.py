@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from fast import evaluate, predict
+from fast import evaluate, inference, predict
+from fast.data import read_xray
 from fast.model import Architecture, ConvNet, ModelFileError, load_model, save_model
+from gradcheck import numerical_gradient, rel_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +30,7 @@ def stored(tiny_run):
 
 @pytest.fixture(scope="session")
 def classifier(tiny_run):
-    return predict.load_classifier(tiny_run / "model.npz")
+    return inference.load_classifier(tiny_run / "model.npz")
 
 
 def run_cli(module, *args, cwd=REPO_ROOT):
@@ -92,12 +94,11 @@ def test_evaluate_reproduces_the_runs_test_metrics(tiny_run, capsys):
 
 
 def test_evaluate_scores_the_same_val_images_as_the_trainer(tiny_run, classifier, xray_root):
-    model, metadata = classifier
     config = json.loads((tiny_run / "config.json").read_text())
-    images, y, _ = evaluate.split_images(xray_root, "val", metadata["image_size"],
+    images, y, _ = evaluate.split_images(xray_root, "val", classifier.image_size,
                                          limit=config["limit"], seed=config["seed"],
                                          val_fraction=config["val_fraction"])
-    result = evaluate.evaluate(model, metadata, images, y)
+    result = evaluate.evaluate(classifier, images, y)
     stored_val = json.loads((tiny_run / "metrics.json").read_text())["val"]
     assert result["confusion_matrix"] == stored_val["confusion_matrix"]
     assert_allclose(result["roc_auc"], stored_val["roc_auc"], rtol=0, atol=1e-12)
@@ -250,7 +251,7 @@ def bad_models(folder, tiny_model):
 def test_every_bad_model_file_is_refused_by_load_classifier(tiny_run, tmp_path):
     for kind, path in bad_models(tmp_path, tiny_run / "model.npz").items():
         with pytest.raises(ModelFileError, match=re.escape(str(path))):
-            predict.load_classifier(path)
+            inference.load_classifier(path)
     assert not (tmp_path / "pwned").exists()  # loading never ran the pickle
 
 
@@ -327,34 +328,44 @@ def test_saliency_writes_one_readable_png_per_predicted_image(tiny_run, stored, 
         assert width >= 300 and height >= 300
 
 
-def test_forward_features_gives_the_networks_own_logits(classifier, stored):
-    model, metadata = classifier
+def test_feature_maps_come_with_the_networks_own_logits(classifier, stored):
     paths, _, _ = stored
-    from fast.data import read_xray
-    x = predict.prepare(np.stack([read_xray(p, metadata["image_size"]) for p in paths[:4]]),
-                        metadata)
-    logits, _, maps = predict.forward_features(model, x)
-    assert_allclose(logits, model.forward(x)[0], rtol=0, atol=0)
-    size = metadata["image_size"]
+    images = np.stack([read_xray(p, classifier.image_size) for p in paths[:4]])
+    logits, maps = classifier.feature_maps(images)
+    model = classifier.model
+    assert_allclose(logits, model.forward(classifier.prepare(images))[0], rtol=0, atol=0)
+    size = classifier.image_size
     assert [m.shape for m in maps] == [(4, c, size >> i, size >> i)
                                        for i, c in enumerate(model.arch.channels)]
     assert all(m.dtype == model.dtype and m.min() >= 0 for m in maps)
 
 
-def test_grad_cam_gradient_continued_down_equals_the_input_gradient_of_the_log_odds():
-    """The Grad-CAM backward (logits to the last conv output) is the first half of the network's
-    own backward: carried on to the input, it gives input_gradient(PNEUMONIA) - (NORMAL)."""
+def test_last_conv_gradient_sums_to_the_numerical_gradient_of_the_last_conv_bias():
+    """The gradient Grad-CAM weighs the maps with, d(log-odds)/d(last conv output), summed over
+    the batch and the positions of a channel, is d(sum of log-odds)/d(that channel's bias):
+    checked against centred differences of the network's own forward pass."""
     rng = np.random.default_rng(3)
     model = ConvNet(Architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=10),
                     dtype=np.float64, seed=1)
     x = rng.normal(size=(3, 1, 16, 16))
-    maps, dconv, caches = predict.log_odds_gradient_at_last_conv(model, x)
-    L = model.layers
-    d, _, _ = L.conv2d_backward(dconv, caches[-2][0])
-    for conv_cache, block_cache in reversed(caches[:-2]):
-        d = L.maxpool_relu_backward(d, block_cache)
-        d, _, _ = L.conv2d_backward(d, conv_cache)
-    expected = model.input_gradient(x, 1) - model.input_gradient(x, 0)
-    assert_allclose(d, expected, rtol=1e-10, atol=1e-12)
-    cam = predict.grad_cam(model, x)
-    assert cam.shape == (3, 8, 8) and cam.min() >= 0 and cam.max() <= 1
+    maps, dconv, logits = model.last_conv_gradient(x, (-1.0, 1.0))
+    assert maps.shape == dconv.shape == (3, 6, 8, 8)
+    assert_allclose(logits, model.forward(x)[0], rtol=0, atol=0)
+
+    bias = model.params["conv2_b"]
+
+    def log_odds_sum(b):
+        logits = model.forward(x)[0]
+        return float(np.sum(logits[:, 1] - logits[:, 0]))
+
+    expected = numerical_gradient(log_odds_sum, bias)
+    assert rel_error(dconv.sum(axis=(0, 2, 3)), expected) < 1e-7
+
+
+def test_grad_cam_maps_lie_in_0_1_with_each_peak_at_1_or_all_zero(classifier, stored):
+    paths, _, _ = stored
+    images = np.stack([read_xray(p, classifier.image_size) for p in paths[:6]])
+    cam = classifier.grad_cam(images)
+    size = classifier.image_size >> (len(classifier.model.arch.channels) - 1)
+    assert cam.shape == (6, size, size) and cam.min() >= 0
+    assert all(np.isclose(m.max(), 1.0) or m.max() == 0 for m in cam)

@@ -1,0 +1,134 @@
+"""Using a trained classifier: find and load it, prepare images, probabilities, Grad-CAM.
+
+``predict``, ``evaluate`` and ``report`` all go through this module, so an image is prepared
+one way everywhere: ``read_xray`` (decoding, grey, resize) then ``standardise`` with the
+training pixels' mean and std stored in the model file. Probabilities come from the model's own
+forward pass, so predicting a run's test images gives back its ``test_predictions.npz``.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from fast.data import CLASS_NAMES, ImageError, read_xray, standardise
+from fast.model import ModelFileError, load_model
+
+RUNS_DIR = Path("runs")
+MODEL_FILE = "model.npz"
+_REQUIRED_METADATA = ("mean", "std", "threshold")
+_LOG_ODDS = (-1.0, 1.0)  # logit_PNEUMONIA - logit_NORMAL, the score P(PNEUMONIA) is the sigmoid of
+
+
+class Classifier:
+    """A trained network with its preprocessing record and decision threshold.
+
+    ``images`` below are (N, S, S) float arrays in [0, 1], S = ``image_size``, as
+    ``read_xray`` returns them; P(PNEUMONIA) >= ``threshold`` means PNEUMONIA.
+    """
+
+    def __init__(self, model, metadata, path=None):
+        self.model, self.metadata, self.path = model, metadata, path
+        self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
+        self.threshold = float(metadata["threshold"])
+        self.class_names = tuple(metadata.get("class_names", CLASS_NAMES))
+
+    @property
+    def image_size(self):
+        return self.model.arch.input_shape[1]
+
+    def read(self, path):
+        """One image file -> (S, S) float32 in [0, 1]. Raises ImageError naming the file."""
+        return read_xray(path, self.image_size)
+
+    def prepare(self, images):
+        """(N, S, S) images in [0, 1] -> (N, 1, S, S) network input, exactly as in training."""
+        images = np.asarray(images, dtype=np.float32).reshape(-1, self.image_size, self.image_size)
+        return standardise(images, self.mean, self.std)[:, None]
+
+    def probability(self, images):
+        """(N, S, S) images -> (N,) float64 P(PNEUMONIA)."""
+        x = self.prepare(images)
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.float64)
+        return self.model.predict_proba(x)[:, 1]
+
+    def labels(self, probability):
+        """P(PNEUMONIA) per image -> class names at the stored threshold."""
+        return [self.class_names[int(p >= self.threshold)] for p in np.atleast_1d(probability)]
+
+    def feature_maps(self, images):
+        """-> (logits (N, 2), [ReLU(conv_i output) (N, F_i, H_i, W_i) for each conv layer])."""
+        maps = []
+        logits, _ = self.model.forward(self.prepare(images), feature_maps=maps)
+        return logits, maps
+
+    def grad_cam(self, images):
+        """Grad-CAM of the PNEUMONIA-vs-NORMAL log-odds at the last conv layer.
+
+        -> (N, h, w) float64 maps in [0, 1], h, w the last conv layer's size. Each map is the
+        ReLU of the activations weighted by their mean gradient per channel, divided by its
+        maximum; it is all zero where nothing speaks for pneumonia.
+        """
+        activation, gradient, _ = self.model.last_conv_gradient(self.prepare(images), _LOG_ODDS)
+        weights = gradient.astype(np.float64).mean(axis=(2, 3), keepdims=True)  # (N, F, 1, 1)
+        cam = np.maximum((weights * activation.astype(np.float64)).sum(axis=1), 0)  # (N, h, w)
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+
+    def predict_files(self, paths):
+        """Predict each file -> (results, images), in the order of ``paths``.
+
+        results[i] is {"path", "probability", "label"}, or {"path", "error"} for a file that
+        cannot be read; images holds the (S, S) arrays of the files that could, in order.
+        """
+        results, images = [], []
+        for path in paths:
+            try:
+                images.append(self.read(path))
+                results.append({"path": str(path)})
+            except ImageError as err:
+                results.append({"path": str(path), "error": _reason(err, path)})
+        probability = self.probability(np.reshape(images, (-1, self.image_size, self.image_size)))
+        good = (r for r in results if "error" not in r)
+        for result, p, label in zip(good, probability, self.labels(probability)):
+            result["probability"] = float(p)
+            result["label"] = label
+        return results, images
+
+
+def _reason(err, path):
+    """An ImageError's message without the path it starts with."""
+    text = str(err)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def find_model(spec=None, runs_dir=RUNS_DIR):
+    """The model file meant by ``spec`` (a run directory or a .npz), or without ``spec`` the
+    newest ``runs_dir/*/model.npz`` (by modification time). Raises ModelFileError."""
+    if spec is not None:
+        path = Path(spec)
+        return path / MODEL_FILE if path.is_dir() else path
+    runs_dir = Path(runs_dir)
+    candidates = sorted(runs_dir.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ModelFileError(f"no trained model found: {runs_dir.resolve()} holds no run with a "
+                             f"{MODEL_FILE}; train one (python -m fast.train) or pass --model")
+    return candidates[-1]
+
+
+def load_classifier(path):
+    """A model file -> Classifier, refusing (ModelFileError) one without the preprocessing
+    record, or one that is not a one-channel, two-class classifier of square images."""
+    model, metadata = load_model(path)
+    missing = [k for k in _REQUIRED_METADATA if k not in metadata]
+    if missing:
+        raise ModelFileError(f"{path}: not a trained X-ray model (its metadata lacks "
+                             f"{', '.join(missing)})")
+    channels, height, width = model.arch.input_shape
+    if channels != 1 or model.arch.num_classes != 2 or height != width:
+        raise ModelFileError(f"{path}: another architecture (input {model.arch.input_shape}, "
+                             f"{model.arch.num_classes} classes); expected a 1-channel square "
+                             "input and 2 classes")
+    if not metadata["std"] > 0:
+        raise ModelFileError(f"{path}: corrupt metadata (std {metadata['std']})")
+    return Classifier(model, metadata, Path(path))
