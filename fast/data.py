@@ -266,6 +266,48 @@ def split_by_patient(paths, labels, val_fraction, seed):
     return train_idx, val_idx
 
 
+def patient_folds(paths, labels, k, seed):
+    """Fold index in [0, k) of each image for patient-grouped, stratified k-fold validation.
+
+    paths: N file paths; labels: (N,) 0/1. All images of one patient share a fold. Each
+    patient counts with its majority label (ties: PNEUMONIA), as in ``split_by_patient``, and
+    the patients of each class are dealt in a seeded random order, each to the fold holding
+    the fewest images of that class so far (ties: the lowest fold). So every fold gets at
+    least one patient of each class, and per class the folds' image counts (images of that
+    class's patients) differ by at most the largest such patient's image count. The result
+    depends on the seed, not on the input order. ValueError when k < 2 or k exceeds a class's
+    number of patients. Returns (N,) int64.
+    """
+    labels = np.asarray(labels)
+    if len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must hold only 0 and 1, got values {np.unique(labels)[:10]}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    groups = {}
+    for i, path in enumerate(paths):
+        groups.setdefault(patient_id(path), []).append(i)
+    # Sorted ids make the folds depend on the seed only, not on the input order.
+    ids = sorted(groups)
+    group_label = {pid: int(np.mean(labels[groups[pid]]) >= 0.5) for pid in ids}
+
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(paths), dtype=np.int64)
+    for label, class_name in enumerate(CLASS_NAMES):
+        class_ids = [pid for pid in ids if group_label[pid] == label]
+        if len(class_ids) < k:
+            raise ValueError(f"k = {k} folds need at least {k} {class_name} patients, "
+                             f"got {len(class_ids)}")
+        load = np.zeros(k, dtype=np.int64)  # images of this class in each fold so far
+        for j in rng.permutation(len(class_ids)):
+            members = groups[class_ids[j]]
+            fold = int(np.argmin(load))  # the first of the least loaded folds
+            folds[members] = fold
+            load[fold] += len(members)
+    return folds
+
+
 # --------------------------------------------------------------------------- decoding many, cache
 
 def _cache_key(paths, size):

@@ -3,6 +3,11 @@
 y_true: (N,) of 0/1; scores: (N,) finite reals, higher meaning more likely PNEUMONIA; a sample
 is predicted positive when ``score >= threshold``.
 """
+import math
+import numbers
+from fractions import Fraction
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -144,3 +149,111 @@ def format_metrics_table(metrics_by_split):
         lines.append(line(label, [str(metrics_by_split[n]["confusion_matrix"][i][j])
                                   for n in splits]))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- operating points
+
+def _exact_fraction(target):
+    """``target`` as an exact rational. Integers and Fractions are taken as they are; a float
+    is read as the shortest decimal that prints it, so 0.9 means 9/10 and not the binary
+    double 0.90000000000000002 just above it, which 9 positives out of 10 would miss."""
+    if isinstance(target, numbers.Rational) and not isinstance(target, bool):
+        return Fraction(target)
+    value = float(target)
+    if not math.isfinite(value):
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    return Fraction(repr(value))
+
+
+def sensitivity_threshold(y_true, scores, target):
+    """Highest threshold (a distinct score) whose sensitivity is at least ``target``.
+
+    Predict positive when ``score >= threshold``; 0 < target <= 1, else ValueError. Target 1
+    gives the lowest positive score. The comparison is exact: a float target is read as its
+    decimal (0.9 is 9/10), so exactly 9 of 10 positives meets 0.9. Needs both classes.
+    """
+    t = _exact_fraction(target)
+    if not 0 < t <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    y, s = _check_scores(y_true, scores)
+    _, tps, thresholds = _roc_counts(y, s)
+    n_pos = int(tps[-1])
+    # tp / n_pos >= p / q  <=>  tp * q >= p * n_pos  <=>  tp >= ceil(p * n_pos / q) as tp is an
+    # integer; Python integers make the ceiling exact whatever the size of q. need is in
+    # [1, n_pos] because 0 < t <= 1.
+    need = -(-t.numerator * n_pos // t.denominator)
+    # tps rises as the threshold falls: the first index reaching ``need`` is the highest one.
+    return float(thresholds[np.searchsorted(tps, need, side="left")])
+
+
+# --------------------------------------------------------------------------- calibration
+
+class ReliabilityCurve(NamedTuple):
+    """Per-bin summary of predicted P(positive) against outcome, for a reliability diagram.
+
+    edges: (B + 1,) bin edges i / B; count: (B,) int64; mean_prob, frac_pos: (B,) float64,
+    NaN for an empty bin (so the arrays stay aligned with the bins).
+    """
+    edges: np.ndarray
+    count: np.ndarray
+    mean_prob: np.ndarray
+    frac_pos: np.ndarray
+
+
+def check_probabilities(prob):
+    """``prob`` as float64 (any shape); ValueError unless every value lies in [0, 1]."""
+    p = np.asarray(prob, dtype=np.float64)
+    if not np.all((p >= 0.0) & (p <= 1.0)):  # False for NaN as well
+        bad = p[~((p >= 0.0) & (p <= 1.0))]
+        raise ValueError(f"probabilities must lie in [0, 1], got values such as {bad[:5]}")
+    return p
+
+
+def check_labelled_probabilities(y_true, prob):
+    """(y: (N,) int64 of 0/1, p: (N,) float64 in [0, 1]) with N >= 1, else ValueError.
+    One class alone is allowed."""
+    y = _check_labels("y_true", y_true)
+    p = check_probabilities(prob)
+    if p.shape != y.shape:
+        raise ValueError(f"y_true has shape {y.shape} but prob has shape {p.shape}")
+    if len(y) == 0:
+        raise ValueError("no samples")
+    return y, p
+
+
+def reliability_curve(y_true, prob, bins=15):
+    """Count, mean probability and fraction positive in each of ``bins`` equal-width bins.
+
+    Bin i holds edges[i] <= p < edges[i + 1] with edges = arange(bins + 1) / bins in float64,
+    so a p exactly on an edge goes to the bin above; the last bin is closed, holding p = 1.0.
+    Empty bins get NaN means. Returns a ReliabilityCurve.
+    """
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    y, p = check_labelled_probabilities(y_true, prob)
+    edges = np.arange(bins + 1, dtype=np.float64) / bins
+    # side="right": p == edges[i] counts as inside bin i. Only p == 1.0 would land past the
+    # last bin; it joins it.
+    which = np.minimum(np.searchsorted(edges, p, side="right") - 1, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.int64)
+    sum_prob = np.bincount(which, weights=p, minlength=bins)
+    sum_pos = np.bincount(which, weights=y, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 -> NaN for empty bins
+        return ReliabilityCurve(edges, count, sum_prob / count, sum_pos / count)
+
+
+def expected_calibration_error(y_true, prob, bins=15):
+    """ECE = sum over non-empty bins of (n_bin / N) |mean prob - fraction positive|.
+
+    prob: (N,) predicted P(positive) in [0, 1]; bins as in ``reliability_curve``.
+    """
+    curve = reliability_curve(y_true, prob, bins)
+    full = curve.count > 0
+    gaps = np.abs(curve.mean_prob[full] - curve.frac_pos[full])
+    return float(np.sum(curve.count[full] * gaps) / np.sum(curve.count))
+
+
+def brier_score(y_true, prob):
+    """Mean squared error (p - y)^2 of the predicted P(positive); 0 is perfect."""
+    y, p = check_labelled_probabilities(y_true, prob)
+    return float(np.mean((p - y) ** 2))
