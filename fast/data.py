@@ -222,6 +222,19 @@ def patient_id(path):
     return stem
 
 
+def _patients(paths, labels):
+    """Images grouped by patient -> ({id: image indices}, sorted ids, {id: label}).
+
+    A patient with both labels counts with its majority label (ties: PNEUMONIA). The ids are
+    sorted, so what is drawn from them depends on the seed only, not on the input order.
+    """
+    groups = {}
+    for i, path in enumerate(paths):
+        groups.setdefault(patient_id(path), []).append(i)
+    ids = sorted(groups)
+    return groups, ids, {pid: int(np.mean(labels[groups[pid]]) >= 0.5) for pid in ids}
+
+
 def split_by_patient(paths, labels, val_fraction, seed):
     """Stratified, patient-grouped train/validation split.
 
@@ -235,12 +248,7 @@ def split_by_patient(paths, labels, val_fraction, seed):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    groups = {}
-    for i, path in enumerate(paths):
-        groups.setdefault(patient_id(path), []).append(i)
-    # Sorted ids make the split depend on the seed only, not on the input order.
-    ids = sorted(groups)
-    group_label = {pid: int(np.mean(labels[groups[pid]]) >= 0.5) for pid in ids}
+    groups, ids, group_label = _patients(paths, labels)
 
     rng = np.random.default_rng(seed)
     val = []
@@ -285,12 +293,7 @@ def patient_folds(paths, labels, k, seed):
         raise ValueError(f"labels must hold only 0 and 1, got values {np.unique(labels)[:10]}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ValueError(f"k must be an integer >= 2, got {k!r}")
-    groups = {}
-    for i, path in enumerate(paths):
-        groups.setdefault(patient_id(path), []).append(i)
-    # Sorted ids make the folds depend on the seed only, not on the input order.
-    ids = sorted(groups)
-    group_label = {pid: int(np.mean(labels[groups[pid]]) >= 0.5) for pid in ids}
+    groups, ids, group_label = _patients(paths, labels)
 
     rng = np.random.default_rng(seed)
     folds = np.empty(len(paths), dtype=np.int64)
