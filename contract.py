@@ -79,3 +79,27 @@ def check_labels(logits, y, class_weights):
                              f"got shape {class_weights.shape}")
         if np.any(class_weights <= 0):
             raise ValueError(f"class_weights must be positive, got {class_weights.tolist()}")
+
+
+def check_batchnorm_args(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    """Validate batch norm's operands: x (N, C, H, W), four (C,) arrays, momentum, eps."""
+    check_rank("batch-norm input x", x, 4)
+    N, C, H, W = x.shape
+    for name, array in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+                        ("running_var", running_var)]:
+        if np.shape(array) != (C,):
+            raise ValueError(f"batch-norm {name} must have shape ({C},) for x of shape {x.shape}, "
+                             f"got {np.shape(array)}")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"batch-norm momentum must lie in [0, 1], got {momentum}")
+    if not eps > 0:
+        raise ValueError(f"batch-norm eps must be positive, got {eps}")
+    if training and N * H * W == 0:
+        raise ValueError(f"training-mode batch norm needs at least one value per channel, "
+                         f"got x of shape {x.shape}")
+
+
+def check_dropout_p(p):
+    """Validate a dropout probability: 0 <= p < 1 (p == 1 would divide by zero)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability p must lie in [0, 1), got {p}")

@@ -14,7 +14,8 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from contract import check_affine_args, check_conv_args, check_labels, check_pool_args
+from contract import (check_affine_args, check_batchnorm_args, check_conv_args, check_dropout_p,
+                      check_labels, check_pool_args, check_rank)
 from fast import kernels
 
 
@@ -201,3 +202,145 @@ def maxpool_relu_backward(dout, cache):
         return kernels.maxpool_2x2_backward(dout, pool.x_shape, pool.channel_major, pool.right_won,
                                             pool.bottom_won, relu_output=cache.relu_output)
     return maxpool2d_backward(relu_backward(dout, cache.relu), cache.pool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation, regularisation and pooling to a vector: batch norm, dropout, global average
+# pooling. Each keeps x's memory layout (a conv's channel-major output stays channel-major, and
+# so does the gradient sent back to that conv).
+# ---------------------------------------------------------------------------------------------
+
+def _sum_per_channel(a):
+    """(N, C, H, W) -> (C,): sums over (N, H, W), accumulated in float64 whatever a's dtype
+    or memory layout (no copy of a)."""
+    return a.sum(axis=(0, 2, 3), dtype=np.float64)
+
+
+def _per_channel(values, dtype=np.float64):
+    """(C,) -> (C, 1, 1) in dtype, which broadcasts against (N, C, H, W)."""
+    return np.asarray(values, dtype=dtype).reshape(-1, 1, 1)
+
+
+class BatchNormCache(NamedTuple):
+    xhat: np.ndarray  # the normalised input, in x's dtype and memory layout: (N, C, H, W)
+    inv_std: np.ndarray  # 1 / sqrt(var + eps) it was normalised with, float64: (C,)
+    gamma: np.ndarray  # (C,)
+    training: bool  # whether mean and var were the batch's own (and so depend on x)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """Spatial batch normalisation: x (N, C, H, W); gamma, beta, running_mean, running_var (C,).
+
+    The contract of ``reference.layers.batchnorm_forward``: training mode normalises with the
+    batch's mean and biased variance over (N, H, W) and updates the running statistics in place
+    (the running variance with the unbiased batch variance, times m / (m - 1), m = N*H*W, or the
+    biased one when m == 1); evaluation mode uses them and leaves them alone. out has x's memory
+    layout. The statistics are accumulated in float64, the variance from the centred values
+    (two passes): E[x^2] - E[x]^2 loses every digit when a channel's mean is large against its
+    spread.
+    """
+    check_batchnorm_args(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    N, C, H, W = x.shape
+    m = N * H * W  # values per channel
+
+    mean = _sum_per_channel(x) / m if training else running_mean.astype(np.float64)
+    xhat = kernels.like(x, x.shape, zeroed=False)
+    # x - mean computed in float64 (the ufunc converts x chunk by chunk, no float64 copy of x)
+    # and rounded once into xhat: a float32 mean of 1e4 alone would be off by 5e-4.
+    np.subtract(x, _per_channel(mean), out=xhat, casting="same_kind")  # centred, for now
+    if training:
+        var = _sum_per_channel(np.square(xhat)) / m  # biased: normalises this very batch
+        unbiased = var * m / (m - 1) if m > 1 else var  # one value: no spread to correct
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * unbiased
+    else:
+        var = running_var.astype(np.float64)
+    inv_std = 1 / np.sqrt(var + eps)  # (C,), float64
+    np.multiply(xhat, _per_channel(inv_std), out=xhat, casting="same_kind")
+    out = kernels.like(x, x.shape, zeroed=False)
+    np.multiply(xhat, _per_channel(gamma, x.dtype), out=out)
+    out += _per_channel(beta, x.dtype)
+    return out, BatchNormCache(xhat, inv_std, gamma, bool(training))
+
+
+def batchnorm_backward(dout, cache):
+    """dout: (N, C, H, W) -> dx (x's memory layout), dgamma: (C,), dbeta: (C,) (gamma's dtype).
+
+    Per channel, with the means over its m = N*H*W values:
+        training:   dx = gamma / std * (dout - mean(dout) - xhat * mean(dout * xhat))
+        evaluation: dx = gamma / std * dout  (mean and std are constants: a fixed affine map)
+    The training form is the reference's step-by-step chain rule through the mean and the
+    variance, collected: dbeta and dgamma are those two sums, so they are computed once.
+    """
+    xhat, inv_std, gamma, training = cache
+    N, C, H, W = xhat.shape
+    m = N * H * W
+    dbeta = _sum_per_channel(dout)  # (C,), float64
+    dgamma = _sum_per_channel(dout * xhat)
+    dx = kernels.like(xhat, xhat.shape, zeroed=False)
+    scale = _per_channel(gamma * inv_std, dout.dtype)
+    if training:
+        np.multiply(scale, dout - _per_channel(dbeta / m, dout.dtype)
+                    - xhat * _per_channel(dgamma / m, dout.dtype), out=dx)
+    else:
+        np.multiply(scale, dout, out=dx)
+    return dx, dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
+
+
+class DropoutCache(NamedTuple):
+    mask: Optional[np.ndarray]  # 0 where dropped, 1 / (1 - p) where kept; None: nothing dropped
+
+
+def dropout_forward(x, p, rng, training):
+    """Inverted dropout: x (any shape) -> out, x's shape, dtype and memory layout.
+
+    The contract of ``reference.layers.dropout_forward``: the kept elements are
+    ``rng.random(x.shape) >= p`` (float64 draws in C order of x.shape, so both implementations
+    draw the same mask from generators in the same state) and are scaled by 1 / (1 - p). In
+    evaluation mode or with p == 0, out is a copy of x and rng is not drawn from.
+    """
+    check_dropout_p(p)
+    if not training or p == 0:
+        return x.copy(), DropoutCache(None)
+    keep = rng.random(x.shape) >= p
+    mask = np.empty_like(x)  # x's dtype and memory layout
+    np.multiply(keep, np.array(1 / (1 - p), dtype=x.dtype), out=mask)
+    out = np.empty_like(x)
+    np.multiply(x, mask, out=out)
+    return out, DropoutCache(mask)
+
+
+def dropout_backward(dout, cache):
+    """dout: out's shape -> dx: dout through the forward's mask and scale."""
+    if cache.mask is None:
+        return dout.copy()
+    dx = np.empty_like(cache.mask)  # x's memory layout
+    np.multiply(dout, cache.mask, out=dx)
+    return dx
+
+
+class GlobalAvgPoolCache(NamedTuple):
+    x_shape: tuple  # (N, C, H, W)
+    channel_major: bool  # x's memory layout, which dx gets back
+
+
+def global_avgpool_forward(x):
+    """The mean of each (H, W) plane: x (N, C, H, W) -> out (N, C), summed in float64."""
+    check_rank("global average pooling input x", x, 4)
+    N, C, H, W = x.shape
+    if H * W == 0:
+        raise ValueError(f"global average pooling needs planes of at least 1x1, "
+                         f"got x of shape {x.shape}")
+    out = (x.sum(axis=(2, 3), dtype=np.float64) / (H * W)).astype(x.dtype)  # (N, C)
+    return out, GlobalAvgPoolCache(x.shape, kernels.is_channel_major(x))
+
+
+def global_avgpool_backward(dout, cache):
+    """dout (N, C) -> dx (N, C, H, W) in x's memory layout: each plane gets dout / (H*W)."""
+    N, C, H, W = cache.x_shape
+    if cache.channel_major:
+        dx = kernels.channel_major(cache.x_shape, dout.dtype, zeroed=False)
+    else:
+        dx = np.empty(cache.x_shape, dtype=dout.dtype)
+    dx[...] = (dout / (H * W))[:, :, None, None]  # (N, C, 1, 1), broadcast over (H, W)
+    return dx

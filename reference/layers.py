@@ -8,11 +8,12 @@ float64 and use it as the oracle for ``fast.layers``. Nothing here imports
 mistake in the arithmetic can hide in both implementations.
 """
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
-from contract import check_affine_args, check_conv_args, check_labels, check_pool_args
+from contract import (check_affine_args, check_batchnorm_args, check_conv_args, check_dropout_p,
+                      check_labels, check_pool_args, check_rank)
 
 
 class ConvCache(NamedTuple):
@@ -205,3 +206,140 @@ def maxpool_relu_backward(dout, cache):
     """dout: the gradient of ``maxpool_relu_forward``'s output -> dx."""
     pool_cache, relu_cache = cache
     return maxpool2d_backward(relu_backward(dout, relu_cache), pool_cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation, regularisation and pooling to a vector: batch norm, dropout, global average
+# pooling. Per-channel (or per-element) arithmetic written out, like the layers above.
+# ---------------------------------------------------------------------------------------------
+
+class BatchNormCache(NamedTuple):
+    centred: np.ndarray  # x minus the mean it was normalised with: (N, C, H, W)
+    var: np.ndarray  # the variance it was normalised with: (C,)
+    gamma: np.ndarray  # (C,)
+    eps: float
+    training: bool  # whether mean and var were the batch's own (and so depend on x)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """Spatial batch normalisation: each channel scaled to zero mean and unit variance, then
+    ``gamma * xhat + beta``.
+
+    x: (N, C, H, W); gamma, beta, running_mean, running_var: (C,) -> out: (N, C, H, W).
+    Training: the batch's per-channel mean and biased variance over (N, H, W), and the running
+    statistics are updated in place, r = (1 - momentum) * r + momentum * batch statistic, with
+    the unbiased variance (times m / (m - 1), m = N*H*W; the biased one when m == 1).
+    Evaluation (training=False): running_mean and running_var are used and left untouched.
+    """
+    check_batchnorm_args(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    N, C, H, W = x.shape
+    m = N * H * W  # values per channel
+
+    centred = np.zeros_like(x)
+    var = np.zeros(C, dtype=x.dtype)
+    out = np.zeros_like(x)
+    for c in range(C):
+        values = x[:, c]  # (N, H, W)
+        if training:
+            mean = values.sum() / m
+            var[c] = ((values - mean) ** 2).sum() / m  # biased: normalises this very batch
+            unbiased = var[c] * m / (m - 1) if m > 1 else var[c]  # one value: no spread to correct
+            running_mean[c] = (1 - momentum) * running_mean[c] + momentum * mean
+            running_var[c] = (1 - momentum) * running_var[c] + momentum * unbiased
+        else:
+            mean, var[c] = running_mean[c], running_var[c]
+        centred[:, c] = values - mean
+        xhat = centred[:, c] / np.sqrt(var[c] + eps)
+        out[:, c] = gamma[c] * xhat + beta[c]
+    return out, BatchNormCache(centred, var, gamma, eps, bool(training))
+
+
+def batchnorm_backward(dout, cache):
+    """dout: (N, C, H, W) -> dx: (N, C, H, W), dgamma: (C,), dbeta: (C,) (in gamma's dtype).
+
+    Training mode: back through every step of the forward, the mean and the variance included,
+    since both depend on x. Evaluation mode: the map is a fixed affine one per channel, so
+    dx = gamma * dout / sqrt(running_var + eps) (what Grad-CAM on a trained model needs).
+    """
+    centred, var, gamma, eps, training = cache
+    N, C, H, W = centred.shape
+    m = N * H * W
+    dx = np.zeros_like(centred)
+    dgamma = np.zeros_like(gamma)
+    dbeta = np.zeros_like(gamma)
+    for c in range(C):
+        g = dout[:, c]  # (N, H, W)
+        xc = centred[:, c]
+        inv_std = 1 / np.sqrt(var[c] + eps)
+        xhat = xc * inv_std
+        dbeta[c] = g.sum()
+        dgamma[c] = (g * xhat).sum()
+        dxhat = g * gamma[c]
+        if not training:
+            dx[:, c] = dxhat * inv_std
+            continue
+        # xhat = (x - mean) * (var + eps)^(-1/2), var = sum((x - mean)^2) / m, mean = sum(x) / m
+        dvar = (dxhat * xc).sum() * -0.5 * inv_std ** 3
+        # mean reaches the loss through xhat and through var; the path through var adds
+        # dvar * -2 * sum(x - mean) / m, which is 0: centred values sum to 0.
+        dmean = -inv_std * dxhat.sum()
+        dx[:, c] = dxhat * inv_std + dvar * 2 * xc / m + dmean / m
+    return dx, dgamma, dbeta
+
+
+class DropoutCache(NamedTuple):
+    keep: Optional[np.ndarray]  # bool, x's shape; None when nothing was dropped
+    p: float
+
+
+def dropout_forward(x, p, rng, training):
+    """Inverted dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p).
+
+    x: any shape -> out: x's shape. The mask is ``rng.random(x.shape) >= p``: float64 draws in
+    C order of x.shape, so generators in the same state give the same mask whatever the
+    implementation. In evaluation mode or with p == 0, out is a copy of x and rng is not drawn
+    from at all.
+    """
+    check_dropout_p(p)
+    if not training or p == 0:
+        return x.copy(), DropoutCache(None, p)
+    keep = rng.random(x.shape) >= p
+    out = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        out[index] = x[index] * keep[index] / (1 - p)
+    return out, DropoutCache(keep, p)
+
+
+def dropout_backward(dout, cache):
+    """dout: out's shape -> dx: the same mask and scale as the forward applied to dout."""
+    keep, p = cache
+    if keep is None:
+        return dout.copy()
+    dx = np.zeros_like(dout)
+    for index in np.ndindex(dout.shape):
+        dx[index] = dout[index] * keep[index] / (1 - p)
+    return dx
+
+
+def global_avgpool_forward(x):
+    """The mean of each (H, W) plane: x (N, C, H, W) -> out (N, C)."""
+    check_rank("global average pooling input x", x, 4)
+    N, C, H, W = x.shape
+    if H * W == 0:
+        raise ValueError(f"global average pooling needs planes of at least 1x1, "
+                         f"got x of shape {x.shape}")
+    out = np.zeros((N, C), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            out[n, c] = x[n, c].sum() / (H * W)
+    return out, x.shape
+
+
+def global_avgpool_backward(dout, cache):
+    """dout (N, C) -> dx (N, C, H, W): each plane's gradient spread evenly over its H*W pixels."""
+    N, C, H, W = cache
+    dx = np.zeros((N, C, H, W), dtype=dout.dtype)
+    for n in range(N):
+        for c in range(C):
+            dx[n, c] = dout[n, c] / (H * W)
+    return dx

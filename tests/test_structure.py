@@ -14,8 +14,8 @@ LEVELS = {
     "contract": 0, "fast": 0, "fast.config": 0, "fast.files": 0,
     # the layers and their machinery; data, metrics, augmentation, optimisers
     "fast.kernels": 1, "reference": 1, "reference.layers": 1, "fast.data": 1, "fast.metrics": 1,
-    "fast.augment": 1, "fast.optim": 1, "fast.calibration": 1, "fast.dicom": 1,
-    "fast.layers": 2,
+    "fast.augment": 1, "fast.optim": 1, "fast.dicom": 1,
+    "fast.layers": 2, "fast.calibration": 2,
     "fast.model": 3,
     "fast.trainer": 4, "fast.inference": 4,
     # pictures and what the commands share
