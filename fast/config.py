@@ -11,6 +11,27 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return value
+
+
+def _probability(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
+def _fraction_or_one(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
+
+
 def _image_size(text):
     value = int(text)
     if value < 16:
@@ -75,8 +96,18 @@ class TrainConfig:
                               choices=("balanced", "none"))
     augment: bool = _opt(True, "random small shifts, rotations and zooms of training images")
     channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
-    hidden: int = _opt(128, "units of the hidden affine layer", type=_positive_int)
+    convs_per_block: int = _opt(1, "3x3 convs in each block (the block's last one is pooled)",
+                                type=_positive_int)
+    batchnorm: bool = _opt(False, "batch normalisation after each conv")
+    head: str = _opt("flatten", "what the classifier sees of the last block: its maps flattened, or "
+                     "each channel's global average (gap)", choices=("flatten", "gap"))
+    hidden: int = _opt(128, "units of the hidden affine layer (0: none)", type=_non_negative_int)
+    dropout: float = _opt(0.0, "dropout probability before the last affine layer",
+                          type=_probability)
     seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)", type=int)
+    target_sensitivity: float = _opt(None, "choose the threshold as the highest one whose validation "
+                                     "sensitivity is at least this (default: Youden's J)",
+                                     type=_fraction_or_one)
     limit: int = _opt(None, "use at most this many train and this many test images (quick runs)",
                       type=_positive_int)
     cache_dir: str = _opt(".cache", "where decoded, resized images are cached")

@@ -36,8 +36,8 @@ def split_images(root, split, size, limit=None, seed=TrainConfig.seed,
 
 
 def evaluate(classifier, images, y):
-    """binary_metrics of the classifier on ``images`` (N, S, S) in [0, 1] at its threshold."""
-    return metrics.binary_metrics(y, classifier.probability(images), classifier.threshold)
+    """metrics.scored of the classifier on ``images`` (N, S, S) in [0, 1] at its threshold."""
+    return metrics.scored(y, classifier.probability(images), classifier.threshold)
 
 
 def _run_config(model_path):

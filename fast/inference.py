@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fast.calibration import apply_temperature
 from fast.data import CLASS_NAMES, ImageError, read_xray, standardise
 from fast.model import ModelFileError, load_model
 
@@ -29,6 +30,7 @@ class Classifier:
         self.model, self.metadata, self.path = model, metadata, path
         self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
         self.threshold = float(metadata["threshold"])
+        self.temperature = float(metadata.get("temperature", 1.0))
         self.class_names = tuple(metadata.get("class_names", CLASS_NAMES))
 
     @property
@@ -45,11 +47,11 @@ class Classifier:
         return standardise(images, self.mean, self.std)[:, None]
 
     def probability(self, images):
-        """(N, S, S) images -> (N,) float64 P(PNEUMONIA)."""
+        """(N, S, S) images -> (N,) float64 P(PNEUMONIA), calibrated by the stored temperature."""
         x = self.prepare(images)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        return self.model.predict_proba(x)[:, 1]
+        return apply_temperature(self.model.predict_proba(x)[:, 1], self.temperature)
 
     def labels(self, probability):
         """P(PNEUMONIA) per image -> class names at the stored threshold."""

@@ -125,9 +125,16 @@ def binary_metrics(y_true, scores, threshold):
     }
 
 
+def scored(y_true, prob, threshold):
+    """``binary_metrics`` at ``threshold`` plus the calibration figures of the probabilities:
+    the Brier score and the ECE (15 bins)."""
+    return {**binary_metrics(y_true, prob, threshold), "brier": brier_score(y_true, prob),
+            "ece": expected_calibration_error(y_true, prob)}
+
+
 _TABLE_ROWS = (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
                ("specificity", "specificity"), ("precision", "precision"), ("F1", "f1"),
-               ("ROC AUC", "roc_auc"))
+               ("ROC AUC", "roc_auc"), ("Brier", "brier"), ("ECE", "ece"))
 _COUNT_ROWS = (("TN", 0, 0), ("FP", 0, 1), ("FN", 1, 0), ("TP", 1, 1))
 
 
@@ -144,7 +151,8 @@ def format_metrics_table(metrics_by_split):
 
     lines = [line("", splits)]
     for label, key in _TABLE_ROWS:
-        lines.append(line(label, [f"{metrics_by_split[n][key]:.4f}" for n in splits]))
+        if all(key in metrics_by_split[n] for n in splits):  # calibration rows when known
+            lines.append(line(label, [f"{metrics_by_split[n][key]:.4f}" for n in splits]))
     for label, i, j in _COUNT_ROWS:
         lines.append(line(label, [str(metrics_by_split[n]["confusion_matrix"][i][j])
                                   for n in splits]))

@@ -29,8 +29,11 @@ class ModelFileError(Exception):
 class Architecture:
     """Everything needed to rebuild a network's shapes (weights excluded).
 
-    Each conv block is conv(kernel, stride, pad) - ReLU - max-pool(pool) (pool 1
-    means no pooling); then affine(hidden) - ReLU - affine(num_classes).
+    len(channels) blocks, block b holding ``convs_per_block`` convs of channels[b] filters:
+    conv(kernel, stride, pad) [- batch norm] - ReLU, the block's last ReLU after a
+    max-pool(pool) (pool 1: no pooling). Then the head: the last block's maps flattened, or
+    averaged over each channel (``head="gap"``); [affine(hidden) - ReLU when hidden > 0];
+    dropout(p = ``dropout``); affine(num_classes).
     """
     input_shape: tuple = (1, TrainConfig.image_size, TrainConfig.image_size)
     channels: tuple = TrainConfig.channels
@@ -40,6 +43,25 @@ class Architecture:
     pool: int = 2
     hidden: int = TrainConfig.hidden
     num_classes: int = 2
+    convs_per_block: int = TrainConfig.convs_per_block
+    batchnorm: bool = TrainConfig.batchnorm
+    head: str = TrainConfig.head
+    dropout: float = TrainConfig.dropout
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.convs_per_block < 1 or self.hidden < 0:
+            raise ValueError(f"need convs_per_block >= 1 and hidden >= 0, got "
+                             f"{self.convs_per_block} and {self.hidden}")
+
+    @property
+    def convs(self):
+        """(filters, ends a block) of every conv layer, in order."""
+        return [(f, j == self.convs_per_block - 1) for f in self.channels
+                for j in range(self.convs_per_block)]
 
     def to_json(self):
         return json.dumps(asdict(self))
@@ -52,12 +74,15 @@ class Architecture:
         return cls(**fields)
 
 
-class ConvNet:
-    """A configurable convnet: [conv - ReLU - pool] x len(channels) - affine - ReLU - affine.
+HEADS = ("flatten", "gap")
 
-    x: (N, C, H, W) -> logits: (N, num_classes). The default suits 1-channel
-    X-rays at 64x64: three 3x3 conv blocks (16, 32, 64 filters), each halving the
-    image, then a 128-unit hidden layer.
+
+class ConvNet:
+    """A configurable convnet (see ``Architecture``) over either layer implementation.
+
+    x: (N, C, H, W) -> logits: (N, num_classes). ``params`` holds what training changes;
+    ``buffers`` the batch-norm running statistics, which training mode updates and evaluation
+    mode uses. Forward passes run in evaluation mode unless asked for training mode.
     """
 
     def __init__(self, arch=Architecture(), impl="fast", seed=0, dtype=np.float32):
@@ -68,55 +93,90 @@ class ConvNet:
         self.layers = IMPLEMENTATIONS[impl]
         self.dtype = np.dtype(dtype)
         self.params = self._init_params(np.random.default_rng(seed))
+        self.buffers = {}
+        if arch.batchnorm:
+            for k, (f, _) in enumerate(arch.convs, start=1):
+                self.buffers[f"bn{k}_mean"] = np.zeros(f, dtype=self.dtype)
+                self.buffers[f"bn{k}_var"] = np.ones(f, dtype=self.dtype)
 
     def _init_params(self, rng):
-        """He initialisation: weights ~ N(0, 2 / fan_in), biases zero."""
+        """He initialisation: weights ~ N(0, 2 / fan_in), biases zero; batch norm: 1 and 0."""
         a = self.arch
-        conv = conv_output_size
         params = {}
         c, h, w = a.input_shape
-        for i, f in enumerate(a.channels, start=1):
+        for k, (f, ends_block) in enumerate(a.convs, start=1):
             fan_in = c * a.kernel * a.kernel
-            params[f"conv{i}_w"] = rng.normal(0, np.sqrt(2 / fan_in), (f, c, a.kernel, a.kernel))
-            params[f"conv{i}_b"] = np.zeros(f)
-            h, w = conv(h, a.kernel, a.stride, a.pad), conv(w, a.kernel, a.stride, a.pad)
-            if a.pool > 1:
-                h, w = conv(h, a.pool, a.pool, 0), conv(w, a.pool, a.pool, 0)
+            params[f"conv{k}_w"] = rng.normal(0, np.sqrt(2 / fan_in), (f, c, a.kernel, a.kernel))
+            if a.batchnorm:  # batch norm subtracts each channel's mean: a conv bias would cancel
+                params[f"bn{k}_gamma"] = np.ones(f)
+                params[f"bn{k}_beta"] = np.zeros(f)
+            else:
+                params[f"conv{k}_b"] = np.zeros(f)
+            h, w = conv_output_size(h, a.kernel, a.stride, a.pad), conv_output_size(w, a.kernel, a.stride, a.pad)
+            if ends_block and a.pool > 1:
+                h, w = conv_output_size(h, a.pool, a.pool, 0), conv_output_size(w, a.pool, a.pool, 0)
             c = f
-        flat = c * h * w
-        params["fc1_w"] = rng.normal(0, np.sqrt(2 / flat), (flat, a.hidden))
-        params["fc1_b"] = np.zeros(a.hidden)
-        params["fc2_w"] = rng.normal(0, np.sqrt(2 / a.hidden), (a.hidden, a.num_classes))
+        features = c if a.head == "gap" else c * h * w
+        if a.hidden:
+            params["fc1_w"] = rng.normal(0, np.sqrt(2 / features), (features, a.hidden))
+            params["fc1_b"] = np.zeros(a.hidden)
+            features = a.hidden
+        params["fc2_w"] = rng.normal(0, np.sqrt(2 / features), (features, a.num_classes))
         params["fc2_b"] = np.zeros(a.num_classes)
         return {k: v.astype(self.dtype) for k, v in params.items()}
 
-    def forward(self, x, feature_maps=None):
+    def state(self):
+        """Every array that makes the model what it is: params and buffers (disjoint names)."""
+        return {**self.params, **self.buffers}
+
+    def load_state(self, arrays):
+        """Copy ``arrays`` (as ``state`` returns them) into the model's own arrays."""
+        for k, v in self.state().items():
+            v[...] = arrays[k]
+
+    def forward(self, x, training=False, rng=None, feature_maps=None):
         """x: (N, C, H, W) -> (logits (N, num_classes), caches for ``backward``).
 
-        A list passed as ``feature_maps`` receives what each conv layer sees:
-        ReLU(conv_i output) before pooling, (N, F_i, H_i, W_i), for pictures.
+        ``training``: batch norm normalises with the batch's statistics and updates its
+        running averages, and dropout draws its mask from ``rng`` (a numpy Generator). In
+        evaluation mode (the default) batch norm uses the running averages and dropout passes
+        everything. A list passed as ``feature_maps`` receives what each conv layer hands
+        on before pooling: ReLU(conv or batch-norm output), (N, F_k, H_k, W_k), for pictures.
         """
         L, p, a = self.layers, self.params, self.arch
         if x.shape[1:] != tuple(a.input_shape):
             raise ValueError(f"model expects inputs of shape (N, {', '.join(map(str, a.input_shape))}), "
                              f"got {x.shape}")
+        if training and a.dropout and rng is None:
+            raise ValueError("training mode with dropout needs a random generator (rng)")
         x = x.astype(self.dtype, copy=False)
-        caches = []
-        for i in range(1, len(a.channels) + 1):
-            x, conv_cache = L.conv2d_forward(x, p[f"conv{i}_w"], p[f"conv{i}_b"], a.stride, a.pad)
+        caches = {"convs": []}
+        for k, (_, ends_block) in enumerate(a.convs, start=1):
+            bias = p[f"conv{k}_b"] if f"conv{k}_b" in p else np.zeros(len(p[f"conv{k}_w"]), self.dtype)
+            x, conv_cache = L.conv2d_forward(x, p[f"conv{k}_w"], bias, a.stride, a.pad)
+            bn_cache = None
+            if a.batchnorm:
+                x, bn_cache = L.batchnorm_forward(x, p[f"bn{k}_gamma"], p[f"bn{k}_beta"],
+                                                  self.buffers[f"bn{k}_mean"],
+                                                  self.buffers[f"bn{k}_var"], training)
             if feature_maps is not None:
                 feature_maps.append(np.maximum(x, 0))
             # ReLU is monotone, so max-pooling before it gives the same output and
             # the same gradient as after it, on an array pool**2 times smaller.
-            if a.pool > 1:
-                x, block_cache = L.maxpool_relu_forward(x, a.pool)
+            pooled = ends_block and a.pool > 1
+            if pooled:
+                x, act_cache = L.maxpool_relu_forward(x, a.pool)
             else:
-                x, block_cache = L.relu_forward(x)
-            caches.append((conv_cache, block_cache))
-        x, fc1_cache = L.affine_forward(x, p["fc1_w"], p["fc1_b"])
-        x, relu_cache = L.relu_forward(x)
-        logits, fc2_cache = L.affine_forward(x, p["fc2_w"], p["fc2_b"])
-        caches.append((fc1_cache, relu_cache, fc2_cache))
+                x, act_cache = L.relu_forward(x)
+            caches["convs"].append((conv_cache, bn_cache, act_cache, pooled))
+        if a.head == "gap":
+            x, caches["gap"] = L.global_avgpool_forward(x)
+        if a.hidden:
+            x, caches["fc1"] = L.affine_forward(x, p["fc1_w"], p["fc1_b"])
+            x, caches["relu"] = L.relu_forward(x)
+        if a.dropout:
+            x, caches["dropout"] = L.dropout_forward(x, a.dropout, rng, training)
+        logits, caches["fc2"] = L.affine_forward(x, p["fc2_w"], p["fc2_b"])
         return logits, caches
 
     def backward(self, dlogits, caches, need_dx=False):
@@ -127,60 +187,78 @@ class ConvNet:
         """
         grads = {}
         d = self._backward_head(dlogits, caches, grads)
-        for i in range(len(self.arch.channels), 0, -1):
-            d = self._backward_block_to_conv(i, d, caches)
-            d, grads[f"conv{i}_w"], grads[f"conv{i}_b"] = self.layers.conv2d_backward(
-                d, caches[i - 1][0], need_dx=need_dx or i > 1)
+        for k in range(len(caches["convs"]), 0, -1):
+            d = self._backward_to_conv(k, d, caches, grads)
+            d, grads[f"conv{k}_w"], db = self.layers.conv2d_backward(
+                d, caches["convs"][k - 1][0], need_dx=need_dx or k > 1)
+            if f"conv{k}_b" in self.params:
+                grads[f"conv{k}_b"] = db
         return grads, d
 
     def _backward_head(self, dlogits, caches, grads):
-        """From the logits back to the last conv block's output, filling the head's grads."""
+        """From the logits back to the last conv layer's (pooled, rectified) output."""
         L = self.layers
-        fc1_cache, relu_cache, fc2_cache = caches[-1]
-        d, grads["fc2_w"], grads["fc2_b"] = L.affine_backward(dlogits, fc2_cache)
-        d = L.relu_backward(d, relu_cache)
-        d, grads["fc1_w"], grads["fc1_b"] = L.affine_backward(d, fc1_cache)
+        d, grads["fc2_w"], grads["fc2_b"] = L.affine_backward(dlogits, caches["fc2"])
+        if "dropout" in caches:
+            d = L.dropout_backward(d, caches["dropout"])
+        if "fc1" in caches:
+            d = L.relu_backward(d, caches["relu"])
+            d, grads["fc1_w"], grads["fc1_b"] = L.affine_backward(d, caches["fc1"])
+        if "gap" in caches:
+            d = L.global_avgpool_backward(d, caches["gap"])
         return d
 
-    def _backward_block_to_conv(self, i, d, caches):
-        """The gradient back through block i's ReLU and pooling, to its conv's output."""
-        block_cache = caches[i - 1][1]
-        if self.arch.pool > 1:
-            return self.layers.maxpool_relu_backward(d, block_cache)
-        return self.layers.relu_backward(d, block_cache)
+    def _backward_to_activation(self, k, d, caches):
+        """Back through conv layer k's ReLU (and pooling): to its conv or batch-norm output."""
+        _, _, act_cache, pooled = caches["convs"][k - 1]
+        if pooled:
+            return self.layers.maxpool_relu_backward(d, act_cache)
+        return self.layers.relu_backward(d, act_cache)
+
+    def _backward_to_conv(self, k, d, caches, grads):
+        """Back through conv layer k's ReLU, pooling and batch norm: to its conv's output."""
+        d = self._backward_to_activation(k, d, caches)
+        bn_cache = caches["convs"][k - 1][1]
+        if bn_cache is not None:
+            d, grads[f"bn{k}_gamma"], grads[f"bn{k}_beta"] = self.layers.batchnorm_backward(d, bn_cache)
+        return d
 
     def last_conv_gradient(self, x, direction):
         """What Grad-CAM needs: the last conv layer's activations and the gradient there.
 
-        x: (N, C, H, W), direction: (num_classes,) -> (ReLU(last conv output) (N, F, h, w),
-        d(logits @ direction) / d(last conv output) (N, F, h, w), logits (N, num_classes)).
-        With direction (-1, 1) the differentiated score is the log-odds of class 1.
+        Evaluation mode. x: (N, C, H, W), direction: (num_classes,) -> (A = ReLU(last conv (or
+        batch-norm) output) (N, F, h, w), d(logits @ direction) / d(that output, before the
+        ReLU) (N, F, h, w), logits (N, num_classes)). With direction (-1, 1) the
+        differentiated score is the log-odds of class 1.
         """
         maps = []
         logits, caches = self.forward(x, feature_maps=maps)
         dlogits = np.broadcast_to(np.asarray(direction, dtype=logits.dtype), logits.shape).copy()
         d = self._backward_head(dlogits, caches, {})
-        d = self._backward_block_to_conv(len(self.arch.channels), d, caches)
+        d = self._backward_to_activation(len(caches["convs"]), d, caches)
         return maps[-1], d, logits
 
-    def loss(self, x, y, class_weights=None):
-        """Softmax cross-entropy of the batch and its gradients: -> (loss, grads)."""
-        logits, caches = self.forward(x)
+    def loss(self, x, y, class_weights=None, rng=None):
+        """Training mode: the batch's softmax cross-entropy and its gradients -> (loss, grads).
+
+        Updates the batch-norm running averages; dropout draws from ``rng``."""
+        logits, caches = self.forward(x, training=True, rng=rng)
         loss, dlogits = self.layers.softmax_cross_entropy(logits, y, class_weights)
         grads, _ = self.backward(dlogits, caches)
         return float(loss), grads
 
     def predict_logits(self, x, batch_size=32):
-        """Logits (N, num_classes) in batches, the last partial batch included."""
+        """Evaluation mode: logits (N, num_classes) in batches, the last partial batch included."""
         parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.arch.num_classes), self.dtype)
 
     def predict_proba(self, x, batch_size=32):
-        """Class probabilities (N, num_classes), float64, in batches."""
+        """Evaluation mode: class probabilities (N, num_classes), float64, in batches."""
         return softmax(self.predict_logits(x, batch_size).astype(np.float64))
 
     def input_gradient(self, x, target_class):
-        """d logit[target_class] / d x for each image: saliency. x: (N, C, H, W) -> (N, C, H, W)."""
+        """d logit[target_class] / d x for each image, in evaluation mode: saliency.
+        x: (N, C, H, W) -> (N, C, H, W)."""
         logits, caches = self.forward(x)
         dlogits = np.zeros_like(logits)
         dlogits[:, target_class] = 1
@@ -208,6 +286,7 @@ def save_model(path, model, metadata=None):
     Only plain arrays and strings are stored, so loading never needs pickle.
     """
     arrays = {f"param/{k}": v for k, v in model.params.items()}
+    arrays.update({f"buffer/{k}": v for k, v in model.buffers.items()})
     arrays["architecture"] = np.array(model.arch.to_json())
     arrays["metadata"] = np.array(json.dumps(metadata or {}))
     arrays["format_version"] = np.array(FORMAT_VERSION)
@@ -249,15 +328,20 @@ def load_model(path, impl="fast", dtype=None):
         raise ModelFileError(f"{path}: unreadable architecture record ({e})") from None
 
     stored = {k[len("param/"):]: v for k, v in contents.items() if k.startswith("param/")}
+    buffers = {k[len("buffer/"):]: v for k, v in contents.items() if k.startswith("buffer/")}
     if dtype is None:
         dtype = next(iter(stored.values())).dtype if stored else np.float32
-    model = ConvNet(arch, impl=impl, dtype=dtype)
-    if set(stored) != set(model.params):
-        raise ModelFileError(f"{path}: weights {sorted(stored)} do not match the architecture's "
-                             f"parameters {sorted(model.params)}")
-    for k, v in stored.items():
-        if v.shape != model.params[k].shape:
-            raise ModelFileError(f"{path}: weight {k} has shape {v.shape}, the architecture "
-                                 f"needs {model.params[k].shape}")
-        model.params[k][...] = v
+    try:
+        model = ConvNet(arch, impl=impl, dtype=dtype)
+    except ValueError as e:
+        raise ModelFileError(f"{path}: unusable architecture record ({e})") from None
+    for kind, found, wanted in (("weights", stored, model.params), ("buffers", buffers, model.buffers)):
+        if set(found) != set(wanted):
+            raise ModelFileError(f"{path}: {kind} {sorted(found)} do not match the architecture's "
+                                 f"{sorted(wanted)}")
+        for k, v in found.items():
+            if v.shape != wanted[k].shape:
+                raise ModelFileError(f"{path}: {k} has shape {v.shape}, the architecture "
+                                     f"needs {wanted[k].shape}")
+            wanted[k][...] = v
     return model, metadata

@@ -43,6 +43,7 @@ PICTURES = {
     "roc": "roc_test.png",
     "confusion": "confusion_matrix_test.png",
     "saliency": "saliency_test.png",
+    "reliability": "reliability.png",
 }
 
 
@@ -257,6 +258,36 @@ def plot_confusion(y, prob, threshold, path, names=CLASS_NAMES):
     return _save(fig, path)
 
 
+def plot_reliability(curves, path):
+    """Reliability diagram: per bin of P(pneumonia), the share of PNEUMONIA against the mean
+    probability, for each split in ``curves`` ({name: (y, prob)}); a calibrated model lies on
+    the diagonal. Bars show how many X-rays each bin holds."""
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(6.4, 7.6), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfectly calibrated")
+    width = 1 / 15
+    for k, (name, (y, prob)) in enumerate(curves.items()):
+        curve = metrics.reliability_curve(y, prob, bins=15)
+        ece = metrics.expected_calibration_error(y, prob, bins=15)
+        shown = curve.count > 0
+        ax.plot(curve.mean_prob[shown], curve.frac_pos[shown], "o-",
+                label=f"{name} ({len(y)} X-rays): ECE {ece:.3f}, Brier {metrics.brier_score(y, prob):.3f}")
+        offset = (k - (len(curves) - 1) / 2) * width / len(curves)
+        ax_count.bar(curve.edges[:-1] + width / 2 + offset, curve.count, width=width / len(curves),
+                     label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("fraction PNEUMONIA in the bin")
+    ax.set_title("Reliability of P(pneumonia) (15 equal-width bins)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8.5)
+    ax_count.set_yscale("log")
+    ax_count.set_xlabel("predicted P(pneumonia), mean of the bin")
+    ax_count.set_ylabel("X-rays in bin")
+    ax_count.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _overlay(ax, xray, cam):
     """Draw the X-ray in grey with the Grad-CAM map (any size, in [0, 1]) over it."""
     h, w = xray.shape
@@ -357,6 +388,13 @@ def make_report(run_dir, data_root=None, log=print):
         plot_roc(y, prob, threshold, run_dir / PICTURES["roc"]),
         plot_confusion(y, prob, threshold, run_dir / PICTURES["confusion"], names),
     ]
+    curves = {}
+    for split in ("val", "test"):
+        stored_path = run_dir / f"{split}_predictions.npz"
+        if stored_path.is_file():
+            with np.load(stored_path, allow_pickle=False) as stored_split:
+                curves[split] = (stored_split["label"].astype(np.int64), stored_split["probability"])
+    written.append(plot_reliability(curves, run_dir / PICTURES["reliability"]))
 
     root = _data_root(run_dir, data_root)
     size = classifier.image_size

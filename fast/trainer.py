@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from fast import calibration, metrics
 from fast import data as xray_data
-from fast import metrics
 from fast.augment import augment_batch
 from fast.config import TrainConfig
 from fast.files import atomic_savez, atomic_write_text
@@ -62,7 +62,9 @@ def default_run_dir():
 
 def make_model(config, seed=None):
     arch = Architecture(input_shape=(1, config.image_size, config.image_size),
-                        channels=tuple(config.channels), hidden=config.hidden)
+                        channels=tuple(config.channels), hidden=config.hidden,
+                        convs_per_block=config.convs_per_block, batchnorm=config.batchnorm,
+                        head=config.head, dropout=config.dropout)
     dtype = np.float32 if config.impl == "fast" else np.float64
     return ConvNet(arch, impl=config.impl, seed=config.seed if seed is None else seed, dtype=dtype)
 
@@ -88,7 +90,7 @@ def evaluate_split(model, x, y, class_weights):
 
 
 def save_checkpoint(run_dir, model, best_params, optimizer, progress):
-    arrays = {f"param/{k}": v for k, v in model.params.items()}
+    arrays = {f"state/{k}": v for k, v in model.state().items()}
     arrays.update({f"best/{k}": v for k, v in best_params.items()})
     arrays.update({f"opt/{k}": v for k, v in optimizer.state.items()})
     arrays["progress"] = np.array(json.dumps(progress.__dict__))
@@ -96,14 +98,13 @@ def save_checkpoint(run_dir, model, best_params, optimizer, progress):
 
 
 def load_checkpoint(run_dir, model, optimizer):
-    """Restore params and optimizer state in place -> (best_params, progress)."""
+    """Restore params, buffers and optimizer state in place -> (best state, progress)."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint to resume from (no epoch of this run completed)")
     with np.load(path, allow_pickle=False) as data:
-        for k in model.params:
-            model.params[k][...] = data[f"param/{k}"]
-        best = {k: data[f"best/{k}"].copy() for k in model.params}
+        model.load_state({k: data[f"state/{k}"] for k in model.state()})
+        best = {k: data[f"best/{k}"].copy() for k in model.state()}
         optimizer.state = {k[4:]: data[k].copy() for k in data.files if k.startswith("opt/")}
         progress = Progress(**json.loads(str(data["progress"])))
     return best, progress
@@ -143,7 +144,7 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
     model = make_model(config)
     class_weights = class_weights_for(config, ds.y_train)
     optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
-    best_params = {k: v.copy() for k, v in model.params.items()}
+    best_params = {k: v.copy() for k, v in model.state().items()}
     progress = Progress()
     if resume is not None:
         best_params, progress = load_checkpoint(run_dir, model, optimizer)
@@ -160,12 +161,13 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
     return finish(run_dir, config, ds, model, best_params, progress, class_weights, log)
 
 
-def train_step(model, optimizer, x, y, lr, class_weights=None):
+def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None):
     """One training step: the batch's loss and gradients, then the optimizer's update -> the loss.
 
-    A loss that is not finite is returned without an update, leaving the weights as they were.
+    ``rng`` draws the dropout masks. A loss that is not finite is returned without an update,
+    leaving the weights as they were.
     """
-    loss, grads = model.loss(x, y, class_weights)
+    loss, grads = model.loss(x, y, class_weights, rng=rng)
     if math.isfinite(loss):
         optimizer.update(model.params, grads, lr)
     return loss
@@ -190,7 +192,7 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
             xb = x_train[idx]
             if config.augment:
                 xb = augment_batch(xb, rng)
-            loss = train_step(model, optimizer, xb, ds.y_train[idx], lr, class_weights)
+            loss = train_step(model, optimizer, xb, ds.y_train[idx], lr, class_weights, rng)
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} in epoch {epoch + 1}, batch {b // bs + 1}; stopping. "
@@ -212,7 +214,7 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
         marker = ""
         if val_auc > progress.best_auc:
             progress.best_auc, progress.best_epoch, progress.bad_epochs = val_auc, epoch + 1, 0
-            best_params = {k: v.copy() for k, v in model.params.items()}
+            best_params = {k: v.copy() for k, v in model.state().items()}
             marker = "  *best"
         else:
             progress.bad_epochs += 1
@@ -226,32 +228,50 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
     return best_params
 
 
+def choose_threshold(config, y, prob):
+    """The decision threshold on held-out probabilities -> (threshold, the rule in words)."""
+    if config.target_sensitivity is not None:
+        rule = f"the highest threshold with sensitivity >= {config.target_sensitivity} on validation"
+        return metrics.sensitivity_threshold(y, prob, config.target_sensitivity), rule
+    return metrics.youden_threshold(y, prob), "Youden's J on validation"
+
+
 def finish(run_dir, config, ds, model, best_params, progress, class_weights, log):
-    """Keep the best epoch, pick the threshold on val, score test once, write model and metrics."""
-    for k in model.params:
-        model.params[k][...] = best_params[k]
-    _, val_prob = evaluate_split(model, ds.x_val.astype(model.dtype, copy=False), ds.y_val, class_weights)
-    threshold = metrics.youden_threshold(ds.y_val, val_prob)
-    _, test_prob = evaluate_split(model, ds.x_test.astype(model.dtype, copy=False), ds.y_test, class_weights)
+    """Keep the best epoch; on val, fit the temperature and pick the threshold; score test once;
+    write model, metrics and predictions."""
+    model.load_state(best_params)
+    _, val_raw = evaluate_split(model, ds.x_val.astype(model.dtype, copy=False), ds.y_val, class_weights)
+    _, test_raw = evaluate_split(model, ds.x_test.astype(model.dtype, copy=False), ds.y_test, class_weights)
+    temperature = calibration.fit_temperature(val_raw, ds.y_val)
+    val_prob = calibration.apply_temperature(val_raw, temperature)
+    test_prob = calibration.apply_temperature(test_raw, temperature)
+    threshold, rule = choose_threshold(config, ds.y_val, val_prob)
 
     results = {
         "threshold": threshold,
+        "threshold_rule": rule,
+        "temperature": temperature,
         "best_epoch": progress.best_epoch,
-        "val": metrics.binary_metrics(ds.y_val, val_prob, threshold),
-        "test": metrics.binary_metrics(ds.y_test, test_prob, threshold),
+        "val": metrics.scored(ds.y_val, val_prob, threshold),
+        "test": metrics.scored(ds.y_test, test_prob, threshold),
         "train_seconds": round(progress.train_seconds, 2),
     }
     metadata = {
-        "mean": ds.mean, "std": ds.std, "threshold": threshold, "class_names": list(ds.class_names),
-        "best_epoch": progress.best_epoch, "threshold_rule": "Youden's J on the validation split",
+        "mean": ds.mean, "std": ds.std, "threshold": threshold, "temperature": temperature,
+        "class_names": list(ds.class_names), "best_epoch": progress.best_epoch,
+        "threshold_rule": rule,
     }
-    save_model(Path(run_dir) / "model.npz", model, metadata)
-    atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(results, indent=2) + "\n")
-    # The test probabilities, so tools can check that prediction reproduces them.
-    atomic_savez(Path(run_dir) / "test_predictions.npz", probability=test_prob, label=ds.y_test,
-                 paths=np.array([str(Path(p).resolve()) for p in ds.paths_test]))
-    log(f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f}); "
-        f"threshold {threshold:.4f} chosen on val by Youden's J")
+    run_dir = Path(run_dir)
+    save_model(run_dir / "model.npz", model, metadata)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
+    # The calibrated probabilities, so tools can check that prediction reproduces them, and
+    # draw the reliability diagram.
+    for split, prob, y, paths in (("test", test_prob, ds.y_test, ds.paths_test),
+                                  ("val", val_prob, ds.y_val, ds.paths_val)):
+        atomic_savez(run_dir / f"{split}_predictions.npz", probability=prob, label=y,
+                     paths=np.array([str(Path(p).resolve()) for p in paths]))
+    log(f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f}); temperature "
+        f"{temperature:.3f} fitted on val; threshold {threshold:.4f} chosen by {rule}")
     log(metrics.format_metrics_table({"val": results["val"], "test": results["test"]}))
     log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json, history.csv")
-    return Path(run_dir)
+    return run_dir

@@ -177,3 +177,92 @@ def test_reference_model_overfits_a_few_tiny_images():
     start = model.loss(x, y)[0]
     final = _overfit(model, x, y, steps=150, lr=2e-2)
     assert start > 0.3 and final < 0.02
+
+
+# Networks with the normalising layers: batch norm after every conv, two convs per block,
+# global average pooling, dropout before the classifier, with and without a hidden layer.
+NORMED = Architecture(input_shape=(1, 8, 8), channels=(3, 4), convs_per_block=2, batchnorm=True,
+                      head="gap", dropout=0.25, hidden=0)
+NORMED_HIDDEN = Architecture(input_shape=(1, 8, 6), channels=(3,), batchnorm=True, head="flatten",
+                             dropout=0.4, hidden=5)
+
+
+def _same_state(arch, seed):
+    """One fast and one reference float64 model with identical params and buffers."""
+    ref_model, fast_model = _same_weights(arch, seed)
+    rng = np.random.default_rng(seed + 100)
+    for k in fast_model.buffers:  # running statistics away from their initial 0 and 1
+        fast_model.buffers[k][...] = rng.uniform(0.5, 1.5, fast_model.buffers[k].shape)
+        ref_model.buffers[k][...] = fast_model.buffers[k]
+    return ref_model, fast_model
+
+
+@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN], ids=["gap", "flatten-hidden"])
+def test_fast_normalised_model_matches_reference_in_training_and_evaluation_mode(arch):
+    ref_model, fast_model = _same_state(arch, seed=3)
+    x, y = _batch(arch, 4, seed=4)
+    ref_loss, ref_grads = ref_model.loss(x, y, rng=np.random.default_rng(9))
+    fast_loss, fast_grads = fast_model.loss(x, y, rng=np.random.default_rng(9))
+    assert rel_error(ref_loss, fast_loss) < 1e-10
+    assert set(ref_grads) == set(fast_grads) == set(ref_model.params)
+    for k in ref_grads:
+        assert rel_error(ref_grads[k], fast_grads[k]) < 1e-10, k
+    for k in ref_model.buffers:  # training mode moved both running averages alike
+        assert rel_error(ref_model.buffers[k], fast_model.buffers[k]) < 1e-10, k
+    assert rel_error(ref_model.predict_logits(x), fast_model.predict_logits(x)) < 1e-10
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN], ids=["gap", "flatten-hidden"])
+def test_normalised_model_training_gradients_match_numerical_gradients(impl, arch):
+    model = ConvNet(arch, impl=impl, seed=1, dtype=np.float64)
+    x, y = _batch(arch, 3, seed=11)
+    weights = np.array([0.7, 1.9])
+
+    def loss(_):  # the same dropout mask at every evaluation
+        return model.loss(x, y, weights, rng=np.random.default_rng(5))[0]
+
+    _, grads = model.loss(x, y, weights, rng=np.random.default_rng(5))
+    for k, param in model.params.items():
+        assert rel_error(grads[k], numerical_gradient(loss, param)) < 1e-7, k
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_normalised_model_evaluation_mode_input_gradient_matches_numerical_gradient(impl):
+    # evaluation mode: batch norm with the running statistics, dropout passes everything
+    ref_model, fast_model = _same_state(NORMED, seed=2)
+    model = ref_model if impl == "reference" else fast_model
+    x, _ = _batch(NORMED, 2, seed=7)
+    analytic = model.input_gradient(x, target_class=1)
+    numeric = numerical_gradient(lambda xx: model.forward(xx)[0][:, 1].sum(), x)
+    assert rel_error(analytic, numeric) < 1e-7
+
+
+def test_evaluation_mode_is_deterministic_and_leaves_the_running_statistics_alone():
+    model = ConvNet(NORMED, seed=0, dtype=np.float64)
+    x, y = _batch(NORMED, 4, seed=1)
+    before = {k: v.copy() for k, v in model.buffers.items()}
+    first = model.predict_logits(x)
+    assert np.array_equal(first, model.predict_logits(x))
+    assert all(np.array_equal(before[k], model.buffers[k]) for k in before)
+    model.loss(x, y, rng=np.random.default_rng(0))  # training mode updates them
+    assert not np.array_equal(before["bn1_mean"], model.buffers["bn1_mean"])
+
+
+def test_training_mode_with_dropout_needs_a_generator():
+    model = ConvNet(NORMED, seed=0)
+    x, y = _batch(NORMED, 2, seed=1)
+    with pytest.raises(ValueError, match="rng"):
+        model.loss(x.astype(np.float32), y)
+
+
+def test_normalised_model_file_round_trips_params_buffers_and_architecture(tmp_path):
+    ref_model, fast_model = _same_state(NORMED_HIDDEN, seed=4)
+    save_model(tmp_path / "m.npz", fast_model, {"threshold": 0.5})
+    loaded, meta = load_model(tmp_path / "m.npz")
+    assert loaded.arch == NORMED_HIDDEN and meta == {"threshold": 0.5}
+    for k, v in fast_model.state().items():
+        assert np.array_equal(loaded.state()[k], v), k
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
+        assert {k for k in npz.files if k.startswith("buffer/")} == {
+            "buffer/bn1_mean", "buffer/bn1_var"}

@@ -27,7 +27,7 @@ def _config(root, tmp_path, **changes):
 
 def _weights(run_dir):
     model, _ = load_model(run_dir / "model.npz")
-    return model.params
+    return model.state()  # params and batch-norm running statistics
 
 
 def test_short_real_training_beats_val_auc_0_9(xray_root, tmp_path):
@@ -50,8 +50,25 @@ def test_short_real_training_beats_val_auc_0_9(xray_root, tmp_path):
     assert np.array(results["test"]["confusion_matrix"]).sum() == 624
 
 
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_root, tmp_path, monkeypatch):
-    whole = train(_config(xray_root, tmp_path / "a"), log=_quiet, progress_bars=False)
+NORMALISED = dict(batchnorm=True, head="gap", dropout=0.3, convs_per_block=2, hidden=0)
+
+
+def test_short_real_training_of_a_batch_normalised_network_beats_val_auc_0_9(xray_root, tmp_path):
+    config = _config(xray_root, tmp_path, limit=1200, epochs=6, channels=(8, 16, 16), batchnorm=True,
+                     head="gap", dropout=0.2, hidden=0)
+    run_dir = train(config, log=_quiet, progress_bars=False)
+    results = json.loads((run_dir / "metrics.json").read_text())
+    assert results["val"]["roc_auc"] > 0.9
+    model, _ = load_model(run_dir / "model.npz")
+    assert model.arch.batchnorm and model.arch.head == "gap" and model.arch.dropout == 0.2
+    # the running statistics were learned and stored: not their initial 0 and 1
+    assert not np.allclose(model.buffers["bn1_mean"], 0) and not np.allclose(model.buffers["bn1_var"], 1)
+
+
+@pytest.mark.parametrize("layers", [{}, NORMALISED], ids=["plain", "normalised"])
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_root, tmp_path, monkeypatch,
+                                                                        layers):
+    whole = train(_config(xray_root, tmp_path / "a", **layers), log=_quiet, progress_bars=False)
 
     # Interrupt the second run in the middle of its second epoch, as Ctrl-C would.
     real_augment, calls = fast.trainer.augment_batch, []
@@ -63,7 +80,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_roo
         return real_augment(x, rng)
 
     monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
-    config = _config(xray_root, tmp_path / "b")
+    config = _config(xray_root, tmp_path / "b", **layers)
     with pytest.raises(KeyboardInterrupt):
         train(config, log=_quiet, progress_bars=False)
     assert not (tmp_path / "b" / "run" / "model.npz").exists()
@@ -80,9 +97,9 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_roo
 def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(xray_root, tmp_path, monkeypatch):
     real_loss, calls = ConvNet.loss, []
 
-    def loss_turning_nan(self, x, y, class_weights=None):
+    def loss_turning_nan(self, x, y, class_weights=None, rng=None):
         calls.append(1)
-        loss, grads = real_loss(self, x, y, class_weights)
+        loss, grads = real_loss(self, x, y, class_weights, rng)
         return (math.nan if len(calls) > 12 else loss), grads
 
     monkeypatch.setattr(ConvNet, "loss", loss_turning_nan)
@@ -167,15 +184,29 @@ def test_learning_rate_schedules():
         [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def test_trained_threshold_is_youden_on_validation(xray_root, tmp_path):
+def test_trained_threshold_is_youden_on_calibrated_validation_probabilities(xray_root, tmp_path):
     run_dir = train(_config(xray_root, tmp_path, epochs=2), log=_quiet, progress_bars=False)
+    from fast.calibration import apply_temperature, fit_temperature
     from fast.data import load_dataset
     config = _config(xray_root, tmp_path, epochs=2)
     ds = load_dataset(xray_root, config.image_size, seed=config.seed, cache_dir=config.cache_dir,
                       limit=config.limit, progress=False)
     model, meta = load_model(run_dir / "model.npz")
-    val_prob = model.predict_proba(ds.x_val)[:, 1]
+    raw = model.predict_proba(ds.x_val)[:, 1]
+    assert meta["temperature"] == pytest.approx(fit_temperature(raw, ds.y_val), rel=1e-9)
+    val_prob = apply_temperature(raw, meta["temperature"])
     assert meta["threshold"] == pytest.approx(metrics.youden_threshold(ds.y_val, val_prob), rel=1e-6)
+    stored = json.loads((run_dir / "metrics.json").read_text())["val"]
+    assert stored["ece"] == pytest.approx(metrics.expected_calibration_error(ds.y_val, val_prob))
+    assert stored["brier"] == pytest.approx(metrics.brier_score(ds.y_val, val_prob))
+
+
+def test_target_sensitivity_threshold_reaches_the_target_on_validation(xray_root, tmp_path):
+    run_dir = train(_config(xray_root, tmp_path, epochs=1, target_sensitivity=0.99), log=_quiet,
+                    progress_bars=False)
+    results = json.loads((run_dir / "metrics.json").read_text())
+    assert results["val"]["sensitivity"] >= 0.99
+    assert "sensitivity >= 0.99" in results["threshold_rule"]
 
 
 def test_train_step_updates_on_a_finite_loss_and_leaves_the_weights_on_a_nan():
