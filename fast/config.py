@@ -4,60 +4,26 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
+def _number(convert, accepts, requirement, name):
+    """An argparse type: ``convert(text)``, refused with "must be <requirement>" unless
+    ``accepts`` it. ``name`` is what argparse calls it when ``convert`` itself fails."""
+    def parse(text):
+        value = convert(text)
+        if value != value or not accepts(value):  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    parse.__name__ = name
+    return parse
 
 
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
-    return value
-
-
-def _probability(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
-    return value
-
-
-def _fraction_or_one(text):
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
-    return value
-
-
-def _image_size(text):
-    value = int(text)
-    if value < 16:
-        raise argparse.ArgumentTypeError(f"must be at least 16 pixels, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text):
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def _fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1", "whole number")
+_non_negative_int = _number(int, lambda v: v >= 0, "a whole number >= 0", "whole number")
+_image_size = _number(int, lambda v: v >= 16, "at least 16 pixels", "whole number")
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a positive number", "number")
+_non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >= 0", "number")
+_fraction = _number(float, lambda v: 0 < v < 1, "strictly between 0 and 1", "number")
+_probability = _number(float, lambda v: 0 <= v < 1, "in [0, 1)", "number")
+_fraction_or_one = _number(float, lambda v: 0 < v <= 1, "in (0, 1]", "number")
 
 
 def _channels(text):
