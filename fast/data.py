@@ -1,7 +1,8 @@
 """Chest X-ray data pipeline: find the folders, decode the images, split by patient, cache.
 
-Layout: ``root/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg`` (an optional ``root/val/`` is used as
-the validation split when present). Label 0 is NORMAL, label 1 is PNEUMONIA.
+Layout: ``root/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg`` (PNG and DICOM files are read too; an
+optional ``root/val/`` is used as the validation split when present). Label 0 is NORMAL, label 1
+is PNEUMONIA.
 
 ``read_xray`` is the one preprocessing path: training and prediction both call it, so a model
 never sees pixels prepared in two different ways.
@@ -19,12 +20,14 @@ import numpy as np
 from tqdm import tqdm
 
 from fast.config import TrainConfig
+from fast.dicom import DICOM_EXTENSION, HEADER_SIZE, is_dicom, read_dicom
+from fast.errors import DataError, ImageError
 from fast.files import atomic_savez
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 SPLITS = ("train", "val", "test")
 DEFAULT_DATA = "data/chest_xray"
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", DICOM_EXTENSION)
 
 # Bumped whenever the preprocessing changes, so old caches are never served.
 _CACHE_VERSION = 1
@@ -36,14 +39,6 @@ _DATA_SOURCE = (
     "--data PATH, set XRAY_DATA=PATH, or put it at data/chest_xray; the folder must hold train/ "
     "and test/, each with NORMAL/ and PNEUMONIA/ inside."
 )
-
-
-class DataError(Exception):
-    """The data on disk is not what the pipeline needs (missing or empty folder...)."""
-
-
-class ImageError(DataError):
-    """One image file cannot be decoded; the message names the file and the reason."""
 
 
 class SkippedImageWarning(UserWarning):
@@ -83,7 +78,9 @@ def _find_class_dir(split_dir, class_name):
 def list_split(root, split):
     """Image paths and labels of ``root/split``: NORMAL files first, each class sorted by name.
 
-    Hidden files (names starting with '.', e.g. macOS '._x.jpeg' forks) are ignored.
+    Images are the files named with an IMAGE_EXTENSIONS suffix, and the other files that are
+    DICOM by content (DICOM files are often named by a UID, or have no suffix). Hidden files
+    (names starting with '.', e.g. macOS '._x.jpeg' forks) are ignored.
     Returns (paths: list[Path], labels: (N,) int64).
     """
     split_dir = Path(root) / split
@@ -93,11 +90,12 @@ def list_split(root, split):
     for label, class_name in enumerate(CLASS_NAMES):
         class_dir = _find_class_dir(split_dir, class_name)
         files = sorted((p for p in class_dir.iterdir()
-                        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-                        and p.is_file()), key=lambda p: p.name)
+                        if not p.name.startswith(".") and p.is_file()
+                        and (p.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(p))),
+                       key=lambda p: p.name)
         if not files:
-            raise DataError(f"class folder {class_dir} holds no images "
-                            f"(looked for {', '.join(IMAGE_EXTENSIONS)}, any case)")
+            raise DataError(f"class folder {class_dir} holds no images (looked for "
+                            f"{', '.join(IMAGE_EXTENSIONS)}, any case, and DICOM content)")
         paths += files
         labels += [label] * len(files)
     return paths, np.asarray(labels, dtype=np.int64)
@@ -153,14 +151,26 @@ def _to_unit_gray(image):
     return np.clip(unit, 0.0, 1.0)
 
 
+def _resize_unit(gray, size):
+    """(H, W) float32 in [0, 1] -> (size, size) float32 in [0, 1]: every format's last step."""
+    if size < 1:
+        raise ValueError(f"image size must be >= 1, got {size}")
+    # INTER_AREA averages the source pixels under each output pixel: no aliasing on shrink.
+    resized = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+    return np.clip(resized, 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def decode_xray_bytes(data, size, name="<bytes>"):
     """Encoded image bytes (1-D uint8 array) -> (size, size) float32 in [0, 1].
 
     ``name`` only labels error messages. Raises ImageError when the bytes are empty,
-    truncated or not an image OpenCV can decode.
+    truncated or not an image OpenCV can decode (DICOM is read from a path, by read_xray).
     """
-    if size < 1:
-        raise ValueError(f"image size must be >= 1, got {size}")
+    return _resize_unit(_decode_unit_gray(data, name), size)
+
+
+def _decode_unit_gray(data, name):
+    """Encoded image bytes (1-D uint8 array) -> (H, W) float32 in [0, 1], at full size."""
     data = np.asarray(data, dtype=np.uint8).reshape(-1)
     if data.size == 0:
         raise ImageError(f"{name}: empty file")
@@ -176,19 +186,17 @@ def decode_xray_bytes(data, size, name="<bytes>"):
     if image is None or image.size == 0:
         raise ImageError(f"{name}: not an image OpenCV can decode (corrupt or unknown format)")
     try:
-        gray = _to_unit_gray(image)
+        return _to_unit_gray(image)
     except ValueError as err:
         raise ImageError(f"{name}: {err}") from err
-    # INTER_AREA averages the source pixels under each output pixel: no aliasing on shrink.
-    resized = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
-    return np.clip(resized, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def read_xray(path, size):
     """Read one X-ray file -> (size, size) float32 in [0, 1], whatever its format and depth.
 
     Colour files are converted to grey (alpha dropped); pixel values are divided by the
-    dtype's maximum (255, 65535), floats are clipped. Raises ImageError naming the file.
+    dtype's maximum (255, 65535), floats are clipped. A DICOM file (by content, or named .dcm)
+    is read by ``fast.dicom.read_dicom`` instead. Raises ImageError naming the file.
     """
     path = Path(path)
     try:
@@ -197,6 +205,8 @@ def read_xray(path, size):
         raise ImageError(f"{path}: file not found") from None
     except OSError as err:
         raise ImageError(f"{path}: cannot read it ({err.strerror or err})") from err
+    if path.suffix.lower() == DICOM_EXTENSION or is_dicom(data[:HEADER_SIZE]):
+        return _resize_unit(read_dicom(path), size)
     return decode_xray_bytes(data, size, name=str(path))
 
 

@@ -10,12 +10,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Each module may import only modules of a lower level.
 LEVELS = {
-    # the bottom: settings, files, the contract the two implementations share
-    "contract": 0, "fast": 0, "fast.config": 0, "fast.files": 0,
-    # the layers and their machinery; data, metrics, augmentation, optimisers
-    "fast.kernels": 1, "reference": 1, "reference.layers": 1, "fast.data": 1, "fast.metrics": 1,
-    "fast.augment": 1, "fast.optim": 1, "fast.dicom": 1,
-    "fast.layers": 2, "fast.calibration": 2,
+    # the bottom: settings, errors, files, the contract the two implementations share
+    "contract": 0, "fast": 0, "fast.config": 0, "fast.errors": 0, "fast.files": 0,
+    # the layers' machinery and the reference layers; image formats, metrics, augmentation, optimisers
+    "fast.kernels": 1, "reference": 1, "reference.layers": 1, "fast.dicom": 1, "fast.metrics": 1,
+    "fast.augment": 1, "fast.optim": 1,
+    # the fast layers, the data pipeline, calibration
+    "fast.layers": 2, "fast.data": 2, "fast.calibration": 2,
     "fast.model": 3,
     "fast.trainer": 4, "fast.inference": 4,
     # pictures and what the commands share
