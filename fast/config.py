@@ -56,7 +56,8 @@ class TrainConfig:
     weight_decay: float = _opt(1e-4, "decoupled weight decay on weights (not biases), per unit of lr",
                                type=_non_negative_float)
     schedule: str = _opt("cosine", "learning-rate schedule over the epochs", choices=("cosine", "constant", "step"))
-    patience: int = _opt(8, "stop after this many epochs without a better validation ROC AUC", type=_positive_int)
+    patience: int = _opt(8, "stop after this many epochs without a better validation ROC AUC "
+                         "(one model only; fold models train every epoch)", type=_positive_int)
     val_fraction: float = _opt(0.1, "share of the training patients held out for validation", type=_fraction)
     class_weights: str = _opt("balanced", "loss weights per class: balanced (inverse frequency) or none",
                               choices=("balanced", "none"))
@@ -71,6 +72,9 @@ class TrainConfig:
     dropout: float = _opt(0.0, "dropout probability before the last affine layer",
                           type=_probability)
     seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)", type=int)
+    folds: int = _opt(1, "K >= 2: K models on patient-grouped folds of the training split, their "
+                      "out-of-fold predictions choosing temperature and threshold, saved as their "
+                      "average; 1: one model, validation carved out by patient", type=_positive_int)
     target_sensitivity: float = _opt(None, "choose the threshold as the highest one whose validation "
                                      "sensitivity is at least this (default: Youden's J)",
                                      type=_fraction_or_one)

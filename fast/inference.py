@@ -11,7 +11,7 @@ import numpy as np
 
 from fast.calibration import apply_temperature
 from fast.data import CLASS_NAMES, ImageError, read_xray, standardise
-from fast.model import ModelFileError, load_model
+from fast.model import ModelFileError, load_models
 
 RUNS_DIR = Path("runs")
 MODEL_FILE = "model.npz"
@@ -20,14 +20,17 @@ _LOG_ODDS = (-1.0, 1.0)  # logit_PNEUMONIA - logit_NORMAL, the score P(PNEUMONIA
 
 
 class Classifier:
-    """A trained network with its preprocessing record and decision threshold.
+    """A trained network, or an ensemble of networks used as their mean probability, with its
+    preprocessing record, calibration temperature and decision threshold.
 
     ``images`` below are (N, S, S) float arrays in [0, 1], S = ``image_size``, as
-    ``read_xray`` returns them; P(PNEUMONIA) >= ``threshold`` means PNEUMONIA.
+    ``read_xray`` returns them; P(PNEUMONIA) >= ``threshold`` means PNEUMONIA. ``model`` is
+    the first member (for pictures of one network's filters and feature maps).
     """
 
-    def __init__(self, model, metadata, path=None):
-        self.model, self.metadata, self.path = model, metadata, path
+    def __init__(self, members, metadata, path=None):
+        members = list(members) if isinstance(members, (list, tuple)) else [members]
+        self.members, self.model, self.metadata, self.path = members, members[0], metadata, path
         self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
         self.threshold = float(metadata["threshold"])
         self.temperature = float(metadata.get("temperature", 1.0))
@@ -51,14 +54,16 @@ class Classifier:
         x = self.prepare(images)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        return apply_temperature(self.model.predict_proba(x)[:, 1], self.temperature)
+        raw = np.mean([m.predict_proba(x)[:, 1] for m in self.members], axis=0)
+        return apply_temperature(raw, self.temperature)
 
     def labels(self, probability):
         """P(PNEUMONIA) per image -> class names at the stored threshold."""
         return [self.class_names[int(p >= self.threshold)] for p in np.atleast_1d(probability)]
 
     def feature_maps(self, images):
-        """-> (logits (N, 2), [ReLU(conv_i output) (N, F_i, H_i, W_i) for each conv layer])."""
+        """The first member's -> (logits (N, 2), [ReLU(conv_i output) (N, F_i, H_i, W_i) for each
+        conv layer])."""
         maps = []
         logits, _ = self.model.forward(self.prepare(images), feature_maps=maps)
         return logits, maps
@@ -66,13 +71,18 @@ class Classifier:
     def grad_cam(self, images):
         """Grad-CAM of the PNEUMONIA-vs-NORMAL log-odds at the last conv layer.
 
-        -> (N, h, w) float64 maps in [0, 1], h, w the last conv layer's size. Each map is the
-        ReLU of the activations weighted by their mean gradient per channel, divided by its
-        maximum; it is all zero where nothing speaks for pneumonia.
+        -> (N, h, w) float64 maps in [0, 1], h, w the last conv layer's size. A member's map
+        is the ReLU of its activations weighted by their mean gradient per channel; an
+        ensemble's is the mean of its members' maps. Each map is divided by its maximum; it is
+        all zero where nothing speaks for pneumonia.
         """
-        activation, gradient, _ = self.model.last_conv_gradient(self.prepare(images), _LOG_ODDS)
-        weights = gradient.astype(np.float64).mean(axis=(2, 3), keepdims=True)  # (N, F, 1, 1)
-        cam = np.maximum((weights * activation.astype(np.float64)).sum(axis=1), 0)  # (N, h, w)
+        x = self.prepare(images)
+        cams = []
+        for member in self.members:
+            activation, gradient, _ = member.last_conv_gradient(x, _LOG_ODDS)
+            weights = gradient.astype(np.float64).mean(axis=(2, 3), keepdims=True)  # (N, F, 1, 1)
+            cams.append(np.maximum((weights * activation.astype(np.float64)).sum(axis=1), 0))
+        cam = np.mean(cams, axis=0)  # (N, h, w)
         peak = cam.max(axis=(1, 2), keepdims=True)
         return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
@@ -121,7 +131,8 @@ def find_model(spec=None, runs_dir=RUNS_DIR):
 def load_classifier(path):
     """A model file -> Classifier, refusing (ModelFileError) one without the preprocessing
     record, or one that is not a one-channel, two-class classifier of square images."""
-    model, metadata = load_model(path)
+    members, metadata = load_models(path)
+    model = members[0]
     missing = [k for k in _REQUIRED_METADATA if k not in metadata]
     if missing:
         raise ModelFileError(f"{path}: not a trained X-ray model (its metadata lacks "
@@ -133,4 +144,4 @@ def load_classifier(path):
                              "input and 2 classes")
     if not metadata["std"] > 0:
         raise ModelFileError(f"{path}: corrupt metadata (std {metadata['std']})")
-    return Classifier(model, metadata, Path(path))
+    return Classifier(members, metadata, Path(path))

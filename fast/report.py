@@ -116,14 +116,22 @@ def _save(fig, path):
 
 
 def plot_training_curves(history, best_epoch, path):
-    """Train/val loss and val AUC per epoch, the kept epoch marked."""
+    """Train/val loss and val AUC per epoch, the kept epoch marked. A K-fold run's history
+    (a "fold" column) gets one line per fold, its held-out fold as "validation"."""
     epochs = history["epoch"]
+    folds = np.unique(history["fold"]).astype(int) if "fold" in history else [None]
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax_loss.plot(epochs, history["train_loss"], "o-", label="train loss")
-    ax_loss.plot(epochs, history["val_loss"], "s-", label="validation loss")
+    for fold in folds:
+        rows = slice(None) if fold is None else history["fold"] == fold
+        tag = "" if fold is None else f", fold {fold}"
+        line, = ax_loss.plot(epochs[rows], history["train_loss"][rows], "o-", label=f"train loss{tag}")
+        ax_loss.plot(epochs[rows], history["val_loss"][rows], "s--", color=line.get_color(),
+                     label=f"{'validation' if fold is None else 'held-out'} loss{tag}")
+        ax_auc.plot(epochs[rows], history["val_auc"][rows], "o-",
+                    color="tab:green" if fold is None else line.get_color(),
+                    label=f"{'validation' if fold is None else 'held-out'} ROC AUC{tag}")
     ax_loss.set_ylabel("loss (class-weighted cross-entropy)")
     ax_loss.set_title("Loss")
-    ax_auc.plot(epochs, history["val_auc"], "o-", color="tab:green", label="validation ROC AUC")
     ax_auc.axhline(0.5, color="gray", linestyle=":", label="chance (0.5)")
     ax_auc.set_ylabel("ROC AUC")
     # On one scale from chance (or below) to perfect, so a flat curve reads as flat.
@@ -141,7 +149,7 @@ def plot_training_curves(history, best_epoch, path):
         ax.set_xlim(0.5, epochs.max() + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7 if len(folds) > 1 else None)
     fig.suptitle("Training curves", fontsize=14)
     fig.tight_layout()
     return _save(fig, path)

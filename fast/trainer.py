@@ -110,16 +110,16 @@ def load_checkpoint(run_dir, model, optimizer):
     return best, progress
 
 
-def write_history(run_dir, history):
+def write_history(run_dir, history, fields=HISTORY_FIELDS):
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(Path(run_dir) / "history.csv", buf.getvalue())
 
 
-def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
-    """Train, choose the threshold on validation, score the test split once -> run directory."""
+def open_run(config, resume, log):
+    """The run directory and its configuration: a new one, or the stored one of ``resume``."""
     if resume is not None:
         run_dir = Path(resume)
         config_path = run_dir / "config.json"
@@ -127,38 +127,110 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
             raise TrainingError(f"{run_dir}: not a run directory (no config.json)")
         config = TrainConfig.from_dict(json.loads(config_path.read_text()))
         log(f"resuming {run_dir} with its stored configuration")
-    else:
-        run_dir = Path(config.out) if config.out else default_run_dir()
-        if (run_dir / CHECKPOINT).exists():
-            raise TrainingError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
-                                "or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        return run_dir, config
+    run_dir = Path(config.out) if config.out else default_run_dir()
+    if any(run_dir.glob(f"**/{CHECKPOINT}")):
+        raise TrainingError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it, "
+                            "or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    return run_dir, config
 
+
+def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
+    """Train, calibrate and choose the threshold on held-out predictions, score the test split
+    once -> run directory.
+
+    One model (``config.folds == 1``): validation is carved out of train by patient, and the
+    epoch with the best validation AUC is kept. K-fold (``folds = K``): K models, model k
+    trained on all folds but k for ``config.epochs`` epochs; each training image is predicted
+    once, by the model that did not see it (out-of-fold), and the saved model is the K models'
+    mean probability.
+    """
+    run_dir, config = open_run(config, resume, log)
     root = xray_data.resolve_data_root(config.data)
-    ds = xray_data.load_dataset(root, config.image_size, val_fraction=config.val_fraction, seed=config.seed,
-                                cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars)
+    folded = config.folds > 1
+    ds = xray_data.load_dataset(root, config.image_size, val_fraction=0.0 if folded else config.val_fraction,
+                                seed=config.seed, cache_dir=config.cache_dir, limit=config.limit,
+                                progress=progress_bars)
     log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
-        f"NORMAL/PNEUMONIA), val {len(ds.y_val)}, test {len(ds.y_test)}; run directory {run_dir}")
-
-    model = make_model(config)
-    class_weights = class_weights_for(config, ds.y_train)
-    optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
-    best_params = {k: v.copy() for k, v in model.state().items()}
-    progress = Progress()
-    if resume is not None:
-        best_params, progress = load_checkpoint(run_dir, model, optimizer)
-        log(f"continuing after epoch {progress.epoch} (best so far: epoch {progress.best_epoch}, "
-            f"val AUC {progress.best_auc:.4f})")
-
+        f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
+        + f", test {len(ds.y_test)}; run directory {run_dir}")
     try:
-        best_params = run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params,
-                                 progress, log, progress_bars)
+        if not folded:
+            model, progress = fit(run_dir, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
+                                  config.seed, (config.seed,), keep_best=True, log=log,
+                                  progress_bars=progress_bars)
+            held_out = HeldOut(predict_raw([model], ds.x_val), ds.y_val, ds.paths_val, "validation")
+            return finish(run_dir, config, ds, [model], held_out, progress, log)
+        folds = xray_data.patient_folds(ds.paths_train, ds.y_train, config.folds, config.seed)
+        oof = np.empty(len(ds.y_train))
+        members, seconds, history = [], 0.0, []
+        for k in range(config.folds):
+            inside, outside = folds != k, folds == k
+            log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
+                f"predicting the other {outside.sum()}")
+            model, progress = fit(run_dir / f"fold{k + 1}", config,
+                                  (ds.x_train[inside], ds.y_train[inside]),
+                                  (ds.x_train[outside], ds.y_train[outside]),
+                                  fold_seed(config.seed, k), (config.seed, k + 1), keep_best=False,
+                                  log=log, progress_bars=progress_bars)
+            oof[outside] = predict_raw([model], ds.x_train[outside])
+            members.append(model)
+            seconds += progress.train_seconds
+            history += [{"fold": k + 1, **row} for row in progress.history]
+        # every fold's epochs in one table, the held-out fold as each one's "val"
+        write_history(run_dir, history, ("fold",) + HISTORY_FIELDS)
+        held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold")
+        return finish(run_dir, config, ds, members, held_out, Progress(train_seconds=seconds), log)
     except KeyboardInterrupt:
-        log(f"\ninterrupted after {progress.epoch} completed epochs, all saved in {run_dir}; "
+        log(f"\ninterrupted; every completed epoch is saved in {run_dir}; "
             f"continue with: python -m fast.train --resume {run_dir}")
         raise
-    return finish(run_dir, config, ds, model, best_params, progress, class_weights, log)
+
+
+@dataclass
+class HeldOut:
+    """Predictions of images the model(s) did not train on: what calibration and the
+    threshold are chosen on."""
+    raw: np.ndarray  # uncalibrated P(PNEUMONIA)
+    y: np.ndarray
+    paths: list
+    name: str  # "validation" or "out-of-fold"
+
+
+def fold_seed(seed, k):
+    """Model k's initialisation seed: a different, fixed draw for each fold."""
+    return int(np.random.SeedSequence([seed, k + 1]).generate_state(1)[0])
+
+
+def predict_raw(members, x):
+    """The members' mean P(PNEUMONIA) on x, uncalibrated, float64."""
+    return np.mean([m.predict_proba(x.astype(m.dtype, copy=False))[:, 1] for m in members], axis=0)
+
+
+def fit(run_dir, config, train_set, held_out, seed, epoch_seed, keep_best, log, progress_bars):
+    """Train one model in ``run_dir`` (resuming from its checkpoint when there is one)
+    -> (model holding the kept weights, Progress).
+
+    ``epoch_seed``: epoch e draws its randomness from (*epoch_seed, e). ``keep_best``: keep
+    the epoch with the best held-out AUC and stop early after ``config.patience`` epochs
+    without a better one; otherwise train every epoch and keep the last.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = make_model(config, seed)
+    class_weights = class_weights_for(config, train_set[1])
+    optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
+    best = {k: v.copy() for k, v in model.state().items()}
+    progress = Progress()
+    if (run_dir / CHECKPOINT).is_file():
+        best, progress = load_checkpoint(run_dir, model, optimizer)
+        log(f"continuing {run_dir} after epoch {progress.epoch}")
+    best = run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_weights, best,
+                      progress, epoch_seed, keep_best, log, progress_bars)
+    model.load_state(best)
+    return model, progress
 
 
 def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None):
@@ -173,15 +245,18 @@ def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None):
     return loss
 
 
-def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params, progress, log, progress_bars):
-    """Train until config.epochs or early stopping, a checkpoint after each epoch -> best params."""
-    x_train, x_val = ds.x_train.astype(model.dtype, copy=False), ds.x_val.astype(model.dtype, copy=False)
-    n, bs = len(ds.y_train), config.batch_size
+def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_weights, best_params,
+               progress, epoch_seed, keep_best, log, progress_bars):
+    """Train until config.epochs (or early stopping, with ``keep_best``), a checkpoint after each
+    epoch -> the kept state (best held-out AUC, or the last epoch's)."""
+    (x_train, y_train), (x_val, y_val) = train_set, held_out
+    x_train, x_val = x_train.astype(model.dtype, copy=False), x_val.astype(model.dtype, copy=False)
+    n, bs = len(y_train), config.batch_size
     for epoch in range(progress.epoch, config.epochs):
-        if progress.bad_epochs >= config.patience:
+        if keep_best and progress.bad_epochs >= config.patience:
             break
         lr = learning_rate(config.schedule, config.lr, epoch, config.epochs)
-        rng = np.random.default_rng([config.seed, epoch])
+        rng = np.random.default_rng([*epoch_seed, epoch])
         order = rng.permutation(n)
         start = time.perf_counter()
         running, seen = 0.0, 0
@@ -192,7 +267,7 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
             xb = x_train[idx]
             if config.augment:
                 xb = augment_batch(xb, rng)
-            loss = train_step(model, optimizer, xb, ds.y_train[idx], lr, class_weights, rng)
+            loss = train_step(model, optimizer, xb, y_train[idx], lr, class_weights, rng)
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} in epoch {epoch + 1}, batch {b // bs + 1}; stopping. "
@@ -204,15 +279,18 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
         bar.close()
         seconds = time.perf_counter() - start
 
-        val_loss, val_prob = evaluate_split(model, x_val, ds.y_val, class_weights)
-        val_auc = metrics.roc_auc(ds.y_val, val_prob)
-        val_acc = float(np.mean((val_prob >= 0.5) == ds.y_val))
+        val_loss, val_prob = evaluate_split(model, x_val, y_val, class_weights)
+        val_auc = metrics.roc_auc(y_val, val_prob)
+        val_acc = float(np.mean((val_prob >= 0.5) == y_val))
         progress.epoch = epoch + 1
         progress.train_seconds += seconds
         progress.history.append({"epoch": epoch + 1, "lr": lr, "train_loss": running / seen, "val_loss": val_loss,
                                  "val_accuracy": val_acc, "val_auc": val_auc, "seconds": round(seconds, 2)})
         marker = ""
-        if val_auc > progress.best_auc:
+        if not keep_best:
+            best_params = {k: v.copy() for k, v in model.state().items()}
+            progress.best_auc, progress.best_epoch = val_auc, epoch + 1
+        elif val_auc > progress.best_auc:
             progress.best_auc, progress.best_epoch, progress.bad_epochs = val_auc, epoch + 1, 0
             best_params = {k: v.copy() for k, v in model.state().items()}
             marker = "  *best"
@@ -223,55 +301,56 @@ def run_epochs(run_dir, config, ds, model, optimizer, class_weights, best_params
         save_checkpoint(run_dir, model, best_params, optimizer, progress)
         write_history(run_dir, progress.history)
 
-    if progress.bad_epochs >= config.patience and progress.epoch < config.epochs:
+    if keep_best and progress.bad_epochs >= config.patience and progress.epoch < config.epochs:
         log(f"early stop: no better val AUC for {config.patience} epochs")
     return best_params
 
 
-def choose_threshold(config, y, prob):
+def choose_threshold(config, y, prob, held_out_name="validation"):
     """The decision threshold on held-out probabilities -> (threshold, the rule in words)."""
     if config.target_sensitivity is not None:
-        rule = f"the highest threshold with sensitivity >= {config.target_sensitivity} on validation"
+        rule = (f"the highest threshold with sensitivity >= {config.target_sensitivity} on "
+                f"{held_out_name} predictions")
         return metrics.sensitivity_threshold(y, prob, config.target_sensitivity), rule
-    return metrics.youden_threshold(y, prob), "Youden's J on validation"
+    return metrics.youden_threshold(y, prob), f"Youden's J on {held_out_name} predictions"
 
 
-def finish(run_dir, config, ds, model, best_params, progress, class_weights, log):
-    """Keep the best epoch; on val, fit the temperature and pick the threshold; score test once;
-    write model, metrics and predictions."""
-    model.load_state(best_params)
-    _, val_raw = evaluate_split(model, ds.x_val.astype(model.dtype, copy=False), ds.y_val, class_weights)
-    _, test_raw = evaluate_split(model, ds.x_test.astype(model.dtype, copy=False), ds.y_test, class_weights)
-    temperature = calibration.fit_temperature(val_raw, ds.y_val)
-    val_prob = calibration.apply_temperature(val_raw, temperature)
-    test_prob = calibration.apply_temperature(test_raw, temperature)
-    threshold, rule = choose_threshold(config, ds.y_val, val_prob)
+def finish(run_dir, config, ds, members, held_out, progress, log):
+    """On the held-out predictions, fit the temperature and pick the threshold; score the test
+    split once; write the model, the metrics and the predictions."""
+    temperature = calibration.fit_temperature(held_out.raw, held_out.y)
+    held_prob = calibration.apply_temperature(held_out.raw, temperature)
+    test_prob = calibration.apply_temperature(predict_raw(members, ds.x_test), temperature)
+    threshold, rule = choose_threshold(config, held_out.y, held_prob, held_out.name)
 
     results = {
         "threshold": threshold,
         "threshold_rule": rule,
         "temperature": temperature,
-        "best_epoch": progress.best_epoch,
-        "val": metrics.scored(ds.y_val, val_prob, threshold),
+        "models": len(members),
+        "best_epoch": progress.best_epoch if len(members) == 1 else None,
+        "val": metrics.scored(held_out.y, held_prob, threshold),
         "test": metrics.scored(ds.y_test, test_prob, threshold),
         "train_seconds": round(progress.train_seconds, 2),
     }
     metadata = {
         "mean": ds.mean, "std": ds.std, "threshold": threshold, "temperature": temperature,
-        "class_names": list(ds.class_names), "best_epoch": progress.best_epoch,
-        "threshold_rule": rule,
+        "class_names": list(ds.class_names), "best_epoch": results["best_epoch"],
+        "threshold_rule": rule, "held_out": held_out.name,
     }
     run_dir = Path(run_dir)
-    save_model(run_dir / "model.npz", model, metadata)
+    save_model(run_dir / "model.npz", members, metadata)
     atomic_write_text(run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
     # The calibrated probabilities, so tools can check that prediction reproduces them, and
     # draw the reliability diagram.
     for split, prob, y, paths in (("test", test_prob, ds.y_test, ds.paths_test),
-                                  ("val", val_prob, ds.y_val, ds.paths_val)):
+                                  ("val", held_prob, held_out.y, held_out.paths)):
         atomic_savez(run_dir / f"{split}_predictions.npz", probability=prob, label=y,
                      paths=np.array([str(Path(p).resolve()) for p in paths]))
-    log(f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f}); temperature "
-        f"{temperature:.3f} fitted on val; threshold {threshold:.4f} chosen by {rule}")
-    log(metrics.format_metrics_table({"val": results["val"], "test": results["test"]}))
-    log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json, history.csv")
+    kept = (f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f})" if len(members) == 1
+            else f"{len(members)} fold models, averaged")
+    log(f"{kept}; temperature {temperature:.3f} fitted on {held_out.name} predictions; "
+        f"threshold {threshold:.4f} chosen by {rule}")
+    log(metrics.format_metrics_table({held_out.name: results["val"], "test": results["test"]}))
+    log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json")
     return run_dir

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from fast.data import list_split, load_images
-from fast.model import (Architecture, ConvNet, ModelFileError, simple_convnet, load_model,
-                        save_model)
+from fast.model import (Architecture, ConvNet, ModelFileError, load_model, load_models, save_model,
+                        simple_convnet)
 from fast.optim import Adam
 from gradcheck import numerical_gradient, rel_error
 
@@ -264,5 +264,27 @@ def test_normalised_model_file_round_trips_params_buffers_and_architecture(tmp_p
     for k, v in fast_model.state().items():
         assert np.array_equal(loaded.state()[k], v), k
     with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
-        assert {k for k in npz.files if k.startswith("buffer/")} == {
-            "buffer/bn1_mean", "buffer/bn1_var"}
+        assert {k for k in npz.files if "/buffer/" in k} == {
+            "member0/buffer/bn1_mean", "member0/buffer/bn1_var"}
+
+
+def test_an_ensemble_file_round_trips_every_member_and_load_model_refuses_it(tmp_path):
+    members = [ConvNet(NORMED, seed=s, dtype=np.float64) for s in range(3)]
+    members[1].buffers["bn2_var"][...] = 2.5
+    save_model(tmp_path / "e.npz", members, {"threshold": 0.4})
+    loaded, meta = load_models(tmp_path / "e.npz")
+    assert len(loaded) == 3 and meta == {"threshold": 0.4}
+    for got, want in zip(loaded, members):
+        for k, v in want.state().items():
+            assert np.array_equal(got.state()[k], v), k
+    with pytest.raises(ModelFileError, match="ensemble of 3"):
+        load_model(tmp_path / "e.npz")
+
+
+def test_a_format_1_file_of_one_model_still_loads(tmp_path):
+    model = ConvNet(SMALL, seed=2)
+    arrays = {f"param/{k}": v for k, v in model.params.items()}
+    np.savez(tmp_path / "old.npz", architecture=np.array(SMALL.to_json()), metadata=np.array("{}"),
+             format_version=np.array(1), **arrays)
+    loaded, _ = load_model(tmp_path / "old.npz")
+    assert all(np.array_equal(loaded.params[k], v) for k, v in model.params.items())

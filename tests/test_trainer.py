@@ -223,3 +223,48 @@ def test_train_step_updates_on_a_finite_loss_and_leaves_the_weights_on_a_nan():
     loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1)
     assert not math.isfinite(loss)
     assert all(np.array_equal(before[k], model.params[k]) for k in before)
+
+
+def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xray_root, tmp_path):
+    config = _config(xray_root, tmp_path, folds=3, epochs=2)
+    run_dir = train(config, log=_quiet, progress_bars=False)
+    results = json.loads((run_dir / "metrics.json").read_text())
+    from fast.data import list_split
+    from fast.model import load_models
+    members, meta = load_models(run_dir / "model.npz")
+    assert len(members) == 3 and results["models"] == 3 and meta["held_out"] == "out-of-fold"
+    # the held-out ("val") figures are out-of-fold: every training image of the run, once
+    with np.load(run_dir / "val_predictions.npz", allow_pickle=False) as npz:
+        paths = [str(p) for p in npz["paths"]]
+    assert len(paths) == len(set(paths)) == results["val"]["n"] == 300
+    listed = {str(p.resolve()) for p in list_split(xray_root, "train")[0]}
+    assert set(paths) <= listed
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("fold,epoch") and len(history) == 1 + 3 * 2
+    assert all((run_dir / f"fold{k}" / "checkpoint.npz").is_file() for k in (1, 2, 3))
+    # the threshold was chosen on the out-of-fold probabilities, by Youden's J
+    with np.load(run_dir / "val_predictions.npz", allow_pickle=False) as npz:
+        assert results["threshold"] == metrics.youden_threshold(npz["label"], npz["probability"])
+
+
+def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch):
+    whole = train(_config(xray_root, tmp_path / "a", folds=2, epochs=2), log=_quiet, progress_bars=False)
+    real_augment, calls = fast.trainer.augment_batch, []
+
+    def interrupting_augment(x, rng):  # 2 folds of ~135 images: 5 batches an epoch
+        calls.append(1)
+        if len(calls) == 14:  # in the second fold's first epoch
+            raise KeyboardInterrupt
+        return real_augment(x, rng)
+
+    monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
+    config = _config(xray_root, tmp_path / "b", folds=2, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=_quiet, progress_bars=False)
+    monkeypatch.setattr(fast.trainer, "augment_batch", real_augment)
+    resumed = train(config, resume=tmp_path / "b" / "run", log=_quiet, progress_bars=False)
+    from fast.model import load_models
+    a, b = load_models(whole / "model.npz")[0], load_models(resumed / "model.npz")[0]
+    for m, n in zip(a, b, strict=True):
+        for k, v in m.state().items():
+            assert np.array_equal(v, n.state()[k]), k
