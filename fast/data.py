@@ -75,6 +75,26 @@ def _find_class_dir(split_dir, class_name):
     return matches[0]
 
 
+def is_image_file(path):
+    """Whether the pipeline reads ``path`` as an image: a file named with an IMAGE_EXTENSIONS
+    suffix (any case), or any other file that is DICOM by content; hidden files (names
+    starting with '.', e.g. macOS '._x.jpeg' forks) are not."""
+    path = Path(path)
+    return (not path.name.startswith(".") and path.is_file()
+            and (path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(path)))
+
+
+def find_images(folder):
+    """Every image file (``is_image_file``) under ``folder``, sub-folders included, sorted by
+    path; hidden folders are skipped."""
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        relative = path.relative_to(folder).parts
+        if not any(part.startswith(".") for part in relative[:-1]) and is_image_file(path):
+            found.append(path)
+    return found
+
+
 def list_split(root, split):
     """Image paths and labels of ``root/split``: NORMAL files first, each class sorted by name.
 
@@ -89,10 +109,7 @@ def list_split(root, split):
     paths, labels = [], []
     for label, class_name in enumerate(CLASS_NAMES):
         class_dir = _find_class_dir(split_dir, class_name)
-        files = sorted((p for p in class_dir.iterdir()
-                        if not p.name.startswith(".") and p.is_file()
-                        and (p.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(p))),
-                       key=lambda p: p.name)
+        files = sorted((p for p in class_dir.iterdir() if is_image_file(p)), key=lambda p: p.name)
         if not files:
             raise DataError(f"class folder {class_dir} holds no images (looked for "
                             f"{', '.join(IMAGE_EXTENSIONS)}, any case, and DICOM content)")

@@ -5,9 +5,11 @@ one way everywhere: ``read_xray`` (decoding, grey, resize) then ``standardise`` 
 training pixels' mean and std stored in the model file. Probabilities come from the model's own
 forward pass, so predicting a run's test images gives back its ``test_predictions.npz``.
 """
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from fast.calibration import apply_temperature
 from fast.data import CLASS_NAMES, ImageError, read_xray, standardise
@@ -15,6 +17,8 @@ from fast.model import ModelFileError, load_models
 
 RUNS_DIR = Path("runs")
 MODEL_FILE = "model.npz"
+# The model shipped with the project (see models/MODEL_CARD.md): used when no run exists.
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "pneumonia_cnn.npz"
 _REQUIRED_METADATA = ("mean", "std", "threshold")
 _LOG_ODDS = (-1.0, 1.0)  # logit_PNEUMONIA - logit_NORMAL, the score P(PNEUMONIA) is the sigmoid of
 
@@ -86,14 +90,15 @@ class Classifier:
         peak = cam.max(axis=(1, 2), keepdims=True)
         return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
-    def predict_files(self, paths):
+    def predict_files(self, paths, progress=False):
         """Predict each file -> (results, images), in the order of ``paths``.
 
         results[i] is {"path", "probability", "label"}, or {"path", "error"} for a file that
         cannot be read; images holds the (S, S) arrays of the files that could, in order.
+        ``progress`` shows a progress bar (on stderr) while the files are read.
         """
         results, images = [], []
-        for path in paths:
+        for path in tqdm(paths, desc="reading", unit="file", disable=not progress, file=sys.stderr):
             try:
                 images.append(self.read(path))
                 results.append({"path": str(path)})
@@ -114,18 +119,23 @@ def _reason(err, path):
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-def find_model(spec=None, runs_dir=RUNS_DIR):
-    """The model file meant by ``spec`` (a run directory or a .npz), or without ``spec`` the
-    newest ``runs_dir/*/model.npz`` (by modification time). Raises ModelFileError."""
+def find_model(spec=None, runs_dir=RUNS_DIR, shipped=None):
+    """The model file meant by ``spec`` (a run directory or a .npz); without ``spec`` the
+    newest ``runs_dir/*/model.npz`` (by modification time), else the shipped model
+    (``shipped``, by default SHIPPED_MODEL). Raises ModelFileError when there is none."""
+    shipped = SHIPPED_MODEL if shipped is None else Path(shipped)
     if spec is not None:
         path = Path(spec)
         return path / MODEL_FILE if path.is_dir() else path
     runs_dir = Path(runs_dir)
     candidates = sorted(runs_dir.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ModelFileError(f"no trained model found: {runs_dir.resolve()} holds no run with a "
-                             f"{MODEL_FILE}; train one (python -m fast.train) or pass --model")
-    return candidates[-1]
+    if candidates:
+        return candidates[-1]
+    if shipped.is_file():
+        return shipped
+    raise ModelFileError(f"no trained model found: {runs_dir.resolve()} holds no run with a "
+                         f"{MODEL_FILE} and the shipped model {shipped} is missing; train one "
+                         "(python -m fast.train) or pass --model")
 
 
 def load_classifier(path):

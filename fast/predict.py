@@ -5,6 +5,8 @@ training. matplotlib is imported only for ``--saliency``; without it the command
 under a second.
 """
 import argparse
+import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -12,23 +14,52 @@ from pathlib import Path
 import numpy as np
 
 from fast.cli import open_classifier
-from fast.inference import MODEL_FILE, RUNS_DIR
+from fast.data import find_images
+from fast.files import atomic_write_text
+from fast.inference import MODEL_FILE, RUNS_DIR, SHIPPED_MODEL
 
 DESCRIPTION = """Say whether chest X-rays show pneumonia, with a trained model.
 
-For each IMAGE (any format OpenCV reads: JPEG, PNG, BMP, 8- or 16-bit, grey, colour or with
-alpha, any size) prints its path, P(pneumonia) and the label at the model's stored decision
-threshold (PNEUMONIA when the probability is >= the threshold). A file that cannot be read
-gets an error line instead; the other files are still predicted, and the exit status is 1.
-A model that cannot be loaded stops the command with exit status 2."""
+For each image (JPEG, PNG, BMP and the other formats OpenCV reads, 8- or 16-bit, grey, colour
+or with alpha, and DICOM, recognised by its content) prints its path, P(pneumonia) (calibrated)
+and the label at the model's stored decision threshold (PNEUMONIA when the probability is >= the
+threshold). A PATH that is a folder stands for every image under it, sub-folders included. A
+file that cannot be read gets an error line instead; the other files are still predicted, and
+the exit status is 1. A model that cannot be loaded stops the command with exit status 2."""
 
 EPILOG = """examples:
-  python -m fast.predict scan1.jpeg scan2.png
+  python -m fast.predict scan1.jpeg scan2.dcm
   python -m fast.predict --model runs/20240101-120000 --json xrays/*.jpeg
+  python -m fast.predict --csv results.csv studies/          # a folder, searched recursively
   python -m fast.predict --saliency heatmaps/ scan1.jpeg"""
+
+CSV_FIELDS = ("path", "probability", "label", "error")
+PROGRESS_FROM = 20  # files: a progress bar from this many on
 
 
 # --------------------------------------------------------------------------- files
+
+def expand(paths):
+    """Command-line PATHs -> files: a folder becomes every image under it (sorted), anything
+    else stays as given (a missing or unreadable file then gets its error line)."""
+    files = []
+    for path in map(Path, paths):
+        files += find_images(path) if path.is_dir() else [path]
+    return files
+
+
+def write_csv(path, results):
+    """One row per file: path, probability, label, error (empty where they do not apply)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        row = dict(result)
+        if "probability" in row:
+            row["probability"] = f"{row['probability']:.6f}"
+        writer.writerow(row)
+    atomic_write_text(path, buffer.getvalue())
+
 
 def _unique_png(out_dir, path, taken):
     """out_dir/<stem>.saliency.png, with a number added when two inputs share a stem."""
@@ -67,10 +98,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fast.predict", description=DESCRIPTION,
                                      epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="chest X-ray image files")
+    parser.add_argument("images", nargs="+", metavar="PATH",
+                        help="chest X-ray image files, or folders of them (searched recursively)")
     parser.add_argument("--model", metavar="RUN_DIR_OR_NPZ", default=None,
                         help="a run directory (its model.npz is used) or a model .npz file; "
-                             f"default: the newest run under {RUNS_DIR}/ that has a {MODEL_FILE}")
+                             f"default: the newest run under {RUNS_DIR}/ that has a {MODEL_FILE}, "
+                             f"else the shipped model (models/{SHIPPED_MODEL.name})")
+    parser.add_argument("--csv", metavar="FILE", default=None,
+                        help="also write one row per file to FILE: " + ",".join(CSV_FIELDS))
     parser.add_argument("--json", action="store_true",
                         help='print one JSON array of {"path", "probability", "label"} objects '
                              '({"path", "error"} for a file that cannot be read)')
@@ -91,12 +126,24 @@ def main(argv=None):
     classifier = open_classifier(args.model)
     if classifier is None:
         return 2
-    how = "" if args.model is not None else " (newest run; choose another with --model)"
+    if args.model is not None:
+        how = ""
+    elif classifier.path == SHIPPED_MODEL:
+        how = " (the shipped model; choose another with --model)"
+    else:
+        how = " (newest run; choose another with --model)"
     print(f"model {classifier.path}{how}, threshold {classifier.threshold:.4f}", file=sys.stderr)
 
-    results, images = classifier.predict_files(args.images)
+    files = expand(args.images)
+    if not files:
+        print("error: no image files found in " + ", ".join(args.images), file=sys.stderr)
+        return 1
+    results, images = classifier.predict_files(files, progress=len(files) >= PROGRESS_FROM
+                                               and sys.stderr.isatty())
     if args.saliency is not None:
         write_saliency(results, images, classifier, args.saliency)
+    if args.csv is not None:
+        write_csv(args.csv, results)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -369,3 +369,53 @@ def test_grad_cam_maps_lie_in_0_1_with_each_peak_at_1_or_all_zero(classifier, st
     size = classifier.image_size >> (len(classifier.model.arch.channels) - 1)
     assert cam.shape == (6, size, size) and cam.min() >= 0
     assert all(np.isclose(m.max(), 1.0) or m.max() == 0 for m in cam)
+
+
+# --------------------------------------------------------------------------- folders and tables
+
+def test_a_folder_with_sub_folders_and_a_broken_file_gives_one_csv_row_per_file(tiny_run, stored,
+                                                                                 tmp_path, capsys):
+    paths, probability, _ = stored
+    studies = tmp_path / "studies"
+    (studies / "ward a").mkdir(parents=True)
+    (studies / "ward b" / "bed 3").mkdir(parents=True)
+    (studies / ".hidden").mkdir()
+    shutil.copy(paths[0], studies / "ward a" / "first.jpeg")
+    shutil.copy(paths[-1], studies / "ward b" / "bed 3" / "last.JPG")
+    shutil.copy(paths[0], studies / ".hidden" / "skipped.jpeg")  # hidden folders are not searched
+    (studies / "ward b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (studies / "notes.txt").write_text("not an image, not a DICOM file")
+    table = tmp_path / "out.csv"
+    assert predict_main("--model", tiny_run, "--csv", table, studies) == 1
+    import csv
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [str(studies / "ward a" / "first.jpeg"),
+                                          str(studies / "ward b" / "bed 3" / "last.JPG"),
+                                          str(studies / "ward b" / "broken.png")]
+    assert list(rows[0]) == ["path", "probability", "label", "error"]
+    assert_allclose([float(rows[0]["probability"]), float(rows[1]["probability"])],
+                    probability[[0, -1]], rtol=0, atol=1e-5)
+    assert rows[0]["error"] == rows[1]["error"] == ""
+    assert rows[2]["probability"] == rows[2]["label"] == "" and "PNG" in rows[2]["error"]
+    assert "1 of 3 file(s) could not be read" in capsys.readouterr().err
+
+
+def test_a_folder_without_images_is_an_error(tiny_run, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert predict_main("--model", tiny_run, tmp_path / "empty") == 1
+    assert "no image files" in capsys.readouterr().err
+
+
+def test_without_runs_the_shipped_model_is_used_and_named(tiny_run, stored, tmp_path, monkeypatch,
+                                                          capsys):
+    paths, _, _ = stored
+    shipped = tmp_path / "models" / "shipped.npz"
+    shipped.parent.mkdir()
+    shutil.copy(tiny_run / "model.npz", shipped)
+    monkeypatch.setattr(inference, "SHIPPED_MODEL", shipped)
+    monkeypatch.setattr(predict, "SHIPPED_MODEL", shipped)
+    monkeypatch.chdir(tmp_path)  # no runs/ here
+    assert inference.find_model(shipped=shipped) == shipped
+    assert predict.main([str(Path(paths[0]).resolve())]) == 0
+    assert "shipped model" in capsys.readouterr().err

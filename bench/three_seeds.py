@@ -1,0 +1,72 @@
+"""The README's results table: the default training run for seeds 0, 1 and 2, scored once.
+
+    python bench/three_seeds.py                 # trains runs/seed0..2 (skips finished ones), prints the table
+    python bench/three_seeds.py --flags "--image-size 96"   # the same for another setting
+
+Each run is ``python -m fast.train --seed S --out OUT/seedS`` plus ``--flags``, in its own
+process. The table is computed here from each run's ``test_predictions.npz`` (the calibrated
+test probabilities and the labels) and its stored threshold, independently of the trainer's own
+metrics.json, with mean and standard deviation over the seeds. A benchmark, not a test: it takes
+several minutes a seed.
+"""
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fast import metrics
+
+COLUMNS = ("roc_auc", "accuracy", "sensitivity", "specificity", "ece", "brier")
+
+
+def score(run_dir):
+    """The test figures of a finished run, recomputed from its predictions."""
+    with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as npz:
+        prob, y = npz["probability"], npz["label"].astype(np.int64)
+    threshold = json.loads((run_dir / "metrics.json").read_text())["threshold"]
+    return metrics.scored(y, prob, threshold), threshold
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python bench/three_seeds.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    parser.add_argument("--out", default="runs", help="folder for the runs (default: runs)")
+    parser.add_argument("--flags", default="", help="extra flags for python -m fast.train")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        run_dir = Path(args.out) / f"seed{seed}"
+        if not (run_dir / "metrics.json").is_file():
+            command = [sys.executable, "-m", "fast.train", "--seed", str(seed), "--out", str(run_dir),
+                       *shlex.split(args.flags)]
+            if (run_dir / "config.json").is_file():  # interrupted earlier: continue it
+                command = [sys.executable, "-m", "fast.train", "--resume", str(run_dir)]
+            start = time.perf_counter()
+            subprocess.run(command, check=True)
+            print(f"seed {seed}: {time.perf_counter() - start:.0f} s of wall time", file=sys.stderr)
+        figures, threshold = score(run_dir)
+        rows.append((seed, threshold, figures))
+
+    print("| seed | threshold | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    for seed, threshold, figures in rows:
+        print(f"| {seed} | {threshold:.3f} | " + " | ".join(f"{figures[c]:.3f}" for c in COLUMNS) + " |")
+    cells = []
+    for c in COLUMNS:
+        values = [figures[c] for _, _, figures in rows]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells.append(f"{statistics.mean(values):.3f} +- {sd:.3f}")
+    print("| mean +- sd | | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
