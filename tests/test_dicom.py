@@ -447,3 +447,52 @@ def test_pydicoms_reading_warnings_are_passed_on_with_the_path():
     path = get_testdata_file("SC_rgb_jpeg.dcm")
     with pytest.warns(UserWarning, match=re.escape(path) + ": Expected explicit VR"):
         _rejects(path, "colour")
+
+
+# --------------------------------------------------------------------------- the same probability
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_a_radiograph_as_dicom_gets_the_probability_of_its_jpeg(tmp_path, radiograph, tiny_run, name):
+    """Through a trained model: every DICOM encoding of the radiograph, windowed or not, scores
+    within 0.02 of the JPEG (the issue's bar; the pixels differ by quantisation and, without a
+    window, by the stretch of the image's own range to 0..1)."""
+    from fast.inference import load_classifier
+    classifier = load_classifier(tiny_run / "model.npz")
+    jpeg, gray = radiograph
+    pixels, keywords, _, _ = VARIANTS[name](gray)
+    path = write_dicom(tmp_path / "xray", pixels, **keywords)  # no suffix: found by content
+    results, _ = classifier.predict_files([jpeg, path])
+    assert "error" not in results[1], results[1]
+    assert abs(results[0]["probability"] - results[1]["probability"]) <= 0.02
+    assert results[0]["label"] == results[1]["label"] or abs(
+        results[0]["probability"] - classifier.threshold) <= 0.02
+
+
+def test_predict_gives_each_broken_dicom_its_own_error_and_predicts_the_rest(
+        tmp_path, radiograph, tiny_run, no_decoders, capsys):
+    from fast import predict
+    jpeg, gray = radiograph
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    good = write_dicom(folder / "1.2.840.1", _u8(gray))  # a UID for a name
+    frames = np.stack([PIXELS, PIXELS[::-1]])
+    broken = {
+        write_dicom(folder / "report.dcm", PIXELS, pixel_data="omit"): "no pixel data",
+        write_dicom(folder / "cine.dcm", frames, pixel_data=frames.tobytes(),
+                    NumberOfFrames=2): "multi-frame",
+        write_dicom(folder / "compressed.dcm", PIXELS.astype(np.uint8),
+                    transfer_syntax=JPEG2000, pixel_data=encapsulate([b"\x01" * 48])):
+            "pylibjpeg-openjpeg",
+    }
+    table = tmp_path / "out.csv"
+    assert predict.main(["--model", str(tiny_run), "--csv", str(table), str(folder), str(jpeg)]) == 1
+    import csv
+    with open(table, newline="") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 5
+    assert rows[str(good)]["error"] == "" and rows[str(jpeg)]["error"] == ""
+    assert abs(float(rows[str(good)]["probability"]) - float(rows[str(jpeg)]["probability"])) <= 0.02
+    for path, reason in broken.items():
+        assert reason in rows[str(path)]["error"] and rows[str(path)]["probability"] == ""
+    out = capsys.readouterr()
+    assert "3 of 5 file(s) could not be read" in out.err
