@@ -105,3 +105,67 @@ def fit_temperature(prob, y, max_iter=100):
             break
         s = s_next
     return 1.0 / s
+
+
+# --------------------------------------------------------------------------- Platt scaling
+
+def fit_platt(prob, y, max_iter=100, ridge=1e-6):
+    """Scale a and bias b minimising the mean NLL of sigmoid(a log_odds(prob) + b): Platt
+    scaling on the log-odds, temperature scaling (a = 1/T) with a bias term.
+
+    The bias is what temperature alone cannot give: a model trained with class weights sees
+    the classes as equally frequent, so its probabilities lean towards the rarer class by the
+    log of the weights' ratio; b moves them back to the frequencies of the data it is fitted
+    on. A logistic regression of y on z = log_odds(prob): convex, solved by Newton's method
+    with step halving, from a = 1, b = 0. ``ridge`` (on a - 1 and b) keeps the solution finite
+    when the classes are perfectly separated. -> (a, b) as floats. Needs both classes.
+    """
+    y, p = check_labelled_probabilities(y, prob)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        raise ValueError(f"need both classes in y, got {n_pos} positives out of {len(y)}")
+    z = log_odds(p)
+    design = np.stack([z, np.ones_like(z)], axis=1)  # (N, 2)
+
+    def objective(theta):
+        return _nll_of_log_odds(y, design @ theta) + ridge * float(np.sum((theta - (1, 0)) ** 2))
+
+    theta = np.array([1.0, 0.0])
+    value = objective(theta)
+    for _ in range(max_iter):
+        q = _sigmoid(design @ theta)
+        gradient = design.T @ (q - y) / len(y) + 2 * ridge * (theta - (1, 0))
+        hessian = (design * (q * (1 - q))[:, None]).T @ design / len(y) + 2 * ridge * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        size = 1.0
+        while size > 1e-10:  # halve the step until the objective does not rise
+            candidate = theta - size * step
+            new_value = objective(candidate)
+            if new_value <= value:
+                break
+            size /= 2
+        else:
+            break
+        converged = abs(value - new_value) <= 1e-15 * max(1.0, abs(value))
+        theta, value = candidate, new_value
+        if converged:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def apply_platt(prob, scale, bias):
+    """sigmoid(scale * log_odds(prob) + bias), float64, same shape as ``prob``."""
+    return _sigmoid(float(scale) * log_odds(prob) + float(bias))
+
+
+METHODS = ("temperature", "platt")
+
+
+def fit(method, prob, y):
+    """Fit ``method`` ("temperature" or "platt") on held-out probabilities -> (scale, bias) of
+    the map sigmoid(scale * log_odds(p) + bias): 1/T and 0 for temperature scaling."""
+    if method == "temperature":
+        return 1.0 / fit_temperature(prob, y), 0.0
+    if method == "platt":
+        return fit_platt(prob, y)
+    raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")

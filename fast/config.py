@@ -75,6 +75,9 @@ class TrainConfig:
     folds: int = _opt(1, "K >= 2: K models on patient-grouped folds of the training split, their "
                       "out-of-fold predictions choosing temperature and threshold, saved as their "
                       "average; 1: one model, validation carved out by patient", type=_positive_int)
+    calibration: str = _opt("platt", "how P(pneumonia) is calibrated on held-out predictions: "
+                            "temperature (one scale on the log-odds) or platt (a scale and a bias)",
+                            choices=("temperature", "platt"))
     target_sensitivity: float = _opt(None, "choose the threshold as the highest one whose validation "
                                      "sensitivity is at least this (default: Youden's J)",
                                      type=_fraction_or_one)

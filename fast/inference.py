@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fast.calibration import apply_temperature
+from fast.calibration import apply_platt
 from fast.data import CLASS_NAMES, ImageError, read_xray, standardise
 from fast.model import ModelFileError, load_models
 
@@ -37,7 +37,10 @@ class Classifier:
         self.members, self.model, self.metadata, self.path = members, members[0], metadata, path
         self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
         self.threshold = float(metadata["threshold"])
-        self.temperature = float(metadata.get("temperature", 1.0))
+        # sigmoid(scale * log-odds + bias): fitted on held-out predictions; a model file
+        # from before calibration, or with a plain temperature T, maps to it too.
+        stored = metadata.get("calibration") or {"scale": 1 / metadata.get("temperature", 1.0), "bias": 0}
+        self.calibration = (float(stored["scale"]), float(stored["bias"]))
         self.class_names = tuple(metadata.get("class_names", CLASS_NAMES))
 
     @property
@@ -54,12 +57,12 @@ class Classifier:
         return standardise(images, self.mean, self.std)[:, None]
 
     def probability(self, images):
-        """(N, S, S) images -> (N,) float64 P(PNEUMONIA), calibrated by the stored temperature."""
+        """(N, S, S) images -> (N,) float64 P(PNEUMONIA): the members' mean, calibrated."""
         x = self.prepare(images)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
         raw = np.mean([m.predict_proba(x)[:, 1] for m in self.members], axis=0)
-        return apply_temperature(raw, self.temperature)
+        return apply_platt(raw, *self.calibration)
 
     def labels(self, probability):
         """P(PNEUMONIA) per image -> class names at the stored threshold."""

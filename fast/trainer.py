@@ -318,15 +318,16 @@ def choose_threshold(config, y, prob, held_out_name="validation"):
 def finish(run_dir, config, ds, members, held_out, progress, log):
     """On the held-out predictions, fit the temperature and pick the threshold; score the test
     split once; write the model, the metrics and the predictions."""
-    temperature = calibration.fit_temperature(held_out.raw, held_out.y)
-    held_prob = calibration.apply_temperature(held_out.raw, temperature)
-    test_prob = calibration.apply_temperature(predict_raw(members, ds.x_test), temperature)
+    scale, bias = calibration.fit(config.calibration, held_out.raw, held_out.y)
+    calibrated = {"method": config.calibration, "scale": scale, "bias": bias}
+    held_prob = calibration.apply_platt(held_out.raw, scale, bias)
+    test_prob = calibration.apply_platt(predict_raw(members, ds.x_test), scale, bias)
     threshold, rule = choose_threshold(config, held_out.y, held_prob, held_out.name)
 
     results = {
         "threshold": threshold,
         "threshold_rule": rule,
-        "temperature": temperature,
+        "calibration": calibrated,
         "models": len(members),
         "best_epoch": progress.best_epoch if len(members) == 1 else None,
         "val": metrics.scored(held_out.y, held_prob, threshold),
@@ -334,7 +335,7 @@ def finish(run_dir, config, ds, members, held_out, progress, log):
         "train_seconds": round(progress.train_seconds, 2),
     }
     metadata = {
-        "mean": ds.mean, "std": ds.std, "threshold": threshold, "temperature": temperature,
+        "mean": ds.mean, "std": ds.std, "threshold": threshold, "calibration": calibrated,
         "class_names": list(ds.class_names), "best_epoch": results["best_epoch"],
         "threshold_rule": rule, "held_out": held_out.name,
     }
@@ -349,7 +350,8 @@ def finish(run_dir, config, ds, members, held_out, progress, log):
                      paths=np.array([str(Path(p).resolve()) for p in paths]))
     kept = (f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f})" if len(members) == 1
             else f"{len(members)} fold models, averaged")
-    log(f"{kept}; temperature {temperature:.3f} fitted on {held_out.name} predictions; "
+    log(f"{kept}; calibration ({config.calibration}) p' = sigmoid({scale:.3f} log-odds {bias:+.3f}) "
+        f"fitted on {held_out.name} predictions; "
         f"threshold {threshold:.4f} chosen by {rule}")
     log(metrics.format_metrics_table({held_out.name: results["val"], "test": results["test"]}))
     log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json")

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
+from fast import calibration
 from fast.calibration import (EPS, T_MAX, T_MIN, apply_temperature, fit_temperature, log_odds,
                               negative_log_likelihood)
 from fast.data import list_split, patient_folds, patient_id
@@ -422,3 +423,48 @@ def test_patient_folds_on_the_real_training_split(xray_root):
         held = {patient_id(p) for p, g in zip(paths, folds) if g == f}
         rest = {patient_id(p) for p, g in zip(paths, folds) if g != f}
         assert held.isdisjoint(rest), f
+
+
+# --------------------------------------------------------------------------- Platt scaling
+
+def _prior_shifted(n=20000, scale=0.5, bias=1.5, seed=0):
+    """Probabilities p = sigmoid(z) of a model whose true log-odds are scale * z + bias."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 3.0, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(scale * z + bias)))).astype(np.int64)
+    return 1 / (1 + np.exp(-z)), y
+
+
+def test_platt_recovers_a_known_scale_and_bias():
+    prob, y = _prior_shifted()
+    scale, bias = calibration.fit_platt(prob, y)
+    assert scale == pytest.approx(0.5, abs=0.03) and bias == pytest.approx(1.5, abs=0.08)
+
+
+def test_platt_fixes_a_prior_shift_that_temperature_cannot():
+    # A class-weighted model leans towards the rarer class: a bias, not a scale, is wrong.
+    prob, y = _prior_shifted(scale=1.0, bias=1.2)
+    before = calibration.negative_log_likelihood(y, prob)
+    by_temperature = calibration.negative_log_likelihood(
+        y, calibration.apply_temperature(prob, calibration.fit_temperature(prob, y)))
+    by_platt = calibration.negative_log_likelihood(
+        y, calibration.apply_platt(prob, *calibration.fit_platt(prob, y)))
+    assert by_platt < by_temperature <= before
+    assert expected_calibration_error(
+        y, calibration.apply_platt(prob, *calibration.fit_platt(prob, y))) < 0.01
+
+
+def test_platt_is_finite_on_perfectly_separated_classes():
+    prob, y = np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])
+    scale, bias = calibration.fit_platt(prob, y)
+    assert np.isfinite(scale) and np.isfinite(bias) and scale > 1  # sharpened, not infinite
+
+
+def test_fit_maps_temperature_to_a_scale_of_one_over_t_and_refuses_unknown_methods():
+    prob, y = _prior_shifted(scale=0.25, bias=0.0, n=5000)
+    scale, bias = calibration.fit("temperature", prob, y)
+    assert bias == 0 and scale == pytest.approx(1 / calibration.fit_temperature(prob, y))
+    assert_allclose(calibration.apply_platt(prob, scale, 0.0),
+                    calibration.apply_temperature(prob, 1 / scale), rtol=1e-12)
+    with pytest.raises(ValueError, match="isotonic"):
+        calibration.fit("isotonic", prob, y)

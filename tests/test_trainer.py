@@ -184,17 +184,26 @@ def test_learning_rate_schedules():
         [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def test_trained_threshold_is_youden_on_calibrated_validation_probabilities(xray_root, tmp_path):
-    run_dir = train(_config(xray_root, tmp_path, epochs=2), log=_quiet, progress_bars=False)
-    from fast.calibration import apply_temperature, fit_temperature
+@pytest.mark.parametrize("method", ["temperature", "platt"])
+def test_trained_threshold_is_youden_on_calibrated_validation_probabilities(xray_root, tmp_path, method):
+    run_dir = train(_config(xray_root, tmp_path, epochs=2, calibration=method), log=_quiet,
+                    progress_bars=False)
+    from fast.calibration import apply_platt, apply_temperature, fit_platt, fit_temperature
     from fast.data import load_dataset
     config = _config(xray_root, tmp_path, epochs=2)
     ds = load_dataset(xray_root, config.image_size, seed=config.seed, cache_dir=config.cache_dir,
                       limit=config.limit, progress=False)
     model, meta = load_model(run_dir / "model.npz")
     raw = model.predict_proba(ds.x_val)[:, 1]
-    assert meta["temperature"] == pytest.approx(fit_temperature(raw, ds.y_val), rel=1e-9)
-    val_prob = apply_temperature(raw, meta["temperature"])
+    stored = meta["calibration"]
+    assert stored["method"] == method
+    if method == "temperature":
+        temperature = fit_temperature(raw, ds.y_val)
+        assert stored["bias"] == 0 and stored["scale"] == pytest.approx(1 / temperature, rel=1e-9)
+        val_prob = apply_temperature(raw, temperature)
+    else:
+        assert (stored["scale"], stored["bias"]) == pytest.approx(fit_platt(raw, ds.y_val), rel=1e-9)
+        val_prob = apply_platt(raw, stored["scale"], stored["bias"])
     assert meta["threshold"] == pytest.approx(metrics.youden_threshold(ds.y_val, val_prob), rel=1e-6)
     stored = json.loads((run_dir / "metrics.json").read_text())["val"]
     assert stored["ece"] == pytest.approx(metrics.expected_calibration_error(ds.y_val, val_prob))
