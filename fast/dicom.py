@@ -75,11 +75,11 @@ def read_dicom(path):
     Stored values go through the modality LUT (Rescale Slope/Intercept), then through the
     first VOI LUT or window (Window Center/Width) when the file has one. The window is the
     scaling the file's author chose for viewing, so its whole output range maps to [0, 1] and
-    values outside it clip; without one, the image's own minimum..maximum maps to [0, 1],
-    since DICOM pixel values rarely fill their bit depth (12-bit data in 16-bit words,
-    Hounsfield units) and dividing by the depth's maximum would give a dim, grey image. An
-    image of one value and no window has nothing to stretch and reads as 0.5. MONOCHROME1
-    (stored inverted: bright = low) is flipped, so the result reads like MONOCHROME2.
+    values outside it clip. Without one, the range the file can store (Bits Stored, signed or
+    not, through the modality LUT) maps to [0, 1]: the rule by which an 8-bit JPEG is divided
+    by 255, so a radiograph exported both ways reads the same, and an image's brightness
+    does not depend on its own darkest and brightest pixel. MONOCHROME1 (stored inverted:
+    bright = low) is flipped, so the result reads like MONOCHROME2.
 
     Raises ImageError, its message starting with the path, when pydicom is not installed or the
     file is empty, not DICOM, truncated or corrupt, has no pixel data, several frames, colour
@@ -104,7 +104,7 @@ def read_dicom(path):
         values = pydicom.pixels.apply_modality_lut(pixels, ds)
         voi_range = _voi_range(ds)
         if voi_range is None:
-            low, high = float(values.min()), float(values.max())
+            low, high = _stored_range(ds, pydicom)
         else:
             values = pydicom.pixels.apply_voi_lut(values, ds, index=0)
             low, high = voi_range
@@ -293,6 +293,18 @@ def _voi_range(ds):
     # ask it for the two ends rather than restate its rule. A negative slope gives low > high.
     low, high = apply_voi_lut(np.array([-np.inf, np.inf]), ds, index=0)
     return float(low), float(high)
+
+
+def _stored_range(ds, pydicom):
+    """(low, high): the smallest and largest value the pixel data can hold (Bits Stored, Pixel
+    Representation), after the modality LUT (a negative slope swaps the two ends)."""
+    bits = int(ds.BitsStored)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        ends = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1], dtype=np.float64)
+    else:
+        ends = np.array([0, 2 ** bits - 1], dtype=np.float64)
+    ends = np.asarray(pydicom.pixels.apply_modality_lut(ends, ds), dtype=np.float64)
+    return float(ends.min()), float(ends.max())
 
 
 def _stretch(values, low, high):

@@ -138,18 +138,14 @@ VARIANTS = {
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_real_xray_reads_the_same_as_jpeg_and_as_dicom(tmp_path, radiograph, name):
     jpeg, gray = radiograph
-    pixels, keywords, bits, windowed = VARIANTS[name](gray)
+    pixels, keywords, bits, _ = VARIANTS[name](gray)
     path = write_dicom(tmp_path / "xray.dcm", pixels, **keywords)
     from_jpeg, from_dicom = read_xray(jpeg, SIZE), read_xray(path, SIZE)
     assert from_dicom.shape == (SIZE, SIZE) and from_dicom.dtype == np.float32
     # Storing the grey image in `bits` bits rounds it by at most half a step.
     step = 0.5 / (2 ** bits - 1)
-    if windowed:
-        assert_allclose(from_dicom, from_jpeg, rtol=0, atol=step + 1e-6)
-    else:  # no window: the image's minimum..maximum (at full size) is stretched to 0..1
-        low, high = gray.min(), gray.max()
-        expected = (from_jpeg - low) / (high - low)
-        assert_allclose(from_dicom, expected, rtol=0, atol=step / (high - low) + 1e-6)
+    # with or without a window, the stored (or windowed) range is the JPEG's 0..255
+    assert_allclose(from_dicom, from_jpeg, rtol=0, atol=step + 1e-6)
 
 
 def test_real_xray_reads_the_same_from_every_file_layout(tmp_path, radiograph):
@@ -175,18 +171,23 @@ THIRDS = np.array([[0, 1, 2, 3]], dtype=np.float32) / 3
 
 
 @pytest.mark.parametrize("pixels, keywords, expected", [
-    # No window: the image's min..max -> 0..1, whatever the depth or sign.
-    (RAMP, {"bits_stored": 12}, THIRDS),
-    (np.array([[10, 20, 30, 40]], np.uint8), {}, THIRDS),
-    (RAMP.astype(np.int16) - 2048, {"bits_stored": 12}, THIRDS),
-    (RAMP, {"bits_stored": 12, "photometric": "MONOCHROME1"}, 1 - THIRDS),
-    (RAMP, {"bits_stored": 12, "RescaleSlope": 3, "RescaleIntercept": -1000}, THIRDS),
+    # No window: the range the file can store -> 0..1, as an 8-bit JPEG is divided by 255.
+    # 12 bits unsigned: 0..4095, so 100..400 -> 100/4095 .. 400/4095.
+    (RAMP, {"bits_stored": 12}, RAMP / 4095),
+    (np.array([[0, 51, 204, 255]], np.uint8), {}, np.array([[0, 0.2, 0.8, 1]])),  # / 255
+    # 12 bits signed: -2048..2047, so -1948 -> 100/4095 from the bottom of the range.
+    (RAMP.astype(np.int16) - 2048, {"bits_stored": 12}, RAMP / 4095),
+    (RAMP, {"bits_stored": 12, "photometric": "MONOCHROME1"}, 1 - RAMP / 4095),
+    # The stored range goes through the rescale too: 0..4095 * 3 - 1000; (3v - 1000 + 1000) / 12285.
+    (RAMP, {"bits_stored": 12, "RescaleSlope": 3, "RescaleIntercept": -1000}, RAMP / 4095),
+    # A negative slope swaps the ends of the range: 4095 - v, then -1 * that + 4095 = v.
+    (4095 - RAMP, {"bits_stored": 12, "RescaleSlope": -1, "RescaleIntercept": 4095}, RAMP / 4095),
     # Bits above Bits Stored (old overlay planes) are not part of the value.
-    (RAMP | 0xF000, {"bits_stored": 12}, THIRDS),
-    # One value and no window: nothing to stretch, mid-grey whichever the polarity.
-    (np.full((2, 3), 700, np.uint16), {"bits_stored": 12}, np.full((2, 3), 0.5)),
-    (np.full((2, 3), 700, np.uint16), {"bits_stored": 12, "photometric": "MONOCHROME1"},
-     np.full((2, 3), 0.5)),
+    (RAMP | 0xF000, {"bits_stored": 12}, RAMP / 4095),
+    # One value and no window: its place in the range, whichever the polarity.
+    (np.full((2, 3), 819, np.uint16), {"bits_stored": 12}, np.full((2, 3), 0.2)),
+    (np.full((2, 3), 819, np.uint16), {"bits_stored": 12, "photometric": "MONOCHROME1"},
+     np.full((2, 3), 0.8)),
     # LINEAR window c=250.5, w=101 maps 200..300 onto the output range; beyond it clips.
     (np.array([[150, 200, 225, 250, 275, 300, 350]], np.uint16),
      {"bits_stored": 12, "WindowCenter": 250.5, "WindowWidth": 101},
@@ -419,10 +420,16 @@ def test_mr_small_is_windowed_by_its_own_window():
     ("CT_small.dcm", (128, 128)),  # signed 16-bit, rescaled, no window
     ("image_dfl.dcm", (512, 512)),  # the whole data set deflated (zlib)
 ])
-def test_pydicoms_files_without_a_window_span_zero_to_one(name, shape):
-    image = read_dicom(get_testdata_file(name))
+def test_pydicoms_files_without_a_window_lie_inside_their_stored_range(name, shape):
+    path = get_testdata_file(name)
+    image = read_dicom(path)
     assert image.shape == shape and image.dtype == np.float32
-    assert image.min() == 0.0 and image.max() == 1.0
+    assert 0.0 <= image.min() < image.max() <= 1.0
+    # the stored values' own spread, scaled by the width of the stored range
+    ds = pydicom.dcmread(path)
+    stored = ds.pixel_array.astype(np.float64)
+    span = (stored.max() - stored.min()) / (2 ** ds.BitsStored - 1)
+    assert_allclose(image.max() - image.min(), span, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name, reason", [
