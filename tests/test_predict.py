@@ -285,8 +285,9 @@ def test_without_model_the_newest_run_is_used_and_named(tiny_run, stored, tmp_pa
     assert str(Path("runs") / "a-newer" / "model.npz") in err and "newest" in err
 
 
-def test_without_model_and_without_runs_the_error_says_what_to_do(tmp_path, monkeypatch, capsys):
+def test_without_model_runs_or_shipped_model_the_error_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(inference, "SHIPPED_MODEL", tmp_path / "models" / "absent.npz")
     assert predict.main(["x.png"]) == 2
     assert "--model" in capsys.readouterr().err
 
