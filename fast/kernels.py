@@ -438,3 +438,81 @@ def maxpool_2x2_backward(dout, x_shape, channel_major_input, right_won, bottom_w
 
     split_work(in_blocks(scatter, max(1, BLOCK_ELEMENTS // (H * W))), N * C, dx.size)
     return dx
+
+
+# --------------------------------------------------------------------------- batch norm
+
+def channel_rows(a):
+    """The (C, N*H*W) rows of a channel-major (N, C, H, W) array as a view; None otherwise."""
+    if not is_channel_major(a):
+        return None
+    memory = a.transpose(1, 0, 2, 3)
+    if not memory.flags.c_contiguous:
+        return None
+    return memory.reshape(a.shape[1], -1)
+
+
+def batchnorm_rows_forward(x_rows, xhat_rows, out_rows, gamma, beta, eps, stats=None):
+    """Batch norm over rows of (C, M) views, a block of channels at a time, split between cores.
+
+    Each block is centred, scaled and written while it is in the core's cache. Training
+    (``stats`` None): the rows' mean (summed in float64) and biased variance (of the centred
+    values, which NumPy sums pairwise along a contiguous row, so its rounding error grows with
+    log(M), not M). The mean enters x's dtype as a rounded part plus its (tiny) remainder, so
+    centring loses nothing to the rounding of a large mean. Evaluation: ``stats`` = (mean,
+    var) as given.
+    -> (mean, var, inv_std), float64 (C,).
+    """
+    C, M = x_rows.shape
+    dtype = x_rows.dtype
+    mean = np.empty(C) if stats is None else np.asarray(stats[0], dtype=np.float64)
+    var = np.empty(C) if stats is None else np.asarray(stats[1], dtype=np.float64)
+    inv_std = np.empty(C)
+
+    def job(lo, hi):
+        x, xhat, out = x_rows[lo:hi], xhat_rows[lo:hi], out_rows[lo:hi]
+        if stats is None:
+            # the mean in float64: a channel's values may sit far from 0 (its offset would
+            # swamp float32's rounding of the sum); the centred values below may not
+            mean[lo:hi] = x.sum(axis=1, dtype=np.float64) / M
+        rounded = mean[lo:hi].astype(dtype)
+        np.subtract(x, rounded[:, None], out=xhat)
+        xhat -= (mean[lo:hi] - rounded).astype(dtype)[:, None]  # what the rounding left out
+        if stats is None:
+            np.square(xhat, out=out)  # out as scratch
+            var[lo:hi] = out.sum(axis=1) / M
+        inv_std[lo:hi] = 1 / np.sqrt(var[lo:hi] + eps)
+        xhat *= inv_std[lo:hi].astype(dtype)[:, None]
+        np.multiply(xhat, np.asarray(gamma[lo:hi], dtype=dtype)[:, None], out=out)
+        out += np.asarray(beta[lo:hi], dtype=dtype)[:, None]
+
+    split_work(in_blocks(job, max(1, BLOCK_ELEMENTS // max(M, 1))), C, x_rows.size)
+    return mean, var, inv_std
+
+
+def batchnorm_rows_backward(dout_rows, xhat_rows, dx_rows, scale, training):
+    """The batch-norm gradient over rows of (C, M) views, a block of channels at a time.
+
+    dx = scale * (dout - mean(dout) - xhat * mean(dout * xhat)) in training mode, scale * dout
+    in evaluation mode; scale = gamma / std per row. -> (dgamma, dbeta), float64 (C,).
+    """
+    C, M = dout_rows.shape
+    dtype = dout_rows.dtype
+    dgamma, dbeta = np.empty(C), np.empty(C)
+
+    def job(lo, hi):
+        g, xhat, dx = dout_rows[lo:hi], xhat_rows[lo:hi], dx_rows[lo:hi]
+        dbeta[lo:hi] = g.sum(axis=1)  # pairwise sums, as in the forward
+        np.multiply(g, xhat, out=dx)  # dx as scratch
+        dgamma[lo:hi] = dx.sum(axis=1)
+        row_scale = np.asarray(scale[lo:hi], dtype=dtype)[:, None]
+        if training:
+            np.multiply(xhat, (dgamma[lo:hi] / M).astype(dtype)[:, None], out=dx)
+            np.subtract(g, dx, out=dx)
+            dx -= (dbeta[lo:hi] / M).astype(dtype)[:, None]
+            dx *= row_scale
+        else:
+            np.multiply(g, row_scale, out=dx)
+
+    split_work(in_blocks(job, max(1, BLOCK_ELEMENTS // max(M, 1))), C, dout_rows.size)
+    return dgamma, dbeta

@@ -243,6 +243,18 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     N, C, H, W = x.shape
     m = N * H * W  # values per channel
 
+    rows = kernels.channel_rows(x)
+    if rows is not None:  # a conv's output: each channel one contiguous row
+        xhat, out = kernels.like(x, x.shape, zeroed=False), kernels.like(x, x.shape, zeroed=False)
+        mean, var, inv_std = kernels.batchnorm_rows_forward(
+            rows, kernels.channel_rows(xhat), kernels.channel_rows(out), gamma, beta, eps,
+            None if training else (running_mean, running_var))
+        if training:
+            unbiased = var * m / (m - 1) if m > 1 else var
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+            running_var[...] = (1 - momentum) * running_var + momentum * unbiased
+        return out, BatchNormCache(xhat, inv_std, gamma, bool(training))
+
     mean = _sum_per_channel(x) / m if training else running_mean.astype(np.float64)
     xhat = kernels.like(x, x.shape, zeroed=False)
     # x - mean computed in float64 (the ufunc converts x chunk by chunk, no float64 copy of x)
@@ -275,6 +287,12 @@ def batchnorm_backward(dout, cache):
     xhat, inv_std, gamma, training = cache
     N, C, H, W = xhat.shape
     m = N * H * W
+    rows, xhat_rows = kernels.channel_rows(dout), kernels.channel_rows(xhat)
+    if rows is not None and xhat_rows is not None:  # both channel-major: row by row
+        dx = kernels.like(xhat, xhat.shape, zeroed=False)
+        dgamma, dbeta = kernels.batchnorm_rows_backward(rows, xhat_rows, kernels.channel_rows(dx),
+                                                        gamma * inv_std, training)
+        return dx, dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
     dbeta = _sum_per_channel(dout)  # (C,), float64
     dgamma = _sum_per_channel(dout * xhat)
     dx = kernels.like(xhat, xhat.shape, zeroed=False)

@@ -586,3 +586,37 @@ ERROR_CASES = {
 def test_invalid_arguments_raise_value_error_saying_what_is_wrong(impl, call, message):
     with pytest.raises(ValueError, match=message):
         call(impl)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_batchnorm_rows_split_between_cores_in_blocks_match_reference(monkeypatch, training, dtype):
+    # A conv's channel-major output takes the row-by-row path; forced here to split its
+    # channels between threads, in blocks of a few channels, on a small array. A large mean
+    # (1e3) against a unit spread checks that centring in float32 loses nothing to it.
+    monkeypatch.setattr(fast.kernels, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast.kernels, "BLOCK_ELEMENTS", 2 * 3 * 4 * 5)
+    rng = np.random.default_rng(7)
+    shape = (3, 7, 4, 5)
+    values = 1e3 + rng.standard_normal(shape)
+    x = fast.kernels.channel_major(shape, dtype)
+    x[...] = values
+    g = fast.kernels.channel_major(shape, dtype)
+    g[...] = rng.standard_normal(shape)
+    gamma, beta = rng.uniform(0.5, 2, 7), rng.standard_normal(7)
+    stats = [rng.uniform(999, 1001, 7), rng.uniform(0.5, 2, 7)]
+    ours = [a.astype(dtype) for a in stats]
+    out, cache = fast.layers.batchnorm_forward(x, gamma.astype(dtype), beta.astype(dtype), *ours,
+                                               training)
+    grads = fast.layers.batchnorm_backward(g, cache)
+    # the reference sees the values x holds (float32 rounds 1e3 + noise to about 6e-5)
+    want, want_cache = reference.layers.batchnorm_forward(np.asarray(x, np.float64), gamma, beta,
+                                                          *stats, training)
+    want_grads = reference.layers.batchnorm_backward(np.asarray(g, np.float64), want_cache)
+    tol = dict(rtol=1e-10, atol=1e-9) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(out, want, **tol)
+    for got, expected in zip(grads, want_grads):
+        np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"] * max(1, np.abs(expected).max()))
+    for got, expected in zip(ours, stats):
+        np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"])
+    assert fast.kernels.is_channel_major(out) and fast.kernels.is_channel_major(grads[0])
