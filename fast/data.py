@@ -168,12 +168,13 @@ def _to_unit_gray(image):
     return np.clip(unit, 0.0, 1.0)
 
 
-def _resize_unit(gray, size):
-    """(H, W) float32 in [0, 1] -> (size, size) float32 in [0, 1]: every format's last step."""
+def resize_xray(gray, size):
+    """(H, W) grey image in [0, 1] -> (size, size) float32 in [0, 1]: every format's last step
+    (and what an image handed over as an array goes through)."""
     if size < 1:
         raise ValueError(f"image size must be >= 1, got {size}")
     # INTER_AREA averages the source pixels under each output pixel: no aliasing on shrink.
-    resized = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+    resized = cv2.resize(np.asarray(gray, dtype=np.float32), (size, size), interpolation=cv2.INTER_AREA)
     return np.clip(resized, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -183,7 +184,7 @@ def decode_xray_bytes(data, size, name="<bytes>"):
     ``name`` only labels error messages. Raises ImageError when the bytes are empty,
     truncated or not an image OpenCV can decode (DICOM is read from a path, by read_xray).
     """
-    return _resize_unit(_decode_unit_gray(data, name), size)
+    return resize_xray(_decode_unit_gray(data, name), size)
 
 
 def _decode_unit_gray(data, name):
@@ -223,7 +224,7 @@ def read_xray(path, size):
     except OSError as err:
         raise ImageError(f"{path}: cannot read it ({err.strerror or err})") from err
     if path.suffix.lower() == DICOM_EXTENSION or is_dicom(data[:HEADER_SIZE]):
-        return _resize_unit(read_dicom(path), size)
+        return resize_xray(read_dicom(path), size)
     return decode_xray_bytes(data, size, name=str(path))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fast.calibration import apply_platt
-from fast.data import CLASS_NAMES, ImageError, read_xray, standardise
+from fast.data import CLASS_NAMES, ImageError, read_xray, resize_xray, standardise
 from fast.model import ModelFileError, load_models
 
 RUNS_DIR = Path("runs")
@@ -64,6 +64,35 @@ class Classifier:
         raw = np.mean([m.predict_proba(x)[:, 1] for m in self.members], axis=0)
         return apply_platt(raw, *self.calibration)
 
+    def images(self, inputs):
+        """Paths or images -> (N, S, S) float32 in [0, 1], as the model sees them.
+
+        ``inputs``: a path (str or Path), a list of paths, an (H, W) grey image in [0, 1], or
+        (N, H, W) images in [0, 1] (resized to S x S as files are). Raises ImageError naming a
+        file that cannot be read.
+        """
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        if isinstance(inputs, (list, tuple)) and all(isinstance(i, (str, Path)) for i in inputs):
+            return np.reshape([self.read(p) for p in inputs], (-1, self.image_size, self.image_size))
+        array = np.asarray(inputs, dtype=np.float32)
+        if array.ndim == 2:
+            array = array[None]
+        if array.ndim != 3:
+            raise ValueError(f"images must be (H, W) or (N, H, W) grey arrays in [0, 1], got shape {array.shape}")
+        if array.shape[1:] == (self.image_size, self.image_size):
+            return array
+        return np.stack([resize_xray(a, self.image_size) for a in array]) if len(array) else \
+            np.zeros((0, self.image_size, self.image_size), np.float32)
+
+    def predict_proba(self, inputs):
+        """P(PNEUMONIA), calibrated, for paths or images (see ``images``) -> (N,) float64."""
+        return self.probability(self.images(inputs))
+
+    def predict(self, inputs):
+        """The label (class name) at the stored threshold for paths or images -> list of str."""
+        return self.labels(self.predict_proba(inputs))
+
     def labels(self, probability):
         """P(PNEUMONIA) per image -> class names at the stored threshold."""
         return [self.class_names[int(p >= self.threshold)] for p in np.atleast_1d(probability)]
@@ -74,6 +103,10 @@ class Classifier:
         maps = []
         logits, _ = self.model.forward(self.prepare(images), feature_maps=maps)
         return logits, maps
+
+    def saliency(self, inputs):
+        """Grad-CAM maps for paths or images (see ``images``) -> (N, h, w) in [0, 1]."""
+        return self.grad_cam(self.images(inputs))
 
     def grad_cam(self, images):
         """Grad-CAM of the PNEUMONIA-vs-NORMAL log-odds at the last conv layer.
@@ -141,9 +174,12 @@ def find_model(spec=None, runs_dir=RUNS_DIR, shipped=None):
                          "(python -m fast.train) or pass --model")
 
 
-def load_classifier(path):
-    """A model file -> Classifier, refusing (ModelFileError) one without the preprocessing
-    record, or one that is not a one-channel, two-class classifier of square images."""
+def load_classifier(path=None):
+    """A model -> Classifier: ``path`` a model file or a run directory; None: the newest run
+    under runs/, else the shipped model (``find_model``). Refuses (ModelFileError) a file
+    without the preprocessing record, or one that is not a one-channel, two-class classifier
+    of square images."""
+    path = find_model(path)
     members, metadata = load_models(path)
     model = members[0]
     missing = [k for k in _REQUIRED_METADATA if k not in metadata]

@@ -420,3 +420,21 @@ def test_without_runs_the_shipped_model_is_used_and_named(tiny_run, stored, tmp_
     assert inference.find_model(shipped=shipped) == shipped
     assert predict.main([str(Path(paths[0]).resolve())]) == 0
     assert "shipped model" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the Python API
+
+def test_the_api_takes_a_run_directory_paths_or_arrays_and_agrees_with_the_cli(tiny_run, stored):
+    paths, probability, _ = stored
+    classifier = inference.load_classifier(tiny_run)  # a run directory
+    by_path = classifier.predict_proba([paths[0], Path(paths[-1])])
+    assert_allclose(by_path, probability[[0, -1]], rtol=0, atol=1e-5)
+    assert_allclose(classifier.predict_proba(paths[0]), probability[:1], rtol=0, atol=1e-5)
+    # an array at full size goes through the same resize as a file
+    full = cv2.imread(paths[0], cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    assert_allclose(classifier.predict_proba(full), probability[:1], rtol=0, atol=1e-5)
+    assert classifier.predict(paths[:2]) == classifier.labels(probability[:2])
+    cam = classifier.saliency(paths[0])
+    assert cam.shape[0] == 1 and 0 <= cam.min() and cam.max() <= 1
+    with pytest.raises(ValueError, match="shape"):
+        classifier.predict_proba(np.zeros((2, 3, 4, 5)))
