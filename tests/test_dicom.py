@@ -23,7 +23,6 @@ from pydicom.uid import (HTJ2K, JPEG2000, MPEG2MPML, ExplicitVRLittleEndian, JPE
                          JPEGLSLossless, RLELossless, SecondaryCaptureImageStorage,
                          generate_uid)
 
-from fast import data
 from fast.data import ImageError, list_split, load_images, read_xray
 from fast.dicom import is_dicom, read_dicom
 from test_data import make_tree
@@ -93,7 +92,7 @@ def quantise(unit, bits, offset=0, dtype=np.uint16):
 def radiograph(xray_root):
     """(JPEG path, its full-size grey image in [0, 1]): the first training NORMAL X-ray."""
     path = sorted((xray_root / "train" / "NORMAL").glob("*.jpeg"))[0]
-    gray = data._decode_unit_gray(np.fromfile(path, dtype=np.uint8), str(path))
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255  # 8-bit grey JPEG
     return path, gray.astype(np.float64)
 
 
