@@ -384,7 +384,7 @@ def make_report(run_dir, data_root=None, log=print):
     results = json.loads((run_dir / "metrics.json").read_text())
     classifier = load_classifier(run_dir / "model.npz")
     threshold = float(results.get("threshold", classifier.threshold))
-    best_epoch = int(results.get("best_epoch", classifier.metadata.get("best_epoch", 0)))
+    best_epoch = int(results.get("best_epoch") or 0)  # none for a K-fold run: no epoch was chosen
     with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as stored:
         prob, y, paths = stored["probability"], stored["label"].astype(np.int64), stored["paths"]
     names = classifier.class_names
