@@ -6,8 +6,8 @@
 Each run is ``python -m fast.train --seed S --out OUT/seedS`` plus ``--flags``, in its own
 process. The table is computed here from each run's ``test_predictions.npz`` (the calibrated
 test probabilities and the labels) and its stored threshold, independently of the trainer's own
-metrics.json, with mean and standard deviation over the seeds. A benchmark, not a test: it takes
-several minutes a seed.
+metrics.json, with mean and standard deviation over the seeds. A benchmark, not a test: each seed
+is one full default training run.
 """
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Temperature scaling for a binary classifier, on probabilities.
+"""Calibration of a binary classifier's probabilities: temperature scaling and Platt scaling.
 
 Everything takes P(PNEUMONIA) rather than a network's logits, so the same code calibrates one
 model and an ensemble's mean probability alike: the probability is mapped back to log-odds
@@ -161,11 +161,16 @@ def apply_platt(prob, scale, bias):
 METHODS = ("temperature", "platt")
 
 
+def temperature_map(temperature):
+    """A temperature T as the (scale, bias) of sigmoid(scale * log-odds + bias): (1/T, 0)."""
+    return 1.0 / _check_temperature(temperature), 0.0
+
+
 def fit(method, prob, y):
     """Fit ``method`` ("temperature" or "platt") on held-out probabilities -> (scale, bias) of
     the map sigmoid(scale * log_odds(p) + bias): 1/T and 0 for temperature scaling."""
     if method == "temperature":
-        return 1.0 / fit_temperature(prob, y), 0.0
+        return temperature_map(fit_temperature(prob, y))
     if method == "platt":
         return fit_platt(prob, y)
     raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")

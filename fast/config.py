@@ -71,15 +71,17 @@ class TrainConfig:
     hidden: int = _opt(128, "units of the hidden affine layer (0: none)", type=_non_negative_int)
     dropout: float = _opt(0.0, "dropout probability before the last affine layer",
                           type=_probability)
-    seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)", type=int)
+    seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)",
+                     type=_non_negative_int)
     folds: int = _opt(1, "K >= 2: K models on patient-grouped folds of the training split, their "
-                      "out-of-fold predictions choosing temperature and threshold, saved as their "
+                      "out-of-fold predictions choosing calibration and threshold, saved as their "
                       "average; 1: one model, validation carved out by patient", type=_positive_int)
     calibration: str = _opt("platt", "how P(pneumonia) is calibrated on held-out predictions: "
                             "temperature (one scale on the log-odds) or platt (a scale and a bias)",
                             choices=("temperature", "platt"))
-    target_sensitivity: float = _opt(None, "choose the threshold as the highest one whose validation "
-                                     "sensitivity is at least this (default: Youden's J)",
+    target_sensitivity: float = _opt(None, "choose the threshold as the highest one whose held-out "
+                                     "(validation or out-of-fold) sensitivity is at least this "
+                                     "(default: Youden's J)",
                                      type=_fraction_or_one)
     limit: int = _opt(None, "use at most this many train and this many test images (quick runs)",
                       type=_positive_int)

@@ -90,12 +90,19 @@ def main(argv=None):
         return default if value is None else value
 
     limit = setting("limit")
+    folded = (config.get("folds") or 1) > 1 or len(classifier.members) > 1
+    if folded and args.split == "val":
+        print(f"error: {model_path} is an ensemble of fold models that together saw every training "
+              "image: it has no validation split; its out-of-fold predictions are in "
+              "val_predictions.npz beside it, and the figures in metrics.json", file=sys.stderr)
+        return 1
     try:
         root = xray_data.resolve_data_root(args.data if args.data is not None else config.get("data"))
         with one_line_warnings():
             images, y, _ = split_images(root, args.split, classifier.image_size, limit=limit,
                                         seed=setting("seed", TrainConfig.seed),
-                                        val_fraction=setting("val_fraction", TrainConfig.val_fraction),
+                                        val_fraction=0.0 if folded else setting(
+                                            "val_fraction", TrainConfig.val_fraction),
                                         cache_dir=args.cache_dir, progress=sys.stderr.isatty())
         result = evaluate(classifier, images, y)
     except xray_data.DataError as err:

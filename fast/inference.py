@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fast.calibration import apply_platt
+from fast.calibration import apply_platt, temperature_map
 from fast.data import CLASS_NAMES, ImageError, read_xray, resize_xray, standardise
-from fast.model import ModelFileError, load_models
+from fast.model import ModelFileError, ensemble_proba, load_models
 
 RUNS_DIR = Path("runs")
 MODEL_FILE = "model.npz"
@@ -25,7 +25,7 @@ _LOG_ODDS = (-1.0, 1.0)  # logit_PNEUMONIA - logit_NORMAL, the score P(PNEUMONIA
 
 class Classifier:
     """A trained network, or an ensemble of networks used as their mean probability, with its
-    preprocessing record, calibration temperature and decision threshold.
+    preprocessing record, calibration (sigmoid(scale * log-odds + bias)) and decision threshold.
 
     ``images`` below are (N, S, S) float arrays in [0, 1], S = ``image_size``, as
     ``read_xray`` returns them; P(PNEUMONIA) >= ``threshold`` means PNEUMONIA. ``model`` is
@@ -39,8 +39,9 @@ class Classifier:
         self.threshold = float(metadata["threshold"])
         # sigmoid(scale * log-odds + bias): fitted on held-out predictions; a model file
         # from before calibration, or with a plain temperature T, maps to it too.
-        stored = metadata.get("calibration") or {"scale": 1 / metadata.get("temperature", 1.0), "bias": 0}
-        self.calibration = (float(stored["scale"]), float(stored["bias"]))
+        stored = metadata.get("calibration")
+        self.calibration = ((float(stored["scale"]), float(stored["bias"])) if stored
+                            else temperature_map(metadata.get("temperature", 1.0)))
         self.class_names = tuple(metadata.get("class_names", CLASS_NAMES))
 
     @property
@@ -61,21 +62,27 @@ class Classifier:
         x = self.prepare(images)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
-        raw = np.mean([m.predict_proba(x)[:, 1] for m in self.members], axis=0)
-        return apply_platt(raw, *self.calibration)
+        return apply_platt(ensemble_proba(self.members, x), *self.calibration)
 
     def images(self, inputs):
         """Paths or images -> (N, S, S) float32 in [0, 1], as the model sees them.
 
-        ``inputs``: a path (str or Path), a list of paths, an (H, W) grey image in [0, 1], or
-        (N, H, W) images in [0, 1] (resized to S x S as files are). Raises ImageError naming a
+        ``inputs``: a path (str or Path), a list of paths, an (H, W) grey image, or (N, H, W)
+        images: floats in [0, 1], or integers divided by their type's maximum (255, 65535) as
+        a file's pixels are; resized to S x S as files are. Raises ImageError naming a
         file that cannot be read.
         """
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
         if isinstance(inputs, (list, tuple)) and all(isinstance(i, (str, Path)) for i in inputs):
             return np.reshape([self.read(p) for p in inputs], (-1, self.image_size, self.image_size))
-        array = np.asarray(inputs, dtype=np.float32)
+        array = np.asarray(inputs)
+        if np.issubdtype(array.dtype, np.integer):  # 0..255 or 0..65535, as a file's pixels are
+            array = array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
+        array = np.asarray(array, dtype=np.float32)
+        if array.size and not (np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
+            raise ValueError("float images must hold grey values in [0, 1] (integer images are "
+                             "divided by their type's maximum)")
         if array.ndim == 2:
             array = array[None]
         if array.ndim != 3:

@@ -235,9 +235,9 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     batch's mean and biased variance over (N, H, W) and updates the running statistics in place
     (the running variance with the unbiased batch variance, times m / (m - 1), m = N*H*W, or the
     biased one when m == 1); evaluation mode uses them and leaves them alone. out has x's memory
-    layout. The statistics are accumulated in float64, the variance from the centred values
-    (two passes): E[x^2] - E[x]^2 loses every digit when a channel's mean is large against its
-    spread.
+    layout. The mean is summed in float64, and the variance from the centred values (two
+    passes): E[x^2] - E[x]^2 loses every digit when a channel's mean is large against its
+    spread. A conv's channel-major output goes row by row (``kernels.batchnorm_rows_forward``).
     """
     check_batchnorm_args(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     N, C, H, W = x.shape

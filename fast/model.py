@@ -68,7 +68,10 @@ class Architecture:
 
     @classmethod
     def from_json(cls, text):
-        fields = json.loads(text)
+        # A record from before these fields existed describes a network without them: read it
+        # so, whatever today's defaults are.
+        fields = {"convs_per_block": 1, "batchnorm": False, "head": "flatten", "dropout": 0.0,
+                  **json.loads(text)}
         fields["input_shape"] = tuple(fields["input_shape"])
         fields["channels"] = tuple(fields["channels"])
         return cls(**fields)
@@ -264,6 +267,12 @@ class ConvNet:
         dlogits[:, target_class] = 1
         _, dx = self.backward(dlogits, caches, need_dx=True)
         return dx
+
+
+def ensemble_proba(members, x):
+    """The members' mean P(class 1) on x (N, C, H, W), evaluation mode, float64 (N,): how an
+    ensemble, or a single model (a list of one), scores before calibration."""
+    return np.mean([m.predict_proba(x.astype(m.dtype, copy=False))[:, 1] for m in members], axis=0)
 
 
 def softmax(logits):

@@ -1,8 +1,7 @@
 """Predict pneumonia on chest X-ray files: ``python -m fast.predict IMAGE... [--help]``.
 
 A thin layer over ``fast.inference``: the images are prepared and scored there exactly as in
-training. matplotlib is imported only for ``--saliency``; without it the command starts in well
-under a second.
+training. matplotlib is imported only for ``--saliency``, so the command starts quickly.
 """
 import argparse
 import csv
@@ -74,7 +73,7 @@ def _unique_png(out_dir, path, taken):
 
 def write_saliency(results, images, classifier, out_dir):
     """A Grad-CAM overlay PNG per predicted image into ``out_dir``; adds "saliency" to results."""
-    from fast import report  # matplotlib only when pictures are asked for; report is above us
+    from fast import report  # matplotlib only when pictures are asked for
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +133,9 @@ def main(argv=None):
         how = " (newest run; choose another with --model)"
     print(f"model {classifier.path}{how}, threshold {classifier.threshold:.4f}", file=sys.stderr)
 
+    if args.csv is not None and not Path(args.csv).resolve().parent.is_dir():
+        print(f"error: cannot write {args.csv}: its folder does not exist", file=sys.stderr)
+        return 2
     files = expand(args.images)
     if not files:
         print("error: no image files found in " + ", ".join(args.images), file=sys.stderr)

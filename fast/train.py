@@ -1,16 +1,22 @@
 """Train the pneumonia classifier: ``python -m fast.train [--help]``."""
-import sys
+from fast.runtime import configure_process
 
-from fast.cli import one_line_warnings
-from fast.config import TrainConfig, build_parser
-from fast.data import DataError
-from fast.report import ReportError, make_report
-from fast.trainer import TrainingError, train
+if __name__ == "__main__":
+    configure_process()  # before NumPy loads: OpenBLAS reads its settings then
+
+import sys  # noqa: E402
+
+from fast.cli import one_line_warnings  # noqa: E402
+from fast.config import TrainConfig, build_parser  # noqa: E402
+from fast.data import DataError  # noqa: E402
+from fast.report import ReportError, make_report  # noqa: E402
+from fast.trainer import TrainingError, train  # noqa: E402
 
 DESCRIPTION = """Train a CNN written in NumPy to tell NORMAL from PNEUMONIA chest X-rays.
-The validation split is carved from train by patient; the decision threshold is chosen
-on it; the test split is scored once at the end. Outputs, pictures included, go to the
-run directory."""
+With --folds K, K models on patient-grouped folds of the training split; otherwise one model
+with a validation split carved out by patient. The calibration and the decision threshold are
+chosen on the held-out predictions; the test split is scored once at the end. Outputs,
+pictures included, go to the run directory."""
 
 
 def parse_args(argv=None):

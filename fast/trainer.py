@@ -7,9 +7,10 @@ Every epoch ends with an atomic checkpoint, and each epoch's randomness is drawn
 from ``(seed, epoch)``, so ``--resume`` after a crash ends with the same weights
 as an uninterrupted run.
 
-At the end the decision threshold is chosen on the validation split (Youden's
-J), and the test split is scored once with that model and threshold. Pictures are
-the training command's business (``fast.train``), not the loop's.
+At the end the calibration and the decision threshold are chosen on held-out
+predictions (the validation split, or with ``--folds`` the out-of-fold ones), and the
+test split is scored once with that model, calibration and threshold. Pictures are the
+training command's business (``fast.train``), not the loop's.
 """
 import csv
 import io
@@ -29,7 +30,7 @@ from fast import data as xray_data
 from fast.augment import augment_batch
 from fast.config import TrainConfig
 from fast.files import atomic_savez, atomic_write_text
-from fast.model import Architecture, ConvNet, save_model, softmax
+from fast.model import Architecture, ConvNet, ensemble_proba, save_model, softmax
 from fast.optim import learning_rate, make_optimizer
 
 CHECKPOINT = "checkpoint.npz"
@@ -103,7 +104,13 @@ def load_checkpoint(run_dir, model, optimizer):
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint to resume from (no epoch of this run completed)")
     with np.load(path, allow_pickle=False) as data:
-        model.load_state({k: data[f"state/{k}"] for k in model.state()})
+        # checkpoints written before batch norm stored the params alone, under param/
+        current = "state" if any(k.startswith("state/") for k in data.files) else "param"
+        missing = [k for k in model.state() if f"{current}/{k}" not in data.files or f"best/{k}" not in data.files]
+        if missing:
+            raise TrainingError(f"{path}: the checkpoint does not fit this run's network (no {missing[0]}); "
+                                "it was written by another version or configuration")
+        model.load_state({k: data[f"{current}/{k}"] for k in model.state()})
         best = {k: data[f"best/{k}"].copy() for k in model.state()}
         optimizer.state = {k[4:]: data[k].copy() for k in data.files if k.startswith("opt/")}
         progress = Progress(**json.loads(str(data["progress"])))
@@ -161,9 +168,12 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
             model, progress = fit(run_dir, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
                                   config.seed, (config.seed,), keep_best=True, log=log,
                                   progress_bars=progress_bars)
-            held_out = HeldOut(predict_raw([model], ds.x_val), ds.y_val, ds.paths_val, "validation")
+            held_out = HeldOut(ensemble_proba([model], ds.x_val), ds.y_val, ds.paths_val, "validation")
             return finish(run_dir, config, ds, [model], held_out, progress, log)
-        folds = xray_data.patient_folds(ds.paths_train, ds.y_train, config.folds, config.seed)
+        try:
+            folds = xray_data.patient_folds(ds.paths_train, ds.y_train, config.folds, config.seed)
+        except ValueError as err:
+            raise TrainingError(f"cannot make {config.folds} folds of {root / 'train'}: {err}") from None
         oof = np.empty(len(ds.y_train))
         members, seconds, history = [], 0.0, []
         for k in range(config.folds):
@@ -175,7 +185,7 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
                                   (ds.x_train[outside], ds.y_train[outside]),
                                   fold_seed(config.seed, k), (config.seed, k + 1), keep_best=False,
                                   log=log, progress_bars=progress_bars)
-            oof[outside] = predict_raw([model], ds.x_train[outside])
+            oof[outside] = ensemble_proba([model], ds.x_train[outside])
             members.append(model)
             seconds += progress.train_seconds
             history += [{"fold": k + 1, **row} for row in progress.history]
@@ -202,11 +212,6 @@ class HeldOut:
 def fold_seed(seed, k):
     """Model k's initialisation seed: a different, fixed draw for each fold."""
     return int(np.random.SeedSequence([seed, k + 1]).generate_state(1)[0])
-
-
-def predict_raw(members, x):
-    """The members' mean P(PNEUMONIA) on x, uncalibrated, float64."""
-    return np.mean([m.predict_proba(x.astype(m.dtype, copy=False))[:, 1] for m in members], axis=0)
 
 
 def fit(run_dir, config, train_set, held_out, seed, epoch_seed, keep_best, log, progress_bars):
@@ -316,12 +321,12 @@ def choose_threshold(config, y, prob, held_out_name="validation"):
 
 
 def finish(run_dir, config, ds, members, held_out, progress, log):
-    """On the held-out predictions, fit the temperature and pick the threshold; score the test
+    """On the held-out predictions, fit the calibration and pick the threshold; score the test
     split once; write the model, the metrics and the predictions."""
     scale, bias = calibration.fit(config.calibration, held_out.raw, held_out.y)
     calibrated = {"method": config.calibration, "scale": scale, "bias": bias}
     held_prob = calibration.apply_platt(held_out.raw, scale, bias)
-    test_prob = calibration.apply_platt(predict_raw(members, ds.x_test), scale, bias)
+    test_prob = calibration.apply_platt(ensemble_proba(members, ds.x_test), scale, bias)
     threshold, rule = choose_threshold(config, held_out.y, held_prob, held_out.name)
 
     results = {

@@ -438,3 +438,43 @@ def test_the_api_takes_a_run_directory_paths_or_arrays_and_agrees_with_the_cli(t
     assert cam.shape[0] == 1 and 0 <= cam.min() and cam.max() <= 1
     with pytest.raises(ValueError, match="shape"):
         classifier.predict_proba(np.zeros((2, 3, 4, 5)))
+
+
+def test_the_api_reads_integer_images_as_files_are_read_and_refuses_values_outside_0_1(tiny_run, stored):
+    paths, probability, _ = stored
+    classifier = inference.load_classifier(tiny_run)
+    pixels = cv2.imread(paths[0], cv2.IMREAD_GRAYSCALE)  # uint8, 0..255
+    assert_allclose(classifier.predict_proba(pixels), probability[:1], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        classifier.predict_proba(pixels.astype(np.float32))  # 0..255 as floats
+
+
+def test_a_classifier_without_stored_calibration_or_with_a_temperature_applies_it(tiny_run, tmp_path):
+    from fast.calibration import apply_temperature
+    members, metadata = inference.load_models(tiny_run / "model.npz")
+    plain = {k: v for k, v in metadata.items() if k != "calibration"}
+    images = np.random.default_rng(0).uniform(0, 1, (3, 32, 32))
+    raw = inference.Classifier(members, plain).probability(images)  # nothing stored: as it comes
+    assert_allclose(raw, inference.ensemble_proba(members, inference.Classifier(members, plain).prepare(images)),
+                    rtol=0, atol=1e-9)
+    warmed = inference.Classifier(members, {**plain, "temperature": 2.0}).probability(images)
+    assert_allclose(warmed, apply_temperature(raw, 2.0), rtol=1e-9)
+
+
+def test_csv_into_a_missing_folder_is_refused_before_any_work(tiny_run, stored, tmp_path, capsys):
+    paths, _, _ = stored
+    assert predict_main("--model", tiny_run, "--csv", tmp_path / "no" / "out.csv", paths[0]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_the_val_split_of_a_k_fold_ensemble(xray_root, tmp_path, capsys):
+    from fast.config import TrainConfig
+    from fast.trainer import train
+    run_dir = train(TrainConfig(data=str(xray_root), out=str(tmp_path / "run"), image_size=16, limit=80,
+                                epochs=1, folds=2, channels=(4,), hidden=8,
+                                cache_dir=str(tmp_path / "cache")), log=lambda *a: None,
+                    progress_bars=False)
+    assert evaluate.main(["--model", str(run_dir), "--split", "val"]) == 1
+    assert "out-of-fold" in capsys.readouterr().err
+    assert evaluate.main(["--model", str(run_dir), "--split", "test"]) == 0
+    assert "equals the run's" in capsys.readouterr().out

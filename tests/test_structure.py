@@ -11,7 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Each module may import only modules of a lower level.
 LEVELS = {
     # the bottom: settings, errors, files, the contract the two implementations share
-    "contract": 0, "fast": 0, "fast.config": 0, "fast.errors": 0, "fast.files": 0,
+    "contract": 0, "fast": 0, "fast.config": 0, "fast.errors": 0, "fast.files": 0, "fast.runtime": 0,
     # the layers' machinery and the reference layers; image formats, metrics, augmentation, optimisers
     "fast.kernels": 1, "reference": 1, "reference.layers": 1, "fast.dicom": 1, "fast.metrics": 1,
     "fast.augment": 1, "fast.optim": 1,
@@ -89,3 +89,17 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
 def test_reference_imports_nothing_from_fast():
     graph = _graph()
     assert not any(m.startswith("fast") for m in graph["reference.layers"] | graph["contract"])
+
+
+def test_importing_the_package_changes_nothing_global():
+    import subprocess
+    import sys
+    # OpenCV's own import adds to LD_LIBRARY_PATH; the project sets nothing
+    code = ("import os; before = dict(os.environ); "
+            "import fast, fast.layers, fast.model, fast.inference, fast.trainer, fast.predict; "
+            "changed = {k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k)}; "
+            "assert changed <= {'LD_LIBRARY_PATH'}, changed")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr

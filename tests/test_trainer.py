@@ -260,9 +260,9 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
     whole = train(_config(xray_root, tmp_path / "a", folds=2, epochs=2), log=_quiet, progress_bars=False)
     real_augment, calls = fast.trainer.augment_batch, []
 
-    def interrupting_augment(x, rng):  # 2 folds of ~135 images: 5 batches an epoch
+    def interrupting_augment(x, rng):  # 2 folds of about 150 images: 5 batches an epoch
         calls.append(1)
-        if len(calls) == 14:  # in the second fold's first epoch
+        if len(calls) == 17:  # in the second fold's second epoch
             raise KeyboardInterrupt
         return real_augment(x, rng)
 
@@ -270,6 +270,9 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
     config = _config(xray_root, tmp_path / "b", folds=2, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train(config, log=_quiet, progress_bars=False)
+    # fold 1 finished, fold 2 stopped after its first epoch
+    assert (tmp_path / "b" / "run" / "fold2" / "checkpoint.npz").is_file()
+    assert not (tmp_path / "b" / "run" / "model.npz").exists()
     monkeypatch.setattr(fast.trainer, "augment_batch", real_augment)
     resumed = train(config, resume=tmp_path / "b" / "run", log=_quiet, progress_bars=False)
     from fast.model import load_models
@@ -277,3 +280,21 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
     for m, n in zip(a, b, strict=True):
         for k, v in m.state().items():
             assert np.array_equal(v, n.state()[k]), k
+
+
+def test_more_folds_than_patients_is_a_clear_error_not_a_traceback(xray_root, tmp_path, capsys):
+    argv = ["--data", str(xray_root), "--out", str(tmp_path / "run"), "--limit", "20",
+            "--image-size", "16", "--folds", "12", "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "12 folds" in err and "NORMAL patients" in err and "Traceback" not in err
+
+
+def test_a_k_fold_runs_test_predictions_come_back_through_the_classifier(xray_root, tmp_path):
+    run_dir = train(_config(xray_root, tmp_path, folds=2, epochs=1), log=_quiet, progress_bars=False)
+    from fast.inference import load_classifier
+    classifier = load_classifier(run_dir)
+    assert len(classifier.members) == 2
+    with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as npz:
+        paths, stored = [str(p) for p in npz["paths"]], npz["probability"]
+    np.testing.assert_allclose(classifier.predict_proba(paths), stored, rtol=0, atol=1e-6)
