@@ -20,7 +20,7 @@ def _quiet(*_):
 
 def _config(root, tmp_path, **changes):
     fields = dict(data=str(root), out=str(tmp_path / "run"), image_size=32, limit=300, epochs=3,
-                  channels=(8, 16), hidden=32, cache_dir=str(tmp_path / "cache"))
+                  channels=(8, 16), hidden=32, folds=1, cache_dir=str(tmp_path / "cache"))
     fields.update(changes)
     return TrainConfig(**fields)
 
@@ -31,7 +31,8 @@ def _weights(run_dir):
 
 
 def test_short_real_training_beats_val_auc_0_9(xray_root, tmp_path):
-    config = _config(xray_root, tmp_path, limit=1200, epochs=6, channels=(8, 16, 16))
+    config = _config(xray_root, tmp_path, limit=1200, epochs=6, channels=(8, 16, 16), batchnorm=False,
+                     dropout=0.0, head="flatten")
     run_dir = train(config, log=_quiet, progress_bars=False)
 
     results = json.loads((run_dir / "metrics.json").read_text())
@@ -65,7 +66,10 @@ def test_short_real_training_of_a_batch_normalised_network_beats_val_auc_0_9(xra
     assert not np.allclose(model.buffers["bn1_mean"], 0) and not np.allclose(model.buffers["bn1_var"], 1)
 
 
-@pytest.mark.parametrize("layers", [{}, NORMALISED], ids=["plain", "normalised"])
+PLAIN = dict(batchnorm=False, dropout=0.0, head="flatten", convs_per_block=1)
+
+
+@pytest.mark.parametrize("layers", [PLAIN, NORMALISED], ids=["plain", "normalised"])
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_root, tmp_path, monkeypatch,
                                                                         layers):
     whole = train(_config(xray_root, tmp_path / "a", **layers), log=_quiet, progress_bars=False)
@@ -220,16 +224,16 @@ def test_target_sensitivity_threshold_reaches_the_target_on_validation(xray_root
 
 def test_train_step_updates_on_a_finite_loss_and_leaves_the_weights_on_a_nan():
     model = ConvNet(fast.trainer.make_model(TrainConfig(image_size=16)).arch, seed=0)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0)  # also draws any dropout mask
     x, y = rng.standard_normal((4, 1, 16, 16)).astype(np.float32), np.array([0, 1, 1, 0])
     before = {k: v.copy() for k, v in model.params.items()}
-    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1)
+    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1, rng=rng)
     assert math.isfinite(loss)
     assert any(not np.array_equal(before[k], model.params[k]) for k in before)
 
     before = {k: v.copy() for k, v in model.params.items()}
     x[0, 0, 0, 0] = np.nan
-    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1)
+    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1, rng=rng)
     assert not math.isfinite(loss)
     assert all(np.array_equal(before[k], model.params[k]) for k in before)
 
