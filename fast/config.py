@@ -49,7 +49,8 @@ class TrainConfig:
                      choices=("fast", "reference"))
     image_size: int = _opt(64, "images are resized to SIZE x SIZE pixels", type=_image_size)
     batch_size: int = _opt(32, "mini-batch size", type=_positive_int)
-    epochs: int = _opt(30, "maximum number of epochs", type=_positive_int)
+    epochs: int = _opt(15, "epochs of training (of each fold model; one model may stop early)",
+                       type=_positive_int)
     lr: float = _opt(1e-3, "initial learning rate", type=_positive_float)
     optimizer: str = _opt("adam", "update rule", choices=("sgd", "momentum", "adam"))
     momentum: float = _opt(0.9, "momentum coefficient (momentum optimizer)", type=_fraction)
@@ -65,15 +66,15 @@ class TrainConfig:
     channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
     convs_per_block: int = _opt(1, "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)
-    batchnorm: bool = _opt(False, "batch normalisation after each conv")
+    batchnorm: bool = _opt(True, "batch normalisation after each conv")
     head: str = _opt("flatten", "what the classifier sees of the last block: its maps flattened, or "
                      "each channel's global average (gap)", choices=("flatten", "gap"))
     hidden: int = _opt(128, "units of the hidden affine layer (0: none)", type=_non_negative_int)
-    dropout: float = _opt(0.0, "dropout probability before the last affine layer",
+    dropout: float = _opt(0.3, "dropout probability before the last affine layer",
                           type=_probability)
     seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)",
                      type=_non_negative_int)
-    folds: int = _opt(1, "K >= 2: K models on patient-grouped folds of the training split, their "
+    folds: int = _opt(5, "K >= 2: K models on patient-grouped folds of the training split, their "
                       "out-of-fold predictions choosing calibration and threshold, saved as their "
                       "average; 1: one model, validation carved out by patient", type=_positive_int)
     calibration: str = _opt("platt", "how P(pneumonia) is calibrated on held-out predictions: "
