@@ -400,8 +400,10 @@ def make_report(run_dir, data_root=None, log=print):
     for split in ("val", "test"):
         stored_path = run_dir / f"{split}_predictions.npz"
         if stored_path.is_file():
+            # "val" holds the held-out predictions: validation, or out-of-fold for K folds
+            name = classifier.metadata.get("held_out", "validation") if split == "val" else split
             with np.load(stored_path, allow_pickle=False) as stored_split:
-                curves[split] = (stored_split["label"].astype(np.int64), stored_split["probability"])
+                curves[name] = (stored_split["label"].astype(np.int64), stored_split["probability"])
     written.append(plot_reliability(curves, run_dir / PICTURES["reliability"]))
 
     root = _data_root(run_dir, data_root)
