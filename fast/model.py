@@ -285,7 +285,8 @@ def simple_convnet(input_shape=(1, 28, 28), filters=30, kernel=5, pad=0, stride=
                    num_classes=2, impl="fast", seed=0, dtype=np.float32):
     """The classic conv - ReLU - pool(2) - affine - ReLU - affine network, as a ConvNet."""
     arch = Architecture(input_shape=tuple(input_shape), channels=(filters,), kernel=kernel,
-                        stride=stride, pad=pad, pool=2, hidden=hidden, num_classes=num_classes)
+                        stride=stride, pad=pad, pool=2, hidden=hidden, num_classes=num_classes,
+                        convs_per_block=1, batchnorm=False, head="flatten", dropout=0.0)
     return ConvNet(arch, impl=impl, seed=seed, dtype=dtype)
 
 

@@ -11,7 +11,9 @@ from fast.optim import Adam
 from gradcheck import numerical_gradient, rel_error
 
 IMPLS = ["reference", "fast"]
-SMALL = Architecture(input_shape=(1, 9, 8), channels=(3, 4), kernel=3, stride=1, pad=1, pool=2,
+# The plain networks of the first tests: no batch norm, no dropout, whatever the defaults are.
+PLAIN = dict(batchnorm=False, dropout=0.0)
+SMALL = Architecture(**PLAIN, input_shape=(1, 9, 8), channels=(3, 4), kernel=3, stride=1, pad=1, pool=2,
                      hidden=5, num_classes=2)
 
 
@@ -33,7 +35,7 @@ def _same_weights(arch, seed, dtype=np.float64):
 
 @pytest.mark.parametrize("arch", [
     SMALL,
-    Architecture(input_shape=(2, 11, 10), channels=(3,), kernel=5, stride=2, pad=2, pool=1, hidden=4,
+    Architecture(**PLAIN, input_shape=(2, 11, 10), channels=(3,), kernel=5, stride=2, pad=2, pool=1, hidden=4,
                  num_classes=3),
     simple_convnet(input_shape=(1, 12, 12), filters=4, kernel=5, hidden=6).arch,
 ], ids=["convnet", "strided-no-pool", "simple"])
@@ -86,7 +88,7 @@ def test_input_gradient_matches_numerical_gradient(impl):
 
 
 def test_he_initialisation_has_the_right_scale_and_is_seeded():
-    arch = Architecture(input_shape=(1, 32, 32), channels=(64, 64), hidden=256)
+    arch = Architecture(**PLAIN, input_shape=(1, 32, 32), channels=(64, 64), hidden=256)
     model = ConvNet(arch, seed=0, dtype=np.float64)
     # conv2 sees 64 channels x 3 x 3 inputs: std sqrt(2 / 576) = 0.0589
     np.testing.assert_allclose(model.params["conv2_w"].std(), np.sqrt(2 / 576), rtol=0.02)
@@ -164,7 +166,7 @@ def test_fast_model_overfits_a_small_batch_of_real_xrays(xray_root):
     images, kept = load_images([paths[i] for i in pick], 32, progress=False)
     assert kept.all()
     x = ((images - images.mean()) / images.std())[:, None]
-    model = ConvNet(Architecture(input_shape=(1, 32, 32), channels=(8, 16), hidden=32), seed=0)
+    model = ConvNet(Architecture(**PLAIN, input_shape=(1, 32, 32), channels=(8, 16), hidden=32), seed=0)
     start = model.loss(x, labels[pick])[0]
     final = _overfit(model, x, labels[pick], steps=60, lr=3e-3)
     assert start > 0.3 and final < 0.02
@@ -174,7 +176,7 @@ def test_reference_model_overfits_a_few_tiny_images():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4, 1, 6, 6))
     y = np.array([0, 1, 0, 1])
-    model = ConvNet(Architecture(input_shape=(1, 6, 6), channels=(3,), hidden=8), impl="reference",
+    model = ConvNet(Architecture(**PLAIN, input_shape=(1, 6, 6), channels=(3,), hidden=8), impl="reference",
                     seed=0, dtype=np.float64)
     start = model.loss(x, y)[0]
     final = _overfit(model, x, y, steps=150, lr=2e-2)

@@ -346,7 +346,8 @@ def test_last_conv_gradient_sums_to_the_numerical_gradient_of_the_last_conv_bias
     the batch and the positions of a channel, is d(sum of log-odds)/d(that channel's bias):
     checked against centred differences of the network's own forward pass."""
     rng = np.random.default_rng(3)
-    model = ConvNet(Architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=10),
+    model = ConvNet(Architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=10, batchnorm=False,
+                                 dropout=0.0),
                     dtype=np.float64, seed=1)
     x = rng.normal(size=(3, 1, 16, 16))
     maps, dconv, logits = model.last_conv_gradient(x, (-1.0, 1.0))
