@@ -103,3 +103,10 @@ def check_dropout_p(p):
     """Validate a dropout probability: 0 <= p < 1 (p == 1 would divide by zero)."""
     if not 0 <= p < 1:
         raise ValueError(f"dropout probability p must lie in [0, 1), got {p}")
+
+
+def check_global_avgpool_args(x):
+    """Validate global average pooling's input: (N, C, H, W) with planes of at least 1x1."""
+    check_rank("global average pooling input x", x, 4)
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"global average pooling needs planes of at least 1x1, got x of shape {x.shape}")

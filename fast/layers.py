@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 
 from contract import (check_affine_args, check_batchnorm_args, check_conv_args, check_dropout_p,
-                      check_labels, check_pool_args, check_rank)
+                      check_global_avgpool_args, check_labels, check_pool_args)
 from fast import kernels
 
 
@@ -344,11 +344,8 @@ class GlobalAvgPoolCache(NamedTuple):
 
 def global_avgpool_forward(x):
     """The mean of each (H, W) plane: x (N, C, H, W) -> out (N, C), summed in float64."""
-    check_rank("global average pooling input x", x, 4)
+    check_global_avgpool_args(x)
     N, C, H, W = x.shape
-    if H * W == 0:
-        raise ValueError(f"global average pooling needs planes of at least 1x1, "
-                         f"got x of shape {x.shape}")
     out = (x.sum(axis=(2, 3), dtype=np.float64) / (H * W)).astype(x.dtype)  # (N, C)
     return out, GlobalAvgPoolCache(x.shape, kernels.is_channel_major(x))
 

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from contract import (check_affine_args, check_batchnorm_args, check_conv_args, check_dropout_p,
-                      check_labels, check_pool_args, check_rank)
+                      check_global_avgpool_args, check_labels, check_pool_args)
 
 
 class ConvCache(NamedTuple):
@@ -323,11 +323,8 @@ def dropout_backward(dout, cache):
 
 def global_avgpool_forward(x):
     """The mean of each (H, W) plane: x (N, C, H, W) -> out (N, C)."""
-    check_rank("global average pooling input x", x, 4)
+    check_global_avgpool_args(x)
     N, C, H, W = x.shape
-    if H * W == 0:
-        raise ValueError(f"global average pooling needs planes of at least 1x1, "
-                         f"got x of shape {x.shape}")
     out = np.zeros((N, C), dtype=x.dtype)
     for n in range(N):
         for c in range(C):
