@@ -1,5 +1,7 @@
-"""Centred-difference numerical gradients and a symmetric relative error, for gradient checks."""
+"""Test helpers shared by the layer tests: centred-difference numerical gradients, a symmetric
+relative error, and the tolerance by which ``fast`` must match ``reference``."""
 import numpy as np
+from numpy.testing import assert_allclose
 
 
 def numerical_gradient(f, x, h=1e-5):
@@ -33,3 +35,19 @@ def rel_error(a, b):
     b = np.asarray(b, dtype=np.float64)
     scale = np.max(np.abs(a) + np.abs(b))
     return float(np.max(np.abs(a - b)) / max(scale, np.finfo(np.float64).tiny))
+
+
+def assert_matches_reference(got, want, dtype):
+    """``fast``'s result ``got`` (in ``dtype``) against the float64 reference ``want``: float64
+    agrees to rounding; float32 to about 1e-4 of the scale of the terms.
+
+    The drawn inputs are O(1), so each result is a sum of O(1) terms, rounded on that scale:
+    an element where the terms cancel (x * w + b = -2e-4, or a loss log(1 + 1e-5) from a
+    confident right answer) keeps an absolute error of the terms' size, not of its own.
+    """
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == dtype
+    assert got.shape == want.shape
+    scale = max(1.0, np.max(np.abs(want), initial=0.0))
+    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (1e-4, 1e-4)
+    assert_allclose(got, want, rtol=rtol, atol=atol * scale)

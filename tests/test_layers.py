@@ -20,7 +20,7 @@ import contract
 import fast.kernels
 import fast.layers
 import reference.layers
-from gradcheck import numerical_gradient, rel_error
+from gradcheck import assert_matches_reference, numerical_gradient, rel_error
 
 IMPLS = pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
 DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -263,21 +263,6 @@ def _fast_and_reference_inputs(dtype, *arrays):
     return fast_inputs, [a.astype(np.float64) for a in fast_inputs]
 
 
-def _assert_matches_reference(got, want, dtype):
-    """float64: agree to rounding; float32: to about 1e-4 of the scale of the terms.
-
-    The drawn inputs are O(1), so each result is a sum of O(1) terms, rounded on that scale:
-    an element where the terms cancel (x * w + b = -2e-4, or a loss log(1 + 1e-5) from a
-    confident right answer) keeps an absolute error of the terms' size, not of its own.
-    """
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.dtype == dtype
-    assert got.shape == want.shape
-    scale = max(1.0, np.max(np.abs(want)))
-    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (1e-4, 1e-4)
-    assert_allclose(got, want, rtol=rtol, atol=atol * scale)
-
-
 @DTYPES
 @COMPARE
 @given(case=conv_cases())
@@ -286,10 +271,10 @@ def test_fast_conv_matches_reference_on_random_shapes(dtype, case):
     out, cache = fast.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
     want_out, want_cache = reference.layers.conv2d_forward(
         x64, w64, b64, stride=case.stride, pad=case.pad)
-    _assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(out, want_out, dtype)
     for got, want in zip(fast.layers.conv2d_backward(g, cache),
                          reference.layers.conv2d_backward(g64, want_cache)):
-        _assert_matches_reference(got, want, dtype)
+        assert_matches_reference(got, want, dtype)
 
 
 @DTYPES
@@ -300,8 +285,8 @@ def test_fast_maxpool_matches_reference_on_random_shapes(dtype, case):
     out, cache = fast.layers.maxpool2d_forward(x, size=case.size, stride=case.stride)
     want_out, want_cache = reference.layers.maxpool2d_forward(
         x64, size=case.size, stride=case.stride)
-    _assert_matches_reference(out, want_out, dtype)
-    _assert_matches_reference(fast.layers.maxpool2d_backward(g, cache),
+    assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(fast.layers.maxpool2d_backward(g, cache),
                               reference.layers.maxpool2d_backward(g64, want_cache), dtype)
 
 
@@ -326,8 +311,8 @@ def test_fast_relu_matches_reference_on_random_shapes(dtype, arrays):
     (x, g), (x64, g64) = _fast_and_reference_inputs(dtype, *arrays)
     out, cache = fast.layers.relu_forward(x)
     want_out, want_cache = reference.layers.relu_forward(x64)
-    _assert_matches_reference(out, want_out, dtype)
-    _assert_matches_reference(fast.layers.relu_backward(g, cache),
+    assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(fast.layers.relu_backward(g, cache),
                               reference.layers.relu_backward(g64, want_cache), dtype)
 
 
@@ -338,10 +323,10 @@ def test_fast_affine_matches_reference_on_random_shapes(dtype, arrays):
     (x, w, b, g), (x64, w64, b64, g64) = _fast_and_reference_inputs(dtype, *arrays)
     out, cache = fast.layers.affine_forward(x, w, b)
     want_out, want_cache = reference.layers.affine_forward(x64, w64, b64)
-    _assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(out, want_out, dtype)
     for got, want in zip(fast.layers.affine_backward(g, cache),
                          reference.layers.affine_backward(g64, want_cache)):
-        _assert_matches_reference(got, want, dtype)
+        assert_matches_reference(got, want, dtype)
 
 
 @DTYPES
@@ -353,8 +338,8 @@ def test_fast_cross_entropy_matches_reference_on_random_cases(dtype, case):
     loss, dlogits = fast.layers.softmax_cross_entropy(logits, y, class_weights=weights)
     want_loss, want_dlogits = reference.layers.softmax_cross_entropy(
         logits64, y, class_weights=weights)
-    _assert_matches_reference(loss, want_loss, dtype)
-    _assert_matches_reference(dlogits, want_dlogits, dtype)
+    assert_matches_reference(loss, want_loss, dtype)
+    assert_matches_reference(dlogits, want_dlogits, dtype)
 
 
 def test_fast_accepts_non_contiguous_inputs():
@@ -846,14 +831,14 @@ def test_fast_layers_split_across_cores_match_reference(case, pool):
         relu_dx = fast.layers.relu_backward(g, relu_cache)
     want_out, want_cache = reference.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
     want_rectified, want_relu_cache = reference.layers.relu_forward(want_out)
-    _assert_matches_reference(rectified, want_rectified, np.float64)
-    _assert_matches_reference(relu_dx, reference.layers.relu_backward(g, want_relu_cache), np.float64)
-    _assert_matches_reference(out, want_out, np.float64)
+    assert_matches_reference(rectified, want_rectified, np.float64)
+    assert_matches_reference(relu_dx, reference.layers.relu_backward(g, want_relu_cache), np.float64)
+    assert_matches_reference(out, want_out, np.float64)
     for got, want in zip(grads, reference.layers.conv2d_backward(g, want_cache)):
-        _assert_matches_reference(got, want, np.float64)
+        assert_matches_reference(got, want, np.float64)
     want_pooled, want_pool_cache = reference.layers.maxpool2d_forward(px, size=pool.size, stride=pool.stride)
     assert_array_equal(pooled, want_pooled)
-    _assert_matches_reference(pool_dx, reference.layers.maxpool2d_backward(pg, want_pool_cache), np.float64)
+    assert_matches_reference(pool_dx, reference.layers.maxpool2d_backward(pg, want_pool_cache), np.float64)
 
 
 def test_fast_conv_output_feeds_pooling_in_its_channel_major_layout():
@@ -938,9 +923,9 @@ def test_fast_same_size_conv_matches_reference(dtype, n, c, f, h, w, half_kh, ha
         out, cache = fast.layers.conv2d_forward(x, wt, b, 1, pad)
         grads = fast.layers.conv2d_backward(g, cache)
     want_out, want_cache = reference.layers.conv2d_forward(x64, w64, b64, 1, pad)
-    _assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(out, want_out, dtype)
     for got, want in zip(grads, reference.layers.conv2d_backward(g64, want_cache)):
-        _assert_matches_reference(got, want, dtype)
+        assert_matches_reference(got, want, dtype)
 
 
 class _NoSplit:
@@ -966,9 +951,9 @@ def test_fast_first_layer_runs_of_positions_match_reference(monkeypatch, run, sp
         out, cache = fast.layers.conv2d_forward(x, w, b, 1, 1)
         grads = fast.layers.conv2d_backward(g, cache, need_dx=False)[1:]
     want_out, want_cache = reference.layers.conv2d_forward(x, w, b, 1, 1)
-    _assert_matches_reference(out, want_out, np.float64)
+    assert_matches_reference(out, want_out, np.float64)
     for got, want in zip(grads, reference.layers.conv2d_backward(g, want_cache)[1:]):
-        _assert_matches_reference(got, want, np.float64)
+        assert_matches_reference(got, want, np.float64)
 
 
 @COMPARE

@@ -18,7 +18,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import fast.kernels
 import fast.layers
 import reference.layers
-from gradcheck import numerical_gradient, rel_error
+from gradcheck import assert_matches_reference, numerical_gradient, rel_error
 
 IMPLS = pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
 DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -193,17 +193,6 @@ def test_global_avgpool_backward_matches_numerical_gradient(impl, case):
 # float64 on the very same values, so float32 measures only fast's rounding.
 # ---------------------------------------------------------------------------------------------
 
-def _assert_matches_reference(got, want, dtype):
-    """float64: agree to rounding; float32: to about 1e-4 of the scale of the values (the
-    tolerances of test_layers.py's comparisons)."""
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.dtype == dtype
-    assert got.shape == want.shape
-    scale = max(1.0, np.max(np.abs(want), initial=0.0))
-    rtol, atol = (1e-10, 1e-12) if dtype == np.float64 else (1e-4, 1e-4)
-    assert_allclose(got, want, rtol=rtol, atol=atol * scale)
-
-
 @DTYPES
 @COMPARE
 @given(case=cases(), training=st.booleans(), x_layout=layouts, g_layout=layouts)
@@ -217,13 +206,13 @@ def test_fast_batchnorm_matches_reference_with_running_statistics(dtype, case, t
     dx, dgamma, dbeta = fast.layers.batchnorm_backward(_in_layout(arrays.g, g_layout), cache)
     want_out, want_cache = reference.layers.batchnorm_forward(
         want.x, want.gamma, want.beta, want.running_mean, want.running_var, training)
-    _assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(out, want_out, dtype)
     # the running statistics, updated in place in training mode, agree as well
-    _assert_matches_reference(arrays.running_mean, want.running_mean, dtype)
-    _assert_matches_reference(arrays.running_var, want.running_var, dtype)
+    assert_matches_reference(arrays.running_mean, want.running_mean, dtype)
+    assert_matches_reference(arrays.running_var, want.running_var, dtype)
     for got, expected in zip((dx, dgamma, dbeta),
                              reference.layers.batchnorm_backward(want.g, want_cache), strict=True):
-        _assert_matches_reference(got, expected, dtype)
+        assert_matches_reference(got, expected, dtype)
     # out and dx in x's layout: the conv below a channel-major output wants its gradient so
     assert _has_layout(out, x_layout) and _has_layout(dx, x_layout)
 
@@ -238,8 +227,8 @@ def test_fast_dropout_matches_reference_and_draws_the_same_mask(dtype, case):
     out, cache = fast.layers.dropout_forward(x, p, rng_fast, training=True)
     want_out, want_cache = reference.layers.dropout_forward(x.astype(np.float64), p, rng_reference,
                                                             training=True)
-    _assert_matches_reference(out, want_out, dtype)
-    _assert_matches_reference(fast.layers.dropout_backward(g, cache),
+    assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(fast.layers.dropout_backward(g, cache),
                               reference.layers.dropout_backward(g.astype(np.float64), want_cache),
                               dtype)
     # The mask is the contract's: rng.random(x.shape) >= p from a generator in the same state
@@ -259,9 +248,9 @@ def test_fast_global_avgpool_matches_reference(dtype, case, x_layout):
     g = rng.standard_normal((case.n, case.c)).astype(dtype)
     out, cache = fast.layers.global_avgpool_forward(_in_layout(x, x_layout))
     want_out, want_cache = reference.layers.global_avgpool_forward(x.astype(np.float64))
-    _assert_matches_reference(out, want_out, dtype)
+    assert_matches_reference(out, want_out, dtype)
     dx = fast.layers.global_avgpool_backward(g, cache)
-    _assert_matches_reference(dx, reference.layers.global_avgpool_backward(g.astype(np.float64),
+    assert_matches_reference(dx, reference.layers.global_avgpool_backward(g.astype(np.float64),
                                                                            want_cache), dtype)
     assert _has_layout(dx, x_layout)
 
