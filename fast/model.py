@@ -96,6 +96,8 @@ class ConvNet:
         self.layers = IMPLEMENTATIONS[impl]
         self.dtype = np.dtype(dtype)
         self.params = self._init_params(np.random.default_rng(seed))
+        # the conv's bias argument where batch norm makes a bias pointless: zeros, made once
+        self._zero_bias = [np.zeros(f, dtype=self.dtype) for f, _ in arch.convs]
         self.buffers = {}
         if arch.batchnorm:
             for k, (f, _) in enumerate(arch.convs, start=1):
@@ -155,7 +157,7 @@ class ConvNet:
         x = x.astype(self.dtype, copy=False)
         caches = {"convs": []}
         for k, (_, ends_block) in enumerate(a.convs, start=1):
-            bias = p[f"conv{k}_b"] if f"conv{k}_b" in p else np.zeros(len(p[f"conv{k}_w"]), self.dtype)
+            bias = p.get(f"conv{k}_b", self._zero_bias[k - 1])
             x, conv_cache = L.conv2d_forward(x, p[f"conv{k}_w"], bias, a.stride, a.pad)
             bn_cache = None
             if a.batchnorm:

@@ -180,12 +180,13 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
             inside, outside = folds != k, folds == k
             log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
                 f"predicting the other {outside.sum()}")
+            x_held = ds.x_train[outside]
             model, progress = fit(run_dir / f"fold{k + 1}", config,
                                   (ds.x_train[inside], ds.y_train[inside]),
-                                  (ds.x_train[outside], ds.y_train[outside]),
+                                  (x_held, ds.y_train[outside]),
                                   fold_seed(config.seed, k), (config.seed, k + 1), keep_best=False,
                                   log=log, progress_bars=progress_bars)
-            oof[outside] = ensemble_proba([model], ds.x_train[outside])
+            oof[outside] = ensemble_proba([model], x_held)
             members.append(model)
             seconds += progress.train_seconds
             history += [{"fold": k + 1, **row} for row in progress.history]
