@@ -22,15 +22,23 @@ MAX_CONTRAST = 0.2
 MAX_BRIGHTNESS = 0.2
 
 
-def augment_batch(x, rng):
-    """A randomly transformed copy of x: (N, C, H, W) float, already standardised."""
+def augment_batch(x, rng, rows=None):
+    """A randomly transformed copy of x: (N, C, H, W) float, already standardised.
+
+    ``rows``: (lo, hi, total) when x holds rows lo..hi of a batch of ``total`` images split
+    between processes; the transforms are drawn for the whole batch and rows lo..hi applied,
+    so every image gets the transform it would get in one piece.
+    """
     n, c, h, w = x.shape
+    lo, hi, total = (0, n, n) if rows is None else rows
+    if hi - lo != n:
+        raise ValueError(f"rows {lo}..{hi} do not fit a batch part of {n} images")
     out = np.empty_like(x)
-    angles = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, n))
-    zooms = rng.uniform(1 - MAX_ZOOM, 1 + MAX_ZOOM, (n, 2))
-    shifts = rng.uniform(-MAX_SHIFT, MAX_SHIFT, (n, 2)) * (w, h)
-    contrast = rng.uniform(1 - MAX_CONTRAST, 1 + MAX_CONTRAST, n).astype(x.dtype)
-    brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, n).astype(x.dtype)
+    angles = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, total))[lo:hi]
+    zooms = rng.uniform(1 - MAX_ZOOM, 1 + MAX_ZOOM, (total, 2))[lo:hi]
+    shifts = rng.uniform(-MAX_SHIFT, MAX_SHIFT, (total, 2))[lo:hi] * (w, h)
+    contrast = rng.uniform(1 - MAX_CONTRAST, 1 + MAX_CONTRAST, total)[lo:hi].astype(x.dtype)
+    brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, total)[lo:hi].astype(x.dtype)
     centre = np.array([w / 2 - 0.5, h / 2 - 0.5])
     for i in range(n):
         cos, sin = np.cos(angles[i]), np.sin(angles[i])

@@ -4,14 +4,17 @@ Layout: ``root/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg`` (PNG and DICOM files are
 optional ``root/val/`` is used as the validation split when present). Label 0 is NORMAL, label 1
 is PNEUMONIA.
 
-``read_xray`` is the one preprocessing path: training and prediction both call it, so a model
-never sees pixels prepared in two different ways.
+``read_pixels`` is the one preprocessing path: training and prediction both go through it, so a
+model never sees pixels prepared in two different ways. It ends in 8-bit grey levels: the
+decoded-image cache is a memory-mapped uint8 array on disk (``Pixels``), so a data set larger
+than memory is read a batch at a time, and ``read_xray`` hands the same levels over as floats.
 """
 import hashlib
 import os
 import re
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from fast.config import TrainConfig
 from fast.dicom import DICOM_EXTENSION, HEADER_SIZE, is_dicom, read_dicom
 from fast.errors import DataError, ImageError
 from fast.files import atomic_savez
+from fast.runtime import cpu_threads
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 SPLITS = ("train", "val", "test")
@@ -30,7 +34,8 @@ DEFAULT_DATA = "data/chest_xray"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", DICOM_EXTENSION)
 
 # Bumped whenever the preprocessing changes, so old caches are never served.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+LEVELS = 255  # grey levels 0..255 stand for 0..1
 
 _DATA_SOURCE = (
     "The data set is Kermany et al. (2018), \"Labeled Optical Coherence Tomography (OCT) and "
@@ -178,13 +183,23 @@ def resize_xray(gray, size):
     return np.clip(resized, 0.0, 1.0).astype(np.float32, copy=False)
 
 
+def to_pixels(unit):
+    """Grey values in [0, 1] -> uint8 levels 0..255, rounded to the nearest."""
+    return np.rint(np.asarray(unit, dtype=np.float32) * np.float32(LEVELS)).astype(np.uint8)
+
+
+def from_pixels(levels):
+    """uint8 levels -> float32 grey values in [0, 1] (level / 255): what the model is given."""
+    return np.divide(levels, np.float32(LEVELS), dtype=np.float32)
+
+
 def decode_xray_bytes(data, size, name="<bytes>"):
-    """Encoded image bytes (1-D uint8 array) -> (size, size) float32 in [0, 1].
+    """Encoded image bytes (1-D uint8 array) -> (size, size) float32 in [0, 1], in 8-bit levels.
 
     ``name`` only labels error messages. Raises ImageError when the bytes are empty,
     truncated or not an image OpenCV can decode (DICOM is read from a path, by read_xray).
     """
-    return resize_xray(_decode_unit_gray(data, name), size)
+    return from_pixels(to_pixels(resize_xray(_decode_unit_gray(data, name), size)))
 
 
 def _decode_unit_gray(data, name):
@@ -209,12 +224,14 @@ def _decode_unit_gray(data, name):
         raise ImageError(f"{name}: {err}") from err
 
 
-def read_xray(path, size):
-    """Read one X-ray file -> (size, size) float32 in [0, 1], whatever its format and depth.
+def read_pixels(path, size):
+    """Read one X-ray file -> (size, size) uint8 grey levels, whatever its format and depth.
 
     Colour files are converted to grey (alpha dropped); pixel values are divided by the
-    dtype's maximum (255, 65535), floats are clipped. A DICOM file (by content, or named .dcm)
-    is read by ``fast.dicom.read_dicom`` instead. Raises ImageError naming the file.
+    dtype's maximum (255, 65535), floats are clipped; after resizing, the grey values in [0, 1]
+    are rounded to 8-bit levels (the source JPEGs have 8 bits; at the model's sizes a level is
+    far below the noise). A DICOM file (by content, or named .dcm) is read by
+    ``fast.dicom.read_dicom`` instead. Raises ImageError naming the file.
     """
     path = Path(path)
     try:
@@ -224,8 +241,15 @@ def read_xray(path, size):
     except OSError as err:
         raise ImageError(f"{path}: cannot read it ({err.strerror or err})") from err
     if path.suffix.lower() == DICOM_EXTENSION or is_dicom(data[:HEADER_SIZE]):
-        return resize_xray(read_dicom(path), size)
-    return decode_xray_bytes(data, size, name=str(path))
+        unit = read_dicom(path)
+    else:
+        unit = _decode_unit_gray(data, str(path))
+    return to_pixels(resize_xray(unit, size))
+
+
+def read_xray(path, size):
+    """Read one X-ray file -> (size, size) float32 in [0, 1]: ``read_pixels``' levels / 255."""
+    return from_pixels(read_pixels(path, size))
 
 
 # --------------------------------------------------------------------------- patients
@@ -339,10 +363,81 @@ def patient_folds(paths, labels, k, seed):
     return folds
 
 
+# --------------------------------------------------------------------------- stored images
+
+class Pixels:
+    """Images as stored: (N, S, S) uint8 grey levels, usually a read-only memory map of the cache
+    file, so a data set larger than memory costs only the rows being read.
+
+    ``rows`` picks and orders the stored images this set holds. Indexing reads those rows and
+    hands them over as ``read_xray`` does, (S, S) or (n, S, S) float32 in [0, 1]:
+    ``pixels[i]``, ``pixels[a:b]``, ``pixels[index_array]``. ``np.asarray(pixels)`` reads them
+    all (small sets only).
+    """
+
+    def __init__(self, store, rows=None):
+        self.store = store
+        self.rows = np.arange(len(store), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+
+    def __len__(self):
+        return len(self.rows)
+
+    @property
+    def shape(self):
+        return (len(self.rows),) + tuple(self.store.shape[1:])
+
+    dtype = np.dtype(np.float32)
+
+    def subset(self, index):
+        """The images at ``index`` (indices or a boolean mask) of this set, nothing read."""
+        return Pixels(self.store, self.rows[index])
+
+    def levels(self, index=slice(None)):
+        """The uint8 levels of the images at ``index``, read from the store."""
+        return np.asarray(self.store[self.rows[index]])
+
+    def __getitem__(self, index):
+        return from_pixels(self.levels(index))
+
+    def __array__(self, dtype=None, copy=None):
+        images = self[:]
+        return images if dtype is None else images.astype(dtype)
+
+
+class Inputs:
+    """Network inputs drawn from ``Pixels`` when asked for: ``inputs[index]`` is
+    (n, 1, S, S) float32, ``standardise``d with the training pixels' mean and std. Batches are
+    made as they are drawn, never the whole set at once."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, pixels, mean, std):
+        self.pixels, self.mean, self.std = pixels, mean, std
+
+    def __len__(self):
+        return len(self.pixels)
+
+    @property
+    def shape(self):
+        n, h, w = self.pixels.shape
+        return n, 1, h, w
+
+    def subset(self, index):
+        return Inputs(self.pixels.subset(index), self.mean, self.std)
+
+    def __getitem__(self, index):
+        images = self.pixels[index]
+        return standardise(images, self.mean, self.std, in_place=True)[..., None, :, :]
+
+    def __array__(self, dtype=None, copy=None):
+        x = self[:]
+        return x if dtype is None else x.astype(dtype)
+
+
 # --------------------------------------------------------------------------- decoding many, cache
 
 def _cache_key(paths, size):
-    """(file name, key) of the cache for these files at this size.
+    """(file name stem, key) of the cache for these files at this size.
 
     The name hashes the size and the sorted paths, so an edited data set overwrites its old
     cache instead of piling up new ones; the key stored inside also hashes every file's byte
@@ -357,69 +452,109 @@ def _cache_key(paths, size):
             entries.append((path, -1, -1))
     name = hashlib.sha256(repr((_CACHE_VERSION, int(size), [e[0] for e in entries])).encode())
     key = hashlib.sha256(repr((_CACHE_VERSION, int(size), entries)).encode())
-    return f"xray_{size}px_{name.hexdigest()[:20]}.npz", key.hexdigest()
+    return f"xray_{size}px_{name.hexdigest()[:20]}", key.hexdigest()
 
 
-def _read_cache(cache_file, key):
-    """(paths, images, kept, reasons) stored under ``key``, or None when absent or unusable."""
+def _cache_files(cache_dir, name):
+    """(the pixels: an .npy file, memory-mapped; the index: paths, kept, reasons, key)."""
+    return Path(cache_dir) / f"{name}.npy", Path(cache_dir) / f"{name}.index.npz"
+
+
+def _open_store(pixels_file, count, size):
+    """The stored levels, memory-mapped read-only (an empty set: an empty array, as an empty
+    file cannot be mapped)."""
+    if count == 0:
+        return np.zeros((0, size, size), dtype=np.uint8)
+    store = np.load(pixels_file, mmap_mode="r")
+    if store.dtype != np.uint8 or store.shape != (count, size, size):
+        raise ValueError(f"holds {store.dtype} {store.shape}, expected uint8 {(count, size, size)}")
+    return store
+
+
+def _read_cache(cache_dir, name, key, size):
+    """(paths, store, kept, reasons) stored under ``key``, or None when absent or unusable."""
+    pixels_file, index_file = _cache_files(cache_dir, name)
     try:
-        with np.load(cache_file, allow_pickle=False) as npz:
+        with np.load(index_file, allow_pickle=False) as npz:
             if str(npz["key"]) != key:
                 return None
-            return (list(npz["paths"]), npz["images"], npz["kept"], list(npz["reasons"]))
+            paths, kept, reasons = list(npz["paths"]), npz["kept"], [str(r) for r in npz["reasons"]]
+        return paths, _open_store(pixels_file, len(paths), size), kept, reasons
     except FileNotFoundError:
         return None
     except Exception as err:  # a half-written or foreign file: rebuild rather than crash
-        warnings.warn(f"ignoring unreadable cache {cache_file}: {err}", stacklevel=3)
+        warnings.warn(f"ignoring unreadable cache {index_file}: {err}", stacklevel=4)
         return None
 
 
-def _write_cache(cache_file, key, paths, images, kept, reasons):
-    """Written atomically, so an interrupted run never leaves a bad cache."""
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_savez(cache_file, key=np.asarray(key), paths=np.asarray(paths, dtype=str), images=images,
-                 kept=kept, reasons=np.asarray(reasons, dtype=str))
+def _build_cache(cache_dir, name, key, paths, size, progress, desc):
+    """Decode ``paths`` straight into the cache's memory-mapped file -> (store, kept, reasons).
+
+    The pixels go to a temporary file, renamed when complete; the index is written after it
+    (and the old one removed before), so an interrupted run never leaves a cache that reads.
+    """
+    pixels_file, index_file = _cache_files(cache_dir, name)
+    pixels_file.parent.mkdir(parents=True, exist_ok=True)
+    index_file.unlink(missing_ok=True)
+    if paths:
+        partial = pixels_file.with_name(f"{pixels_file.name}.{os.getpid()}.partial")
+        try:
+            store = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
+                                              shape=(len(paths), size, size))
+            kept, reasons = _decode_all(paths, size, store, progress, desc)
+            store.flush()
+            del store
+            os.replace(partial, pixels_file)
+        finally:
+            partial.unlink(missing_ok=True)
+    else:
+        kept, reasons = np.zeros(0, dtype=bool), []
+    atomic_savez(index_file, key=np.asarray(key), paths=np.asarray(paths, dtype=str), kept=kept,
+                 reasons=np.asarray(reasons, dtype=str))
+    return _open_store(pixels_file, len(paths), size), kept, reasons
 
 
-def _decode_all(paths, size, progress, desc):
-    """Decode every path -> (images of the kept files, kept mask, reasons ('' when kept))."""
-    images = np.empty((len(paths), size, size), dtype=np.float32)
+def _decode_all(paths, size, out, progress, desc):
+    """Decode every path into ``out[i]`` (uint8 levels), one thread per core (OpenCV and file
+    reads release the GIL) -> (kept mask, reasons ('' when kept))."""
     kept = np.zeros(len(paths), dtype=bool)
     reasons = [""] * len(paths)
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress)):
+
+    def decode(i):
         try:
-            images[i] = read_xray(path, size)
+            out[i] = read_pixels(paths[i], size)
             kept[i] = True
         except ImageError as err:
             reasons[i] = str(err)
-    return images[kept], kept, reasons
+
+    with ThreadPoolExecutor(max_workers=cpu_threads()) as pool, \
+            tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for _ in pool.map(decode, range(len(paths))):
+            bar.update()
+    return kept, reasons
 
 
 def _load_images(paths, size, cache_dir, progress, desc):
-    """load_images without the warnings -> (images, kept, reasons ('' when kept))."""
+    """load_images without the warnings -> (Pixels of the kept files, kept, reasons ('' when
+    kept))."""
     paths = [os.path.abspath(p) for p in paths]
+    stored_paths = sorted(set(paths))
     cached = None
     if cache_dir is not None:
         name, key = _cache_key(paths, size)
-        cache_file = Path(cache_dir) / name
-        cached = _read_cache(cache_file, key)
-    if cached is None:
-        stored_paths = sorted(set(paths))
-        stored_images, stored_kept, stored_reasons = _decode_all(stored_paths, size, progress, desc)
-        if cache_dir is not None:
-            _write_cache(cache_file, key, stored_paths, stored_images, stored_kept, stored_reasons)
+        cached = _read_cache(cache_dir, name, key, size)
+    if cached is not None:
+        stored_paths, store, kept, reasons = cached
+    elif cache_dir is not None:
+        store, kept, reasons = _build_cache(cache_dir, name, key, stored_paths, size, progress, desc)
     else:
-        stored_paths, stored_images, stored_kept, stored_reasons = cached
-
-    if paths == stored_paths:  # the usual case: list_split order is already sorted
-        return stored_images, stored_kept, [str(r) for r in stored_reasons]
-    # The cache holds the sorted unique paths; hand them back in the order asked for.
+        store = np.zeros((len(stored_paths), size, size), dtype=np.uint8)
+        kept, reasons = _decode_all(stored_paths, size, store, progress, desc)
+    # The store holds the sorted unique paths; hand them over in the order asked for.
     position = {p: i for i, p in enumerate(stored_paths)}
-    rows = np.cumsum(stored_kept) - 1  # row of each kept file in stored_images
     where = np.asarray([position[p] for p in paths], dtype=np.int64)
-    kept = stored_kept[where]
-    images = stored_images[rows[where[kept]]]
-    return images, kept, [str(stored_reasons[i]) for i in where]
+    kept_here = kept[where]
+    return Pixels(store, where[kept_here]), kept_here, [reasons[i] for i in where]
 
 
 def _warn_skipped(reasons, kept):
@@ -428,12 +563,13 @@ def _warn_skipped(reasons, kept):
 
 
 def load_images(paths, size, cache_dir=None, progress=True, desc="decoding"):
-    """Decode ``paths`` -> (images: (M, size, size) float32 in [0, 1], kept: (N,) bool).
+    """Decode ``paths`` -> (images: Pixels of M (size, size) images, kept: (N,) bool).
 
     Unreadable files are skipped with a warning naming them (kept[i] is False); M = kept.sum().
-    With ``cache_dir`` the result is stored as an .npz keyed by the size and every file's
-    path, byte count and mtime, so a rerun loads it at once and any change to a file rebuilds
-    it. Skipped files are cached too, and warned about again.
+    With ``cache_dir`` the 8-bit levels are decoded straight into a memory-mapped .npy file
+    there (never the whole set in memory), indexed by the size and every file's path, byte
+    count and mtime: a rerun maps it at once, and any change to a file rebuilds it. Skipped
+    files are remembered too, and warned about again.
     """
     images, kept, reasons = _load_images(paths, size, cache_dir, progress, desc)
     _warn_skipped(reasons, kept)
@@ -444,12 +580,13 @@ def load_images(paths, size, cache_dir=None, progress=True, desc="decoding"):
 
 @dataclass
 class Dataset:
-    """Standardised splits. x: (N, 1, size, size) float32, y: (N,) int64 (1 = PNEUMONIA)."""
-    x_train: np.ndarray
+    """Standardised splits. x: ``Inputs`` that hand over (n, 1, size, size) float32 batches
+    as they are drawn; y: (N,) int64 (1 = PNEUMONIA)."""
+    x_train: Inputs
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: Inputs
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: Inputs
     y_test: np.ndarray
     paths_train: list
     paths_val: list
@@ -462,8 +599,7 @@ class Dataset:
 
 def standardise(images, mean, std, in_place=False):
     """(images - mean) / std, in the images' dtype: the one standardisation, used by training,
-    evaluation and prediction. ``in_place`` overwrites ``images`` (at 128 px the training
-    images alone are 300 MB: a copy each is too many)."""
+    evaluation and prediction. ``in_place`` overwrites ``images`` instead of making a copy."""
     if not std > 0:
         raise ValueError(f"std must be positive, got {std}")
     dtype = images.dtype
@@ -476,17 +612,16 @@ def standardise(images, mean, std, in_place=False):
     return out
 
 
-def _pixel_mean_std(images, chunk=256):
-    """Mean and standard deviation of all pixels, accumulated in float64 a chunk at a time
-    (a float64 copy of 5,000 224x224 images would take 2 GB). One pass of sum and sum of
-    squares is exact enough here: pixels lie in [0, 1] and their spread is not tiny."""
-    total = squares = 0.0
-    for i in range(0, len(images), chunk):
-        flat = images[i:i + chunk].astype(np.float64).ravel()
-        total += float(flat.sum())
-        squares += float(flat @ flat)
-    mean = total / images.size
-    return mean, max(squares / images.size - mean * mean, 0.0) ** 0.5
+def _pixel_mean_std(pixels, chunk=1024):
+    """Mean and standard deviation of all grey values of ``pixels``, exactly: from a histogram of
+    the 256 levels, counted a chunk of images at a time (never the whole set in memory)."""
+    counts = np.zeros(LEVELS + 1, dtype=np.int64)
+    for i in range(0, len(pixels), chunk):
+        counts += np.bincount(pixels.levels(slice(i, i + chunk)).ravel(), minlength=LEVELS + 1)
+    values = from_pixels(np.arange(LEVELS + 1, dtype=np.uint8)).astype(np.float64)
+    total = counts.sum()
+    mean = float(counts @ values) / total
+    return mean, float(counts @ np.square(values - mean) / total) ** 0.5
 
 
 def _stratified_subset(labels, limit, seed):
@@ -533,7 +668,7 @@ def load_splits(root, names, image_size, limit=None, seed=TrainConfig.seed,
     "test" is root/test. "val" is root/val when it exists, otherwise ``val_fraction`` of
     root/train carved out by patient (``split_by_patient`` with ``seed``), and "train" is what
     is left. ``limit`` keeps a seeded stratified subset of at most that many images per folder.
-    Each folder is decoded once. Returns ({name: (images (N, S, S) float32 in [0, 1], labels,
+    Each folder is decoded once. Returns ({name: (images: Pixels of N (S, S) images, labels,
     paths as str)}, skipped (path, reason) list).
     """
     unknown = [n for n in names if n not in SPLITS]
@@ -558,7 +693,7 @@ def load_splits(root, names, image_size, limit=None, seed=TrainConfig.seed,
         images, labels, paths = folder("train")
         train_idx, val_idx = split_by_patient(paths, labels, val_fraction, seed)
         keep = val_idx if name == "val" else train_idx
-        splits[name] = (images[keep], labels[keep], [paths[i] for i in keep])
+        splits[name] = (images.subset(keep), labels[keep], [paths[i] for i in keep])
     return splits, skipped
 
 
@@ -566,7 +701,8 @@ def load_dataset(root, image_size, val_fraction=TrainConfig.val_fraction, seed=T
                  cache_dir=TrainConfig.cache_dir, limit=None, progress=True):
     """Decode, split (``load_splits``) and standardise the data set under ``root``.
 
-    mean/std come from the training part only.
+    mean/std come from the training part only. The images stay 8-bit (a memory map of the
+    cache when there is one); batches are standardised as they are drawn (``Inputs``).
     """
     root = resolve_data_root(root)
     splits, skipped = load_splits(root, SPLITS, image_size, limit, seed, val_fraction, cache_dir,
@@ -581,10 +717,6 @@ def load_dataset(root, image_size, val_fraction=TrainConfig.val_fraction, seed=T
     mean, std = _pixel_mean_std(x_tr)
     if not std > 0:
         raise DataError(f"the training images under {root} are all one constant value")
-
-    def prepared(images):  # (N, 1, size, size)
-        return standardise(images, mean, std, in_place=True)[:, None]
-
-    return Dataset(x_train=prepared(x_tr), y_train=y_tr, x_val=prepared(x_va), y_val=y_va,
-                   x_test=prepared(x_te), y_test=y_te, paths_train=p_tr, paths_val=p_va,
-                   paths_test=p_te, mean=mean, std=std, skipped=skipped)
+    return Dataset(x_train=Inputs(x_tr, mean, std), y_train=y_tr, x_val=Inputs(x_va, mean, std),
+                   y_val=y_va, x_test=Inputs(x_te, mean, std), y_test=y_te, paths_train=p_tr,
+                   paths_val=p_va, paths_test=p_te, mean=mean, std=std, skipped=skipped)

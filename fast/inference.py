@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fast.calibration import apply_platt, temperature_map
-from fast.data import CLASS_NAMES, ImageError, read_xray, resize_xray, standardise
+from fast.data import CLASS_NAMES, ImageError, from_pixels, read_xray, resize_xray, standardise, to_pixels
 from fast.model import ModelFileError, ensemble_proba, load_models
 
 RUNS_DIR = Path("runs")
@@ -57,20 +57,20 @@ class Classifier:
         images = np.asarray(images, dtype=np.float32).reshape(-1, self.image_size, self.image_size)
         return standardise(images, self.mean, self.std)[:, None]
 
-    def probability(self, images):
-        """(N, S, S) images -> (N,) float64 P(PNEUMONIA): the members' mean, calibrated."""
-        x = self.prepare(images)
-        if len(x) == 0:
-            return np.zeros(0, dtype=np.float64)
-        return apply_platt(ensemble_proba(self.members, x), *self.calibration)
+    def probability(self, images, chunk=256):
+        """(N, S, S) images in [0, 1] (an array, or ``data.Pixels``) -> (N,) float64
+        P(PNEUMONIA): the members' mean, calibrated. Read and prepared ``chunk`` at a time."""
+        raw = [ensemble_proba(self.members, self.prepare(images[i:i + chunk]))
+               for i in range(0, len(images), chunk)]
+        return apply_platt(np.concatenate(raw), *self.calibration) if raw else np.zeros(0)
 
     def images(self, inputs):
         """Paths or images -> (N, S, S) float32 in [0, 1], as the model sees them.
 
         ``inputs``: a path (str or Path), a list of paths, an (H, W) grey image, or (N, H, W)
         images: floats in [0, 1], or integers divided by their type's maximum (255, 65535) as
-        a file's pixels are; resized to S x S as files are. Raises ImageError naming a
-        file that cannot be read.
+        a file's pixels are; resized to S x S and rounded to 8-bit levels as files are.
+        Raises ImageError naming a file that cannot be read.
         """
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
@@ -87,10 +87,10 @@ class Classifier:
             array = array[None]
         if array.ndim != 3:
             raise ValueError(f"images must be (H, W) or (N, H, W) grey arrays in [0, 1], got shape {array.shape}")
-        if array.shape[1:] == (self.image_size, self.image_size):
-            return array
-        return np.stack([resize_xray(a, self.image_size) for a in array]) if len(array) else \
-            np.zeros((0, self.image_size, self.image_size), np.float32)
+        if array.shape[1:] != (self.image_size, self.image_size):
+            array = np.reshape([resize_xray(a, self.image_size) for a in array],
+                               (-1, self.image_size, self.image_size))
+        return from_pixels(to_pixels(array))  # the 8-bit levels a file's pixels end in
 
     def predict_proba(self, inputs):
         """P(PNEUMONIA), calibrated, for paths or images (see ``images``) -> (N,) float64."""

@@ -16,12 +16,12 @@
 Every function here computes exactly what its docstring says, for any shape it accepts; which
 path runs is an optimisation, and the tests draw each path on purpose against ``reference``.
 """
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from contract import conv_output_size
+from fast.runtime import cpu_threads
 
 # Below this many elements a job runs on the calling thread: a thread hand-off costs more.
 PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -48,12 +48,12 @@ def split_work(job, n, elements):
     ``PARALLEL_MIN_ELEMENTS`` elements run in one piece on the calling thread.
     """
     global _executor
-    workers = min(os.cpu_count() or 1, n)
+    workers = min(cpu_threads(), n)
     if workers < 2 or elements < PARALLEL_MIN_ELEMENTS:
         job(0, n)
         return
     if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=os.cpu_count() - 1, thread_name_prefix="fast-kernels")
+        _executor = ThreadPoolExecutor(max_workers=max(cpu_threads() - 1, 1), thread_name_prefix="fast-kernels")
     bounds = np.linspace(0, n, workers + 1).astype(int)
     # the calling thread takes the first chunk itself: one hand-off fewer per call
     futures = [_executor.submit(job, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]

@@ -14,6 +14,7 @@ import numpy as np
 import fast.layers
 import reference.layers
 from contract import conv_output_size
+from fast import distributed
 from fast.config import TrainConfig
 from fast.files import atomic_savez
 
@@ -139,7 +140,7 @@ class ConvNet:
         for k, v in self.state().items():
             v[...] = arrays[k]
 
-    def forward(self, x, training=False, rng=None, feature_maps=None):
+    def forward(self, x, training=False, rng=None, feature_maps=None, group=None):
         """x: (N, C, H, W) -> (logits (N, num_classes), caches for ``backward``).
 
         ``training``: batch norm normalises with the batch's statistics and updates its
@@ -147,8 +148,11 @@ class ConvNet:
         evaluation mode (the default) batch norm uses the running averages and dropout passes
         everything. A list passed as ``feature_maps`` receives what each conv layer hands
         on before pooling: ReLU(conv or batch-norm output), (N, F_k, H_k, W_k), for pictures.
+        ``group``: the processes a training batch is split between (``distributed.Group``), x
+        being this process's part: batch norm then normalises with the whole batch's statistics.
         """
         L, p, a = self.layers, self.params, self.arch
+        synced = training and group is not None and group.size > 1
         if x.shape[1:] != tuple(a.input_shape):
             raise ValueError(f"model expects inputs of shape (N, {', '.join(map(str, a.input_shape))}), "
                              f"got {x.shape}")
@@ -161,9 +165,9 @@ class ConvNet:
             x, conv_cache = L.conv2d_forward(x, p[f"conv{k}_w"], bias, a.stride, a.pad)
             bn_cache = None
             if a.batchnorm:
-                x, bn_cache = L.batchnorm_forward(x, p[f"bn{k}_gamma"], p[f"bn{k}_beta"],
-                                                  self.buffers[f"bn{k}_mean"],
-                                                  self.buffers[f"bn{k}_var"], training)
+                normalise = distributed.batchnorm_forward if synced else L.batchnorm_forward
+                x, bn_cache = normalise(x, p[f"bn{k}_gamma"], p[f"bn{k}_beta"], self.buffers[f"bn{k}_mean"],
+                                        self.buffers[f"bn{k}_var"], group if synced else training)
             if feature_maps is not None:
                 feature_maps.append(np.maximum(x, 0))
             # ReLU is monotone, so max-pooling before it gives the same output and
@@ -225,7 +229,9 @@ class ConvNet:
         d = self._backward_to_activation(k, d, caches)
         bn_cache = caches["convs"][k - 1][1]
         if bn_cache is not None:
-            d, grads[f"bn{k}_gamma"], grads[f"bn{k}_beta"] = self.layers.batchnorm_backward(d, bn_cache)
+            synced = isinstance(bn_cache, distributed.SyncBatchNormCache)
+            backward = distributed.batchnorm_backward if synced else self.layers.batchnorm_backward
+            d, grads[f"bn{k}_gamma"], grads[f"bn{k}_beta"] = backward(d, bn_cache)
         return d
 
     def last_conv_gradient(self, x, direction):
@@ -271,10 +277,15 @@ class ConvNet:
         return dx
 
 
-def ensemble_proba(members, x):
-    """The members' mean P(class 1) on x (N, C, H, W), evaluation mode, float64 (N,): how an
-    ensemble, or a single model (a list of one), scores before calibration."""
-    return np.mean([m.predict_proba(x.astype(m.dtype, copy=False))[:, 1] for m in members], axis=0)
+def ensemble_proba(members, x, chunk=256):
+    """The members' mean P(class 1) on x, evaluation mode, float64 (N,): how an ensemble, or a
+    single model (a list of one), scores before calibration. x: (N, C, H, W), or anything that
+    slices into such arrays (``data.Inputs``): it is read ``chunk`` images at a time."""
+    parts = []
+    for i in range(0, len(x), chunk):
+        batch = x[i:i + chunk]
+        parts.append(np.mean([m.predict_proba(batch)[:, 1] for m in members], axis=0))
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def softmax(logits):

@@ -9,9 +9,57 @@ import os
 import sys
 
 
+THREADS_VARIABLE = "XRAY_THREADS"
+# How launchers tell a process how many processes they started, in all and on this machine:
+# MPICH/Hydra, Open MPI, PMIx.
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+_LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE")
+
+
+def _launched(variables):
+    """The largest process count the launcher's variables name, 1 when there are none."""
+    counts = [int(os.environ[v]) for v in variables if os.environ.get(v, "").strip().isdigit()]
+    return max(counts, default=1)
+
+
+def launched_processes():
+    """How many processes ``mpiexec`` started (1 when not started by it), read from the
+    environment without loading MPI."""
+    return _launched(_SIZE_VARIABLES)
+
+
+def processes_on_this_machine():
+    """How many of them share this machine (all of them when the launcher does not say)."""
+    started = launched_processes()
+    local = _launched(_LOCAL_SIZE_VARIABLES)
+    return min(local, started) if local > 1 else started
+
+
+def cpu_threads():
+    """How many threads this process's own parallel work uses (the kernels' pool, decoding):
+    ``$XRAY_THREADS`` when set, else the cores this process may run on."""
+    setting = os.environ.get(THREADS_VARIABLE, "").strip()
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise ValueError(f"{THREADS_VARIABLE} must be a whole number of threads, got {setting!r}") from None
+    return _cores()
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def configure_process():
     """Tune this process for training -> the settings that took effect, by name.
 
+    - Started by ``mpiexec`` as several processes on one machine: each gets its share of the
+      cores (``XRAY_THREADS``, ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``; values the user
+      set are kept), so that they do not fight over them.
     - ``OPENBLAS_THREAD_TIMEOUT=4``: OpenBLAS's worker threads spin for about 2**28 cycles
       after each GEMM before they sleep, taking the cores that the element-wise work between
       GEMMs wants next; 2**4 lets them yield at once. OpenBLAS reads it when NumPy loads it,
@@ -21,6 +69,13 @@ def configure_process():
       fault per 4 KB. Peak memory is unchanged. Elsewhere than glibc this does nothing.
     """
     applied = {}
+    sharing = processes_on_this_machine()
+    if sharing > 1:
+        # mpiexec started several processes here: the cores are shared out between them
+        threads = str(max(1, _cores() // sharing))
+        for variable in (THREADS_VARIABLE, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, threads)
+        applied["threads per process"] = os.environ[THREADS_VARIABLE]
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
         applied["OPENBLAS_THREAD_TIMEOUT"] = os.environ["OPENBLAS_THREAD_TIMEOUT"]

@@ -11,6 +11,10 @@ At the end the calibration and the decision threshold are chosen on held-out
 predictions (the validation split, or with ``--folds`` the out-of-fold ones), and the
 test split is scored once with that model, calibration and threshold. Pictures are the
 training command's business (``fast.train``), not the loop's.
+
+Under ``mpiexec -n N`` the processes form a ``distributed.Group``: each batch and each
+evaluation is split between them, and only the lead process (rank 0) reads checkpoints,
+writes the run directory and prints; the others receive what it read.
 """
 import csv
 import io
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fast import calibration, metrics
+from fast import calibration, distributed, metrics
 from fast import data as xray_data
 from fast.augment import augment_batch
 from fast.config import TrainConfig
@@ -83,11 +87,22 @@ def class_weights_for(config, y):
     return balanced_class_weights(y) if config.class_weights == "balanced" else None
 
 
-def evaluate_split(model, x, y, class_weights):
-    """-> (weighted loss, P(PNEUMONIA) per image)."""
-    logits = model.predict_logits(x)
+def evaluate_split(model, x, y, class_weights, group=distributed.Group()):
+    """x: ``data.Inputs`` -> (weighted loss, P(PNEUMONIA) per image), read in batches, each
+    process of ``group`` predicting its part."""
+    logits = group.gather(model.predict_logits(_part(x, group)))
     loss, _ = model.layers.softmax_cross_entropy(logits, y, class_weights)
     return float(loss), softmax(logits.astype(np.float64))[:, 1]
+
+
+def held_out_proba(members, x, group):
+    """``ensemble_proba`` of x (``data.Inputs``), each process of ``group`` predicting its part."""
+    return group.gather(ensemble_proba(members, _part(x, group)))
+
+
+def _part(x, group):
+    lo, hi = group.part(len(x))
+    return x.subset(np.arange(lo, hi)) if group.size > 1 else x
 
 
 def save_checkpoint(run_dir, model, best_params, optimizer, progress):
@@ -125,8 +140,32 @@ def write_history(run_dir, history, fields=HISTORY_FIELDS):
     atomic_write_text(Path(run_dir) / "history.csv", buf.getvalue())
 
 
-def open_run(config, resume, log):
-    """The run directory and its configuration: a new one, or the stored one of ``resume``."""
+def open_run(config, resume, log, group=distributed.Group()):
+    """The run directory and its configuration: a new one, or the stored one of ``resume``.
+    The lead process decides; the others receive its answer (or its error)."""
+    return _lead_first(group, lambda: _open_run(config, resume, log), only_lead=True)
+
+
+def _lead_first(group, job, only_lead=False):
+    """``job()`` on the lead process, then (unless ``only_lead``, when its result is
+    broadcast) on the others; an exception on the lead is raised on every process."""
+    if group.size == 1:
+        return job()
+    result = error = None
+    if group.lead:
+        try:
+            result = job()
+        except Exception as err:  # handed to every process, so none waits forever
+            error = err
+    error = group.broadcast(error)
+    if error is not None:
+        raise error
+    if only_lead:
+        return group.broadcast(result)
+    return result if group.lead else job()
+
+
+def _open_run(config, resume, log):
     if resume is not None:
         run_dir = Path(resume)
         config_path = run_dir / "config.json"
@@ -144,7 +183,7 @@ def open_run(config, resume, log):
     return run_dir, config
 
 
-def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
+def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, group=None):
     """Train, calibrate and choose the threshold on held-out predictions, score the test split
     once -> run directory.
 
@@ -153,13 +192,22 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
     trained on all folds but k for ``config.epochs`` epochs; each training image is predicted
     once, by the model that did not see it (out-of-fold), and the saved model is the K models'
     mean probability.
+
+    ``group``: the processes training together (default ``distributed.world()``: those that
+    ``mpiexec`` started, or this one alone). Returns the run directory.
     """
-    run_dir, config = open_run(config, resume, log)
+    group = distributed.world() if group is None else group
+    if not group.lead:
+        log, progress_bars = (lambda *parts: None), False
+    elif group.size > 1:
+        log(f"data-parallel over {group.size} processes: each batch of {config.batch_size} split between them")
+    run_dir, config = open_run(config, resume, log, group)
     root = xray_data.resolve_data_root(config.data)
     folded = config.folds > 1
-    ds = xray_data.load_dataset(root, config.image_size, val_fraction=0.0 if folded else config.val_fraction,
-                                seed=config.seed, cache_dir=config.cache_dir, limit=config.limit,
-                                progress=progress_bars)
+    # the lead decodes first, filling the cache that the others then read
+    ds = _lead_first(group, lambda: xray_data.load_dataset(
+        root, config.image_size, val_fraction=0.0 if folded else config.val_fraction, seed=config.seed,
+        cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars))
     log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
         f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
         + f", test {len(ds.y_test)}; run directory {run_dir}")
@@ -167,9 +215,10 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
         if not folded:
             model, progress = fit(run_dir, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
                                   config.seed, (config.seed,), keep_best=True, log=log,
-                                  progress_bars=progress_bars)
-            held_out = HeldOut(ensemble_proba([model], ds.x_val), ds.y_val, ds.paths_val, "validation")
-            return finish(run_dir, config, ds, [model], held_out, progress, log)
+                                  progress_bars=progress_bars, group=group)
+            held_out = HeldOut(held_out_proba([model], ds.x_val, group), ds.y_val, ds.paths_val,
+                               "validation")
+            return finish(run_dir, config, ds, [model], held_out, progress, log, group)
         try:
             folds = xray_data.patient_folds(ds.paths_train, ds.y_train, config.folds, config.seed)
         except ValueError as err:
@@ -180,20 +229,21 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True):
             inside, outside = folds != k, folds == k
             log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
                 f"predicting the other {outside.sum()}")
-            x_held = ds.x_train[outside]
+            x_held = ds.x_train.subset(outside)
             model, progress = fit(run_dir / f"fold{k + 1}", config,
-                                  (ds.x_train[inside], ds.y_train[inside]),
+                                  (ds.x_train.subset(inside), ds.y_train[inside]),
                                   (x_held, ds.y_train[outside]),
                                   fold_seed(config.seed, k), (config.seed, k + 1), keep_best=False,
-                                  log=log, progress_bars=progress_bars)
-            oof[outside] = ensemble_proba([model], x_held)
+                                  log=log, progress_bars=progress_bars, group=group)
+            oof[outside] = held_out_proba([model], x_held, group)
             members.append(model)
             seconds += progress.train_seconds
             history += [{"fold": k + 1, **row} for row in progress.history]
         # every fold's epochs in one table, the held-out fold as each one's "val"
-        write_history(run_dir, history, ("fold",) + HISTORY_FIELDS)
+        if group.lead:
+            write_history(run_dir, history, ("fold",) + HISTORY_FIELDS)
         held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold")
-        return finish(run_dir, config, ds, members, held_out, Progress(train_seconds=seconds), log)
+        return finish(run_dir, config, ds, members, held_out, Progress(train_seconds=seconds), log, group)
     except KeyboardInterrupt:
         log(f"\ninterrupted; every completed epoch is saved in {run_dir}; "
             f"continue with: python -m fast.train --resume {run_dir}")
@@ -215,48 +265,63 @@ def fold_seed(seed, k):
     return int(np.random.SeedSequence([seed, k + 1]).generate_state(1)[0])
 
 
-def fit(run_dir, config, train_set, held_out, seed, epoch_seed, keep_best, log, progress_bars):
+def fit(run_dir, config, train_set, held_out, seed, epoch_seed, keep_best, log, progress_bars,
+        group=distributed.Group()):
     """Train one model in ``run_dir`` (resuming from its checkpoint when there is one)
     -> (model holding the kept weights, Progress).
 
     ``epoch_seed``: epoch e draws its randomness from (*epoch_seed, e). ``keep_best``: keep
     the epoch with the best held-out AUC and stop early after ``config.patience`` epochs
-    without a better one; otherwise train every epoch and keep the last.
+    without a better one; otherwise train every epoch and keep the last. The lead process of
+    ``group`` reads the checkpoint and hands it to the others.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     model = make_model(config, seed)
     class_weights = class_weights_for(config, train_set[1])
     optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
-    best = {k: v.copy() for k, v in model.state().items()}
-    progress = Progress()
-    if (run_dir / CHECKPOINT).is_file():
+
+    def resume_point():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / CHECKPOINT).is_file():
+            return None
         best, progress = load_checkpoint(run_dir, model, optimizer)
         log(f"continuing {run_dir} after epoch {progress.epoch}")
+        return model.state(), optimizer.state, best, progress
+
+    resumed = _lead_first(group, resume_point, only_lead=True)
+    best, progress = {k: v.copy() for k, v in model.state().items()}, Progress()
+    if resumed is not None:
+        state, optimizer.state, best, progress = resumed
+        model.load_state(state)
     best = run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_weights, best,
-                      progress, epoch_seed, keep_best, log, progress_bars)
+                      progress, epoch_seed, keep_best, log, progress_bars, group)
     model.load_state(best)
     return model, progress
 
 
-def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None):
+def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None, shard=None):
     """One training step: the batch's loss and gradients, then the optimizer's update -> the loss.
 
     ``rng`` draws the dropout masks. A loss that is not finite is returned without an update,
-    leaving the weights as they were.
+    leaving the weights as they were. ``shard`` (a ``distributed.Shard``): x, y are this
+    process's rows of a batch split between processes; the loss and the gradients are then the
+    whole batch's, the same on every process, and so is the update.
     """
-    loss, grads = model.loss(x, y, class_weights, rng=rng)
+    if shard is None:
+        loss, grads = model.loss(x, y, class_weights, rng=rng)
+    else:
+        loss, grads = shard.loss(model, x, y, class_weights, rng)
     if math.isfinite(loss):
         optimizer.update(model.params, grads, lr)
     return loss
 
 
 def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_weights, best_params,
-               progress, epoch_seed, keep_best, log, progress_bars):
+               progress, epoch_seed, keep_best, log, progress_bars, group=distributed.Group()):
     """Train until config.epochs (or early stopping, with ``keep_best``), a checkpoint after each
-    epoch -> the kept state (best held-out AUC, or the last epoch's)."""
+    epoch -> the kept state (best held-out AUC, or the last epoch's). x: ``data.Inputs``, read
+    a batch at a time; with a ``group`` of several processes each takes its part of a batch."""
     (x_train, y_train), (x_val, y_val) = train_set, held_out
-    x_train, x_val = x_train.astype(model.dtype, copy=False), x_val.astype(model.dtype, copy=False)
     n, bs = len(y_train), config.batch_size
     for epoch in range(progress.epoch, config.epochs):
         if keep_best and progress.bad_epochs >= config.patience:
@@ -270,10 +335,13 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
                    leave=False, disable=not progress_bars, file=sys.stderr)
         for b in bar:
             idx = order[b:b + bs]
-            xb = x_train[idx]
+            lo, hi = group.part(len(idx))
+            shard = distributed.Shard(group, lo, hi, y_train[idx]) if group.size > 1 else None
+            mine = idx[lo:hi]
+            xb = x_train[mine]
             if config.augment:
-                xb = augment_batch(xb, rng)
-            loss = train_step(model, optimizer, xb, y_train[idx], lr, class_weights, rng)
+                xb = augment_batch(xb, rng, (lo, hi, len(idx)))
+            loss = train_step(model, optimizer, xb, y_train[mine], lr, class_weights, rng, shard)
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} in epoch {epoch + 1}, batch {b // bs + 1}; stopping. "
@@ -285,7 +353,7 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
         bar.close()
         seconds = time.perf_counter() - start
 
-        val_loss, val_prob = evaluate_split(model, x_val, y_val, class_weights)
+        val_loss, val_prob = evaluate_split(model, x_val, y_val, class_weights, group)
         val_auc = metrics.roc_auc(y_val, val_prob)
         val_acc = float(np.mean((val_prob >= 0.5) == y_val))
         progress.epoch = epoch + 1
@@ -304,8 +372,9 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
             progress.bad_epochs += 1
         log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
             f"val acc {val_acc:.4f}  val AUC {val_auc:.4f}  lr {lr:.2e}  {seconds:.1f}s{marker}")
-        save_checkpoint(run_dir, model, best_params, optimizer, progress)
-        write_history(run_dir, progress.history)
+        if group.lead:
+            save_checkpoint(run_dir, model, best_params, optimizer, progress)
+            write_history(run_dir, progress.history)
 
     if keep_best and progress.bad_epochs >= config.patience and progress.epoch < config.epochs:
         log(f"early stop: no better val AUC for {config.patience} epochs")
@@ -321,13 +390,16 @@ def choose_threshold(config, y, prob, held_out_name="validation"):
     return metrics.youden_threshold(y, prob), f"Youden's J on {held_out_name} predictions"
 
 
-def finish(run_dir, config, ds, members, held_out, progress, log):
+def finish(run_dir, config, ds, members, held_out, progress, log, group=distributed.Group()):
     """On the held-out predictions, fit the calibration and pick the threshold; score the test
-    split once; write the model, the metrics and the predictions."""
+    split once; write the model, the metrics and the predictions (the lead process)."""
+    test_raw = held_out_proba(members, ds.x_test, group)
+    if not group.lead:
+        return Path(run_dir)
     scale, bias = calibration.fit(config.calibration, held_out.raw, held_out.y)
     calibrated = {"method": config.calibration, "scale": scale, "bias": bias}
     held_prob = calibration.apply_platt(held_out.raw, scale, bias)
-    test_prob = calibration.apply_platt(ensemble_proba(members, ds.x_test), scale, bias)
+    test_prob = calibration.apply_platt(test_raw, scale, bias)
     threshold, rule = choose_threshold(config, held_out.y, held_prob, held_out.name)
 
     results = {

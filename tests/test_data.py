@@ -1,6 +1,8 @@
 """Data pipeline: decoding every format, rejecting bad files by name, folders, cache, patients."""
 import os
 import re
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import fast.data
 from fast.data import (CLASS_NAMES, DataError, ImageError, decode_xray_bytes, list_split,
-                       load_dataset, load_images, patient_id, read_xray, resolve_data_root,
+                       load_dataset, load_images, patient_id, read_pixels, read_xray, resolve_data_root,
                        split_by_patient, standardise)
 
 SIZE = 16
@@ -58,16 +60,17 @@ def test_read_xray_gives_nearly_the_same_array_for_every_format(tmp_path):
     rng = np.random.default_rng(0)
     bgra = cv2.cvtColor(u8, cv2.COLOR_GRAY2BGRA)
     bgra[:, :, 3] = rng.integers(0, 256, u8.shape)  # alpha must be ignored
+    level = 1 / 255 + 1e-6  # read_xray rounds to 8-bit levels: a difference can tip one level
     variants = {
         "gray.bmp": (u8, 1e-6),
-        "bgr.png": (cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR), 1e-4),
-        "bgra.png": (bgra, 1e-4),
-        # 16-bit differs from 8-bit only by 8-bit rounding: at most half a grey level.
-        "gray16.png": (u16, 0.5 / 255 + 1e-6),
-        "bgr16.png": (cv2.cvtColor(u16, cv2.COLOR_GRAY2BGR), 0.5 / 255 + 1e-4),
-        # JPEG at quality 95 on a smooth image: about one grey level of error.
-        "gray.jpeg": (u8, 2 / 255),
-        "bgr.jpg": (cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR), 2 / 255),
+        "bgr.png": (cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR), level),
+        "bgra.png": (bgra, level),
+        # 16-bit differs from 8-bit by at most half a grey level before the rounding
+        "gray16.png": (u16, level),
+        "bgr16.png": (cv2.cvtColor(u16, cv2.COLOR_GRAY2BGR), level),
+        # JPEG at quality 95 on a smooth image: about two grey levels of error, and the rounding
+        "gray.jpeg": (u8, 3 * level),
+        "bgr.jpg": (cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR), 3 * level),
     }
     for name, (array, atol) in variants.items():
         image = read_xray(write(tmp_path / name, array, (cv2.IMWRITE_JPEG_QUALITY, 95)), SIZE)
@@ -87,7 +90,8 @@ def test_read_xray_clips_float_images_to_unit_range(tmp_path):
     ramp = np.linspace(-0.5, 1.5, 64, dtype=np.float32).reshape(8, 8)
     image = read_xray(write(tmp_path / "float.tiff", ramp), 8)
     assert image.min() == 0.0 and image.max() == 1.0
-    assert_allclose(image, np.clip(ramp, 0, 1), rtol=0, atol=1e-6)
+    # clipped, then rounded to the nearest of the 256 levels k / 255
+    assert_allclose(image, np.round(np.clip(ramp, 0, 1) * 255) / 255, rtol=0, atol=1e-6)
 
 
 def test_read_xray_resizes_non_square_images_by_area_averaging(tmp_path):
@@ -243,7 +247,7 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
 
     def must_not_decode(path, size):
         raise AssertionError(f"decoded {path} although it is cached")
-    monkeypatch.setattr(fast.data, "read_xray", must_not_decode)
+    monkeypatch.setattr(fast.data, "read_pixels", must_not_decode)
     with pytest.warns(UserWarning, match="empty.jpeg"):  # skipped files are re-reported
         again, kept_again = load_images(paths, SIZE, cache_dir=cache, progress=False)
     assert_array_equal(again, first)
@@ -253,8 +257,10 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
         reordered, kept_reordered = load_images(paths[::-1], SIZE, cache_dir=cache,
                                                 progress=False)
     assert_array_equal(kept_reordered, kept[::-1])
-    assert_array_equal(reordered, first[::-1])
-    assert [p.suffix for p in cache.iterdir()] == [".npz"]  # no temp files left behind
+    assert_array_equal(reordered, np.asarray(first)[::-1])
+    # the pixels and their index, no temporary file left behind
+    names = sorted(p.name for p in cache.iterdir())
+    assert len(names) == 2 and names[0].endswith(".index.npz") and names[1].endswith(".npy")
 
     monkeypatch.undo()
     write(paths[1], to_u8(1 - smooth_image()))
@@ -263,21 +269,51 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
 
     def counting_read(path, size):
         decoded.append(path)
-        return read_xray(path, size)
-    monkeypatch.setattr(fast.data, "read_xray", counting_read)
+        return read_pixels(path, size)
+    monkeypatch.setattr(fast.data, "read_pixels", counting_read)
     with pytest.warns(UserWarning):
         changed, _ = load_images(paths, SIZE, cache_dir=cache, progress=False)
     assert len(decoded) == len(paths)
-    assert len(list(cache.iterdir())) == 1  # the stale cache was replaced, not kept beside
+    assert sorted(p.name for p in cache.iterdir()) == names  # replaced, not kept beside
     assert_array_equal(changed[0], first[0])
     assert not np.allclose(changed[1], first[1])
 
 
-def test_load_images_rebuilds_an_unreadable_cache(tmp_path):
+def test_the_cache_is_8_bit_levels_memory_mapped_from_disk(tmp_path):
+    paths = [write(tmp_path / f"img{i}.png", to_u8(smooth_image(shift=i))) for i in range(3)]
+    for attempt in ("decoded", "cached"):
+        images, _ = load_images(paths, SIZE, cache_dir=tmp_path / "cache", progress=False)
+        assert isinstance(images.store, np.memmap), attempt  # read from disk, not held in memory
+        assert images.store.dtype == np.uint8 and images.store.shape == (3, SIZE, SIZE)
+        assert not images.store.flags.writeable
+        assert_array_equal(images.levels(), [read_pixels(p, SIZE) for p in paths])
+        assert_array_equal(images[1:], [read_xray(p, SIZE) for p in paths[1:]])
+        assert images[[2, 0]].dtype == np.float32 and images.shape == (3, SIZE, SIZE)
+
+
+def test_decoding_runs_on_as_many_threads_as_cores(tmp_path, monkeypatch):
+    paths = [write(tmp_path / f"img{i}.png", to_u8(smooth_image(shift=i))) for i in range(8)]
+    threads = set()
+
+    def slow_read(path, size):
+        threads.add(threading.get_ident())
+        time.sleep(0.05)  # long enough that one thread cannot take every file
+        return read_pixels(path, size)
+    monkeypatch.setattr(fast.data, "read_pixels", slow_read)
+    monkeypatch.setenv("XRAY_THREADS", "2")
+    images, kept = load_images(paths, SIZE, progress=False)
+    assert kept.all() and len(threads) == 2
+    monkeypatch.undo()
+    assert_array_equal(images, [read_xray(p, SIZE) for p in paths])
+
+
+@pytest.mark.parametrize("broken", [".index.npz", ".npy"])
+def test_load_images_rebuilds_an_unreadable_cache(tmp_path, broken):
     paths = [write(tmp_path / "a.png", to_u8(smooth_image()))]
     cache = tmp_path / "cache"
     first, _ = load_images(paths, SIZE, cache_dir=cache, progress=False)
-    (cache_file,) = cache.iterdir()
+    first = np.asarray(first)  # read before the file under the memory map is overwritten
+    (cache_file,) = [p for p in cache.iterdir() if p.name.endswith(broken)]
     cache_file.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="ignoring unreadable cache"):
         again, _ = load_images(paths, SIZE, cache_dir=cache, progress=False)
@@ -362,10 +398,11 @@ def test_load_dataset_standardises_with_training_statistics_only(tmp_path):
     raw_train = np.stack([read_xray(p, SIZE) for p in ds.paths_train]).astype(np.float64)
     assert ds.mean == pytest.approx(raw_train.mean(), rel=1e-9)
     assert ds.std == pytest.approx(raw_train.std(), rel=1e-9)
-    assert_allclose(ds.x_train.mean(), 0.0, atol=1e-5)
-    assert_allclose(ds.x_train.std(), 1.0, atol=1e-5)
+    x_train = np.asarray(ds.x_train)
+    assert_allclose(x_train.mean(), 0.0, atol=1e-5)
+    assert_allclose(x_train.std(), 1.0, atol=1e-5)
     raw_val = np.stack([read_xray(p, SIZE) for p in ds.paths_val])
-    assert_allclose(ds.x_val[:, 0], standardise(raw_val, ds.mean, ds.std), rtol=0, atol=1e-6)
+    assert_allclose(np.asarray(ds.x_val)[:, 0], standardise(raw_val, ds.mean, ds.std), rtol=0, atol=1e-6)
     train_patients = {patient_id(p) for p in ds.paths_train}
     assert train_patients.isdisjoint(patient_id(p) for p in ds.paths_val)
 

@@ -165,6 +165,7 @@ def test_fast_model_overfits_a_small_batch_of_real_xrays(xray_root):
     pick = np.concatenate([rng.choice(np.flatnonzero(labels == c), 8, replace=False) for c in (0, 1)])
     images, kept = load_images([paths[i] for i in pick], 32, progress=False)
     assert kept.all()
+    images = np.asarray(images)
     x = ((images - images.mean()) / images.std())[:, None]
     model = ConvNet(Architecture(**PLAIN, input_shape=(1, 32, 32), channels=(8, 16), hidden=32), seed=0)
     start = model.loss(x, labels[pick])[0]

@@ -14,7 +14,7 @@ LEVELS = {
     "contract": 0, "fast": 0, "fast.config": 0, "fast.errors": 0, "fast.files": 0, "fast.runtime": 0,
     # the layers' machinery and the reference layers; image formats, metrics, augmentation, optimisers
     "fast.kernels": 1, "reference": 1, "reference.layers": 1, "fast.dicom": 1, "fast.metrics": 1,
-    "fast.augment": 1, "fast.optim": 1,
+    "fast.augment": 1, "fast.optim": 1, "fast.distributed": 1,
     # the fast layers, the data pipeline, calibration
     "fast.layers": 2, "fast.data": 2, "fast.calibration": 2,
     "fast.model": 3,

@@ -1,0 +1,192 @@
+"""Data-parallel training over MPI: ``mpiexec -n N python -m fast.train ...``.
+
+Every process holds the whole model and the same random generators. Each global batch is
+cut into N contiguous parts, one per process (``Group.part``); each process computes the loss
+and gradients of its part, weighted by its part's share of the batch's loss, and one
+all-reduce over a single flat buffer sums them, so every process applies the same update.
+What the batch draws at random is drawn for the whole batch by every process, each keeping
+its own rows (``SharedDraws``, and ``augment_batch``'s ``rows``), and batch normalisation
+normalises with the whole batch's statistics (``batchnorm_forward`` here, two all-reduces
+forward and one backward). So the weights do not depend on N, up to float round-off.
+
+Without mpi4py, or launched as one process, ``world()`` is the plain one-process ``Group``
+and nothing is communicated. mpi4py is imported only when ``mpiexec`` started more than one
+process (an optional extra: ``pip install -e '.[mpi]'``).
+"""
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from fast.errors import DataError
+from fast.runtime import launched_processes
+
+class Group:
+    """The processes that train one model together; by default this process alone, for
+    which every collective operation is the identity."""
+    rank = 0
+    size = 1
+
+    @property
+    def lead(self):
+        """The process that reads and writes the run directory, prints and draws pictures."""
+        return self.rank == 0
+
+    def part(self, n):
+        """This process's rows [lo, hi) of n: contiguous parts whose sizes differ by at most 1,
+        in rank order (a part may be empty when n < size)."""
+        return n * self.rank // self.size, n * (self.rank + 1) // self.size
+
+    def sum(self, buffer):
+        """Sum ``buffer`` (a contiguous array) over the processes, in place -> buffer."""
+        return buffer
+
+    def gather(self, array):
+        """Every process's ``array``, concatenated in rank order."""
+        return array
+
+    def broadcast(self, obj):
+        """The lead process's ``obj``, on every process."""
+        return obj
+
+    def barrier(self):
+        """Wait until every process arrives here."""
+
+
+class MPIGroup(Group):
+    """The processes of an MPI communicator."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI  # noqa: PLC0415 -- an optional extra, imported only when used
+        self._MPI, self.comm = MPI, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+
+    def sum(self, buffer):
+        if not buffer.flags.c_contiguous:
+            raise ValueError("an all-reduce needs a contiguous buffer")
+        self.comm.Allreduce(self._MPI.IN_PLACE, buffer, op=self._MPI.SUM)
+        return buffer
+
+    def gather(self, array):
+        return np.concatenate(self.comm.allgather(np.asarray(array)))
+
+    def broadcast(self, obj):
+        return self.comm.bcast(obj, root=0)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+
+def world():
+    """The group of every process ``mpiexec`` started: an ``MPIGroup`` when it started more
+    than one, else the one-process ``Group``. DataError when started as several processes
+    without mpi4py installed (each would otherwise train alone, all writing one run)."""
+    if launched_processes() < 2:
+        return Group()
+    try:
+        from mpi4py import MPI  # noqa: PLC0415
+    except ImportError:
+        raise DataError(f"started by mpiexec as {launched_processes()} processes, but mpi4py is not "
+                        "installed; install the MPI extra: pip install -e '.[mpi]'") from None
+    return MPIGroup(MPI.COMM_WORLD)
+
+
+class SharedDraws:
+    """A random generator seen by one part of a batch: ``random(shape)`` draws for the whole
+    batch of ``total`` rows (shape[0] set to total) and returns rows [lo, hi). Every process
+    draws the same numbers, so the generators stay in step and each sample gets the numbers it
+    would get in one process. (What ``dropout_forward`` asks of a generator.)"""
+
+    def __init__(self, rng, lo, hi, total):
+        self.rng, self.lo, self.hi, self.total = rng, lo, hi, total
+
+    def random(self, shape):
+        if shape[0] != self.hi - self.lo:
+            raise ValueError(f"asked for {shape[0]} rows, but this part holds {self.hi - self.lo}")
+        return self.rng.random((self.total, *shape[1:]))[self.lo:self.hi]
+
+
+class Shard(NamedTuple):
+    """This process's rows [lo, hi) of a global batch, and the batch's labels (for its loss
+    weight, which every process can compute)."""
+    group: Group
+    lo: int
+    hi: int
+    batch_labels: np.ndarray
+
+    def loss(self, model, x, y, class_weights, rng):
+        """The whole batch's loss and gradients, from this process's rows x, y -> (loss, grads),
+        the same on every process: each part's class-weighted mean is scaled by its share of
+        the batch's weight, and one all-reduce sums the parts."""
+        weights = (np.ones(len(self.batch_labels)) if class_weights is None
+                   else np.asarray(class_weights, dtype=np.float64)[self.batch_labels])
+        share = weights[self.lo:self.hi].sum() / weights.sum()
+        draws = None if rng is None else SharedDraws(rng, self.lo, self.hi, len(self.batch_labels))
+        logits, caches = model.forward(x, training=True, rng=draws, group=self.group)
+        if len(x):
+            loss, dlogits = model.layers.softmax_cross_entropy(logits, y, class_weights)
+            dlogits *= dlogits.dtype.type(share)
+        else:
+            loss, dlogits = 0.0, np.zeros_like(logits)
+        grads, _ = model.backward(dlogits, caches)
+        keys = list(model.params)
+        flat = np.concatenate([grads[k].ravel() for k in keys] + [np.array([loss * share], grads[keys[0]].dtype)])
+        self.group.sum(flat)
+        offset = 0
+        for k in keys:
+            grads[k] = flat[offset:offset + grads[k].size].reshape(grads[k].shape)
+            offset += grads[k].size
+        return float(flat[-1]), grads
+
+
+# --------------------------------------------------------------------------- batch norm
+
+class SyncBatchNormCache(NamedTuple):
+    xhat: np.ndarray
+    inv_std: np.ndarray  # (C,) float64
+    gamma: np.ndarray
+    count: float  # values per channel in the whole batch
+    group: Group
+
+
+def _per_channel(v, dtype=None):
+    return np.asarray(v if dtype is None else v.astype(dtype)).reshape(1, -1, 1, 1)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, group, momentum=0.1, eps=1e-5):
+    """Training-mode spatial batch normalisation of a batch split between ``group``'s
+    processes, x (n, C, H, W) being this process's part -> (out, SyncBatchNormCache).
+
+    The numbers of ``fast.layers.batchnorm_forward`` on the whole batch, up to round-off: the
+    mean and then the biased variance of the centred values (two passes, float64 sums, each
+    summed over the processes), the running statistics updated alike on every process.
+    """
+    n, C, H, W = x.shape
+    sums = np.append(x.sum(axis=(0, 2, 3), dtype=np.float64), n * H * W)
+    group.sum(sums)
+    m = sums[C]
+    mean = sums[:C] / m
+    xhat = np.subtract(x, _per_channel(mean), dtype=x.dtype, casting="same_kind")
+    var = group.sum(np.square(xhat, dtype=np.float64).sum(axis=(0, 2, 3))) / m
+    unbiased = var * m / (m - 1) if m > 1 else var
+    running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+    running_var[...] = (1 - momentum) * running_var + momentum * unbiased
+    inv_std = 1 / np.sqrt(var + eps)
+    np.multiply(xhat, _per_channel(inv_std), out=xhat, casting="same_kind")
+    out = xhat * _per_channel(gamma, x.dtype) + _per_channel(beta, x.dtype)
+    return out, SyncBatchNormCache(xhat, inv_std, gamma, m, group)
+
+
+def batchnorm_backward(dout, cache):
+    """dout: this process's part -> (dx, dgamma, dbeta). dx is the whole batch's chain rule
+    (its two per-channel sums summed over the processes); dgamma and dbeta are this part's
+    sums, which the gradient all-reduce adds up like every other parameter's."""
+    xhat, inv_std, gamma, m, group = cache
+    C = xhat.shape[1]
+    local = np.concatenate([dout.sum(axis=(0, 2, 3), dtype=np.float64),
+                            np.multiply(dout, xhat, dtype=np.float64).sum(axis=(0, 2, 3))])
+    total = group.sum(local.copy())
+    dbeta, dgamma = total[:C], total[C:]
+    scale = _per_channel(gamma * inv_std, dout.dtype)
+    dx = scale * (dout - _per_channel(dbeta / m, dout.dtype) - xhat * _per_channel(dgamma / m, dout.dtype))
+    return dx.astype(dout.dtype, copy=False), local[C:].astype(gamma.dtype), local[:C].astype(gamma.dtype)
