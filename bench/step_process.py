@@ -1,0 +1,95 @@
+"""One contender's training step of the benchmark network, timed in a process of its own.
+
+    python bench/step_process.py fast          # the project's step, process settings made first
+    python bench/step_process.py numpy-first   # the same in a process that imported NumPy first
+    python bench/step_process.py torch         # PyTorch's CPU build, the same network and step
+
+Prints one JSON line: the contender, the median step in seconds, and the median float32 GEMM
+(2048^3, NumPy) timed between the rounds in this same process. ``bench/test_speed.py`` runs the
+three in alternating rounds; PyTorch is an optional extra of the benchmarks only.
+"""
+import sys
+
+CONTENDER = sys.argv[1] if len(sys.argv) > 1 else "fast"
+if CONTENDER == "numpy-first":
+    import numpy  # noqa: F401 -- loaded before the project's process settings, as a notebook might
+
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fast.runtime import configure_process  # noqa: E402
+
+if CONTENDER in ("fast", "numpy-first"):
+    configure_process()
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+BATCH, SIZE = 32, 128
+
+
+def gemm_seconds(a, b):
+    np.matmul(a, b)  # untimed: brings the operands back into cache after the steps
+    start = time.perf_counter()
+    np.matmul(a, b)
+    return time.perf_counter() - start
+
+
+def project_step():
+    from fast.model import Architecture, ConvNet
+    from fast.optim import SGD
+    from fast.trainer import train_step
+    arch = Architecture(input_shape=(1, SIZE, SIZE), channels=(16, 32, 64), kernel=3, pad=1, pool=2,
+                        hidden=128, num_classes=2, batchnorm=False, dropout=0.0)
+    model, optimizer = ConvNet(arch, seed=0), SGD()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, 1, SIZE, SIZE), dtype=np.float32)
+    y = rng.integers(0, 2, BATCH)
+    return lambda: train_step(model, optimizer, x, y, 1e-3)
+
+
+def torch_step():
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 16 * 16, 128), nn.ReLU(), nn.Linear(128, 2))
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((BATCH, 1, SIZE, SIZE), dtype=np.float32))
+    y = torch.from_numpy(rng.integers(0, 2, BATCH))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+    return step
+
+
+def main():
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    step = torch_step() if CONTENDER == "torch" else project_step()
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
+    for _ in range(2):  # warm-up
+        step()
+    steps, gemms = [], []
+    for _ in range(rounds):
+        gemms.append(gemm_seconds(a, b))
+        start = time.perf_counter()
+        step()
+        steps.append(time.perf_counter() - start)
+    print(json.dumps({"contender": CONTENDER, "step_seconds": float(np.median(steps)),
+                      "gemm_gflops": 2 * 2048 ** 3 / float(np.median(gemms)) / 1e9}))
+
+
+if __name__ == "__main__":
+    main()
