@@ -5,7 +5,8 @@
     python bench/step_process.py torch         # PyTorch's CPU build, the same network and step
 
 Prints one JSON line: the contender, the median step in seconds, and the median float32 GEMM
-(2048^3, NumPy) timed between the rounds in this same process. ``bench/test_speed.py`` runs the
+(2048^3, NumPy, every core) timed between the rounds in this same process; each round is the
+GEMM, one untimed step, and the timed step. ``bench/test_speed.py`` runs the
 three in alternating rounds; PyTorch is an optional extra of the benchmarks only.
 """
 import sys
@@ -16,7 +17,7 @@ if CONTENDER == "numpy-first":
 
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 from fast.runtime import configure_process  # noqa: E402
 
 if CONTENDER in ("fast", "numpy-first"):
@@ -26,15 +27,9 @@ import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from yardstick import FLOP, Yardstick  # noqa: E402
 
 BATCH, SIZE = 32, 128
-
-
-def gemm_seconds(a, b):
-    np.matmul(a, b)  # untimed: brings the operands back into cache after the steps
-    start = time.perf_counter()
-    np.matmul(a, b)
-    return time.perf_counter() - start
 
 
 def project_step():
@@ -70,25 +65,25 @@ def torch_step():
         loss = loss_fn(net(x), y)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
     return step
 
 
 def main():
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     step = torch_step() if CONTENDER == "torch" else project_step()
-    rng = np.random.default_rng(1)
-    a, b = (rng.standard_normal((2048, 2048), dtype=np.float32) for _ in range(2))
+    yardstick = Yardstick()
     for _ in range(2):  # warm-up
         step()
     steps, gemms = [], []
     for _ in range(rounds):
-        gemms.append(gemm_seconds(a, b))
+        gemms.append(yardstick.seconds())
+        step()  # untimed: the timed step follows a step, as in training (see yardstick.py)
         start = time.perf_counter()
         step()
         steps.append(time.perf_counter() - start)
     print(json.dumps({"contender": CONTENDER, "step_seconds": float(np.median(steps)),
-                      "gemm_gflops": 2 * 2048 ** 3 / float(np.median(gemms)) / 1e9}))
+                      "gemm_gflops": FLOP / float(np.median(gemms)) / 1e9}))
 
 
 if __name__ == "__main__":

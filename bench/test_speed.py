@@ -5,16 +5,24 @@ network's training step (through the contract functions and through the model);
 the float32 GEMM that is the machine's yardstick. Timings are noisy on shared
 machines: compare medians, and ratios taken within one run.
 """
+import importlib.util
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import fast.layers
 import reference.layers
 from fast.model import Architecture, ConvNet
 from fast.optim import SGD
+from fast.runtime import cpu_threads
 from fast.trainer import train_step
+from yardstick import FLOP, Yardstick
 
 # The benchmark network: 3 conv blocks (1->16->32->64, 3x3, pad 1, ReLU,
 # 2x2 max-pool) on (32, 1, 128, 128) float32, affine 16384->128->2 (three poolings of 128x128
@@ -196,11 +204,10 @@ def test_layer_both_implementations(benchmark, case, direction, impl):
 
 def test_gemm_2048_float32(benchmark):
     benchmark.group = "benchmark network step vs float32 GEMM"
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((2048, 2048), dtype=np.float32)
-    b = rng.standard_normal((2048, 2048), dtype=np.float32)
-    benchmark.pedantic(np.matmul, args=(a, b), rounds=10, warmup_rounds=2)
-    benchmark.extra_info["gflops"] = round(2 * 2048 ** 3 / benchmark.stats.stats.median / 1e9, 1)
+    yardstick = Yardstick()
+    with threadpool_limits(limits=cpu_threads(), user_api="blas"):  # every core, as plain NumPy
+        benchmark.pedantic(np.matmul, args=(yardstick.a, yardstick.b), rounds=10, warmup_rounds=2)
+    benchmark.extra_info["gflops"] = round(FLOP / benchmark.stats.stats.median / 1e9, 1)
 
 
 class GemmBetweenRounds:
@@ -209,29 +216,25 @@ class GemmBetweenRounds:
     Passed as pytest-benchmark's ``setup``, it times a 2048 x 2048 float32 matmul
     (untimed by the benchmark itself) before each round of the step, so that the
     step and the GEMM it is compared with are measured in turn, in the same state
-    of a shared machine (its clock speed, its neighbours' load). The matmul runs
-    twice and only the second is timed: the first, right after a step, finds its
-    operands out of cache and is up to a tenth slower, which would flatter the step.
+    of a shared machine (its clock speed, its neighbours' load). Then ``warm_up`` (one
+    untimed step) runs, so that the timed step follows a step, as in training (see
+    ``yardstick``).
     """
 
-    def __init__(self):
-        rng = np.random.default_rng(0)
-        self.a = rng.standard_normal((2048, 2048), dtype=np.float32)
-        self.b = rng.standard_normal((2048, 2048), dtype=np.float32)
+    def __init__(self, warm_up):
+        self.yardstick, self.warm_up = Yardstick(), warm_up
         self.seconds = []
 
     def __call__(self):
-        np.matmul(self.a, self.b)  # untimed: brings the operands back into cache after the step
-        start = time.perf_counter()
-        np.matmul(self.a, self.b)
-        self.seconds.append(time.perf_counter() - start)
+        self.seconds.append(self.yardstick.seconds())
+        self.warm_up()
 
     def gflops(self):
-        return 2 * 2048 ** 3 / float(np.median(self.seconds)) / 1e9
+        return FLOP / float(np.median(self.seconds)) / 1e9
 
 
 def _bench_step(benchmark, step, args, label):
-    gemm = GemmBetweenRounds()
+    gemm = GemmBetweenRounds(lambda: step(*args))
     benchmark.pedantic(step, args=args, setup=gemm, rounds=12, warmup_rounds=2)
     flops = network_flops(BENCH_ARCH, BATCH)
     median = benchmark.stats.stats.median
@@ -257,3 +260,49 @@ def test_network_step_model(benchmark):
     x, y = _bench_batch()
     _bench_step(benchmark, train_step, (model, optimizer, x, y, 1e-3),
                 "step through the trainer's train_step (ConvNet.loss + SGD.update)")
+
+
+# --- each contender in a process of its own ------------------------------------------------------
+
+STEP_PROCESS = Path(__file__).resolve().parent / "step_process.py"
+
+
+def _contenders():
+    """The project's step as training runs it, the same in a process that loaded NumPy first,
+    and PyTorch's CPU build when it is installed (the optional extra ``compare``)."""
+    names = ["fast", "numpy-first"]
+    if importlib.util.find_spec("torch") is not None:
+        names.append("torch")
+    return names
+
+
+def test_network_step_each_contender_in_its_own_process(benchmark):
+    """Alternating rounds, each contender a fresh process timing 12 steps against the GEMM
+    measured in that same process; medians over the rounds."""
+    benchmark.group = "benchmark network step, each contender in its own process"
+    names, results = _contenders(), []
+
+    def one_round():
+        for name in names:
+            done = subprocess.run([sys.executable, str(STEP_PROCESS), name, "12"], capture_output=True,
+                                  text=True, check=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    benchmark.pedantic(one_round, rounds=3, iterations=1)
+    flops = network_flops(BENCH_ARCH, BATCH)
+    lines, medians = [], {}
+    for name in names:
+        mine = [r for r in results if r["contender"] == name]
+        step = float(np.median([r["step_seconds"] for r in mine]))
+        gemm = float(np.median([r["gemm_gflops"] for r in mine]))
+        medians[name] = step
+        fraction = flops / step / 1e9 / gemm
+        benchmark.extra_info[name] = {"step_ms": round(step * 1e3, 1), "gemm_gflops": round(gemm, 1),
+                                      "fraction_of_gemm": round(fraction, 3)}
+        lines.append(f"{name:12s} median step {step * 1e3:6.1f} ms, GEMM {gemm:5.1f} GFLOP/s, "
+                     f"{fraction:.1%} of it")
+    ratios = {f"{name}/fast": round(medians[name] / medians["fast"], 3) for name in names[1:]}
+    benchmark.extra_info["ratios"] = ratios
+    print("\n" + "\n".join(lines) + f"\nratios to the project's step: {ratios}")
+    # the process settings work whatever was imported first
+    assert medians["numpy-first"] <= 1.05 * medians["fast"]

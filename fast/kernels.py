@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from contract import conv_output_size
+from fast import runtime
 from fast.runtime import cpu_threads
 
 # Below this many elements a job runs on the calling thread: a thread hand-off costs more.
@@ -282,6 +283,53 @@ def col2im_keeping_size(cols, x_shape, kh, kw, pad):
 
 # --------------------------------------------------------------------------- GEMMs
 
+def gemm(a, b):
+    """a @ b: (M, K) x (K, N) -> (M, N), for the big products of a step.
+
+    After ``runtime.configure_process`` BLAS runs on one thread and the product is split here
+    between the cores: by columns of the result when it is wide (each thread one block of b's
+    columns), else by rows. Each element is the same dot product either way. Otherwise BLAS's
+    own threads split it.
+    """
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    if not runtime.splits_gemms():
+        return np.matmul(a, b, out=out)
+    if out.shape[1] >= out.shape[0]:
+        split_work(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), out.shape[1],
+                   a.shape[1] * out.size)
+    else:
+        split_work(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), out.shape[0],
+                   a.shape[1] * out.size)
+    return out
+
+
+def summed_gemm(a, b, run=None):
+    """a @ b for a long inner dimension: (M, P) x (P, N) -> (M, N), a sum over P.
+
+    After ``runtime.configure_process`` each thread takes a range of P and the threads'
+    partial products are added (float round-off apart, the same sum); ``run`` cuts each range
+    further into products over ``run`` positions (a tiny result, which OpenBLAS runs slowly in
+    one long call).
+    """
+    dtype = np.result_type(a, b)
+    workers = min(cpu_threads(), a.shape[1]) if runtime.splits_gemms() else 1
+    bounds = np.linspace(0, a.shape[1], workers + 1).astype(int)
+    parts = [np.zeros((a.shape[0], b.shape[1]), dtype=dtype) for _ in range(workers)]
+
+    def job(lo, hi):
+        for k in range(lo, hi):
+            step = run or bounds[k + 1] - bounds[k]
+            for start in range(bounds[k], bounds[k + 1], step):
+                stop = min(start + step, bounds[k + 1])
+                parts[k] += a[:, start:stop] @ b[start:stop]
+
+    if workers == 1:
+        job(0, 1)
+    else:
+        split_work(job, workers, a.shape[1] * a.shape[0] * b.shape[1])
+    return sum(parts[1:], parts[0])
+
+
 def weight_gradient(cols, dout_mat):
     """dout_mat @ cols.T: (F, P) x (R, P) -> (F, R), a sum over the P output positions.
 
@@ -289,12 +337,8 @@ def weight_gradient(cols, dout_mat):
     first layer: one input channel, few filters) is summed over runs of positions instead:
     OpenBLAS runs such a long, thin product at a fraction of its speed.
     """
-    if cols.shape[0] * dout_mat.shape[0] > SMALL_WEIGHTS:
-        return (cols @ dout_mat.T).T
-    total = np.zeros((cols.shape[0], dout_mat.shape[0]), dtype=np.result_type(cols, dout_mat))
-    for start in range(0, cols.shape[1], RUN):
-        total += cols[:, start:start + RUN] @ dout_mat[:, start:start + RUN].T
-    return total.T
+    small = cols.shape[0] * dout_mat.shape[0] <= SMALL_WEIGHTS
+    return summed_gemm(cols, dout_mat.T, RUN if small else None).T
 
 
 def thin_product(a, b):
@@ -303,7 +347,7 @@ def thin_product(a, b):
     writes the result once, where one big call first zeroes it and then has its threads hand
     work to each other."""
     if a.size > SMALL_WEIGHTS:
-        return a @ b
+        return gemm(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     runs = -(-b.shape[1] // RUN)
 

@@ -84,7 +84,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     dx = None
     if need_dx:  # first, while dout is fresh in cache
         w_t = np.ascontiguousarray(w.reshape(F, -1).T, dtype=dout.dtype)  # (C*KH*KW, F)
-        dcols = w_t @ dout_mat  # (C*KH*KW, N*OH*OW)
+        dcols = kernels.gemm(w_t, dout_mat)  # (C*KH*KW, N*OH*OW)
         if kernels.keeps_size(x_shape, KH, KW, stride, pad):
             dx = kernels.col2im_keeping_size(dcols, x_shape, KH, KW, pad)
         else:
@@ -142,7 +142,8 @@ def affine_forward(x, w, b):
     """x: (N, ...) flattened to (N, D), w: (D, M), b: (M,) -> out: (N, M)."""
     D = check_affine_args(x, w, b)
     x2 = x.reshape(x.shape[0], D)  # (N, D), also for an empty batch
-    out = x2 @ w.astype(x.dtype, copy=False) + b.astype(x.dtype, copy=False)
+    out = kernels.gemm(x2, w.astype(x.dtype, copy=False))
+    out += b.astype(x.dtype, copy=False)
     return out, AffineCache(x, w)
 
 
@@ -150,8 +151,8 @@ def affine_backward(dout, cache):
     """dout: (N, M) -> dx in x's original shape, dw: (D, M), db: (M,)."""
     x, w = cache
     x2 = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, D), also for an empty batch
-    dx = (dout @ w.T.astype(dout.dtype, copy=False)).reshape(x.shape)
-    dw = (x2.T @ dout).astype(w.dtype, copy=False)
+    dx = kernels.gemm(dout, w.T.astype(dout.dtype, copy=False)).reshape(x.shape)
+    dw = kernels.gemm(x2.T, dout).astype(w.dtype, copy=False)
     db = dout.sum(axis=0)
     return dx, dw, db
 

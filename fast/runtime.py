@@ -1,15 +1,23 @@
 """Process-wide settings for training and benchmarking, made explicitly where a program starts.
 
 Importing ``fast`` changes nothing global; ``python -m fast.train`` and the benchmarks call
-``configure_process()`` first thing. Nothing here imports NumPy.
+``configure_process()`` first thing, and it works whether NumPy is loaded already or not.
 """
 import ctypes
 import ctypes.util
 import os
-import sys
 
 
 THREADS_VARIABLE = "XRAY_THREADS"
+# Set by configure_process: BLAS runs on one thread and fast.kernels splits each GEMM between
+# the cores with the project's own threads.
+_own_gemm_threads = False
+
+
+def splits_gemms():
+    """Whether ``fast.kernels`` splits GEMMs between the cores itself (after
+    ``configure_process``), rather than leaving it to BLAS's threads."""
+    return _own_gemm_threads
 # How launchers tell a process how many processes they started, in all and on this machine:
 # MPICH/Hydra, Open MPI, PMIx.
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
@@ -60,14 +68,18 @@ def configure_process():
     - Started by ``mpiexec`` as several processes on one machine: each gets its share of the
       cores (``XRAY_THREADS``, ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``; values the user
       set are kept), so that they do not fight over them.
-    - ``OPENBLAS_THREAD_TIMEOUT=4``: OpenBLAS's worker threads spin for about 2**28 cycles
-      after each GEMM before they sleep, taking the cores that the element-wise work between
-      GEMMs wants next; 2**4 lets them yield at once. OpenBLAS reads it when NumPy loads it,
-      so it only takes effect before NumPy is imported; a value the user set is kept.
+    - BLAS on one thread, set at run time (threadpoolctl), and each GEMM split between the
+      cores by the project's own threads (``fast.kernels.gemm``). Left to itself, OpenBLAS's
+      worker threads spin for about 2**28 cycles after each GEMM before they sleep, taking the
+      cores that the element-wise work between GEMMs wants next; its
+      ``OPENBLAS_THREAD_TIMEOUT`` tames that only when set before NumPy loads, so a program
+      that imported NumPy first trained a third slower. One-threaded BLAS has no workers to
+      spin, whatever the order of imports.
     - glibc's malloc keeps big freed blocks for reuse (``mallopt``): a training step allocates
       and frees arrays of tens of MB, which glibc would otherwise unmap and map again, a page
       fault per 4 KB. Peak memory is unchanged. Elsewhere than glibc this does nothing.
     """
+    global _own_gemm_threads
     applied = {}
     sharing = processes_on_this_machine()
     if sharing > 1:
@@ -76,9 +88,11 @@ def configure_process():
         for variable in (THREADS_VARIABLE, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, threads)
         applied["threads per process"] = os.environ[THREADS_VARIABLE]
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-        applied["OPENBLAS_THREAD_TIMEOUT"] = os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    import numpy  # noqa: F401, PLC0415 -- BLAS must be loaded for its threads to be set
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    if threadpool_limits(limits=1, user_api="blas").get_original_num_threads().get("blas") is not None:
+        _own_gemm_threads = True
+        applied["BLAS threads"] = f"1; each GEMM split between {cpu_threads()} threads of the project's own"
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

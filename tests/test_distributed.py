@@ -105,7 +105,17 @@ def test_several_processes_without_mpi4py_is_a_clear_error(monkeypatch):
         distributed.world()
 
 
-def test_processes_started_on_one_machine_share_its_cores(monkeypatch):
+@pytest.fixture
+def restores_blas_threads(monkeypatch):
+    """configure_process sets BLAS's threads and the GEMM split for the whole process: put
+    both back afterwards."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(runtime, "_own_gemm_threads", runtime._own_gemm_threads)
+    with threadpool_limits(limits=None):  # on exit: the limits as they were
+        yield
+
+
+def test_processes_started_on_one_machine_share_its_cores(monkeypatch, restores_blas_threads):
     for variable in (runtime.THREADS_VARIABLE, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                      "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMIX_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
         monkeypatch.delenv(variable, raising=False)
@@ -114,6 +124,10 @@ def test_processes_started_on_one_machine_share_its_cores(monkeypatch):
     monkeypatch.setenv("MPI_LOCALNRANKS", "2")  # 4 processes, 2 of them here
     applied = runtime.configure_process()
     assert applied["threads per process"] == "4" and runtime.cpu_threads() == 4
+    # BLAS on one thread, set at run time although NumPy is loaded; the project splits GEMMs
+    from threadpoolctl import threadpool_info
+    assert runtime.splits_gemms() and "BLAS threads" in applied
+    assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == {1}
     monkeypatch.setenv(runtime.THREADS_VARIABLE, "3")  # the user's own setting is kept
     runtime.configure_process()
     assert runtime.cpu_threads() == 3

@@ -7,6 +7,7 @@
 Plus the tie rule of max-pool, the errors, dtype preservation and untouched ``dout``.
 """
 import inspect
+import os
 import re
 from typing import NamedTuple, Optional
 
@@ -19,6 +20,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import contract
 import fast.kernels
 import fast.layers
+import fast.runtime
 import reference.layers
 from gradcheck import assert_matches_reference, numerical_gradient, rel_error
 
@@ -807,14 +809,22 @@ def test_cross_entropy_equals_the_log_sum_exp_formula(impl, case):
 # ---------------------------------------------------------------------------------------------
 
 class _SplitAcrossCores:
-    """Within this block fast.layers splits every job, however small, between threads."""
+    """Within this block fast.layers splits every job, however small, between three threads,
+    GEMMs included (as after ``runtime.configure_process``)."""
 
     def __enter__(self):
-        self.saved = fast.kernels.PARALLEL_MIN_ELEMENTS
+        self.saved = (fast.kernels.PARALLEL_MIN_ELEMENTS, fast.runtime._own_gemm_threads,
+                      os.environ.get(fast.runtime.THREADS_VARIABLE))
         fast.kernels.PARALLEL_MIN_ELEMENTS = 0
+        fast.runtime._own_gemm_threads = True
+        os.environ[fast.runtime.THREADS_VARIABLE] = "3"
 
     def __exit__(self, *exc):
-        fast.kernels.PARALLEL_MIN_ELEMENTS = self.saved
+        fast.kernels.PARALLEL_MIN_ELEMENTS, fast.runtime._own_gemm_threads, threads = self.saved
+        if threads is None:
+            del os.environ[fast.runtime.THREADS_VARIABLE]
+        else:
+            os.environ[fast.runtime.THREADS_VARIABLE] = threads
 
 
 @COMPARE
@@ -829,6 +839,14 @@ def test_fast_layers_split_across_cores_match_reference(case, pool):
         pool_dx = fast.layers.maxpool2d_backward(pg, pool_cache)
         rectified, relu_cache = fast.layers.relu_forward(out)  # conv's channel-major layout
         relu_dx = fast.layers.relu_backward(g, relu_cache)
+        rng = np.random.default_rng(out.size)
+        aw, ab = rng.standard_normal((out[0].size, 3)), rng.standard_normal(3)  # the conv output, flattened
+        affine, affine_cache = fast.layers.affine_forward(out, aw, ab)
+        affine_grads = fast.layers.affine_backward(affine, affine_cache)
+    want_affine, want_affine_cache = reference.layers.affine_forward(out, aw, ab)
+    assert_matches_reference(affine, want_affine, np.float64)
+    for got, want in zip(affine_grads, reference.layers.affine_backward(want_affine, want_affine_cache)):
+        assert_matches_reference(got, want, np.float64)
     want_out, want_cache = reference.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
     want_rectified, want_relu_cache = reference.layers.relu_forward(want_out)
     assert_matches_reference(rectified, want_rectified, np.float64)
