@@ -306,3 +306,54 @@ def test_network_step_each_contender_in_its_own_process(benchmark):
     print("\n" + "\n".join(lines) + f"\nratios to the project's step: {ratios}")
     # the process settings work whatever was imported first
     assert medians["numpy-first"] <= 1.05 * medians["fast"]
+
+
+# --- the normalisation layers' share of a batch-normalised step ---------------------------------
+
+NORMALISED_ARCH = Architecture(input_shape=(1, 128, 128), channels=(16, 32, 64), kernel=3, pad=1, pool=2,
+                               hidden=128, num_classes=2, batchnorm=True, head="gap", dropout=0.3)
+NORMALISATION_LAYERS = ("batchnorm_forward", "batchnorm_backward", "dropout_forward", "dropout_backward",
+                        "global_avgpool_forward", "global_avgpool_backward")
+
+
+def test_normalisation_layers_share_of_a_batch_normalised_step(benchmark, monkeypatch):
+    """The benchmark network with batch norm after each conv, global average pooling and
+    dropout 0.3: its step, and the share of it spent inside those three layers' functions
+    (timed by wrapping each one)."""
+    benchmark.group = "batch-normalised benchmark network step"
+    model, optimizer = ConvNet(NORMALISED_ARCH, seed=0), SGD()
+    x, y = _bench_batch()
+    rng = np.random.default_rng(0)
+    inside = []
+
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                inside.append(time.perf_counter() - start)
+        return wrapper
+
+    for name in NORMALISATION_LAYERS:
+        monkeypatch.setattr(fast.layers, name, timed(getattr(fast.layers, name)))
+    steps = []
+
+    def one_step():
+        train_step(model, optimizer, x, y, 1e-3, rng=rng)
+
+    def step():
+        inside.clear()
+        start = time.perf_counter()
+        one_step()
+        steps.append((time.perf_counter() - start, sum(inside)))
+
+    gemm = GemmBetweenRounds(one_step)
+    benchmark.pedantic(step, setup=gemm, rounds=12, warmup_rounds=2)
+    timed_steps = steps[-12:]  # the 12 timed rounds, not the warm-up ones
+    total = float(np.median([s for s, _ in timed_steps]))
+    share = float(np.median([part / s for s, part in timed_steps]))
+    benchmark.extra_info.update(step_ms=round(total * 1e3, 1), normalisation_share=round(share, 3),
+                                gemm_gflops=round(gemm.gflops(), 1))
+    print(f"\nbatch-normalised step: median {total * 1e3:.1f} ms (GEMM {gemm.gflops():.1f} GFLOP/s); "
+          f"batch norm, dropout and global average pooling: {share:.1%} of it")
