@@ -9,10 +9,13 @@ model never sees pixels prepared in two different ways. It ends in 8-bit grey le
 decoded-image cache is a memory-mapped uint8 array on disk (``Pixels``), so a data set larger
 than memory is read a batch at a time, and ``read_xray`` hands the same levels over as floats.
 """
+import errno
 import hashlib
 import os
 import re
 import sys
+import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ SPLITS = ("train", "val", "test")
 DEFAULT_DATA = "data/chest_xray"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", DICOM_EXTENSION)
 
+_DICOM_LOCK = threading.Lock()
 # Bumped whenever the preprocessing changes, so old caches are never served.
 _CACHE_VERSION = 2
 LEVELS = 255  # grey levels 0..255 stand for 0..1
@@ -241,7 +245,8 @@ def read_pixels(path, size):
     except OSError as err:
         raise ImageError(f"{path}: cannot read it ({err.strerror or err})") from err
     if path.suffix.lower() == DICOM_EXTENSION or is_dicom(data[:HEADER_SIZE]):
-        unit = read_dicom(path)
+        with _DICOM_LOCK:  # read_dicom watches pydicom's warnings, which are process-wide
+            unit = read_dicom(path)
     else:
         unit = _decode_unit_gray(data, str(path))
     return to_pixels(resize_xray(unit, size))
@@ -439,9 +444,9 @@ class Inputs:
 def _cache_key(paths, size):
     """(file name stem, key) of the cache for these files at this size.
 
-    The name hashes the size and the sorted paths, so an edited data set overwrites its old
-    cache instead of piling up new ones; the key stored inside also hashes every file's byte
-    count and mtime, so any changed, added or removed file forces a rebuild.
+    The name hashes the size and the sorted paths; the key stored inside also hashes every
+    file's byte count and mtime, so any changed, added or removed file forces a rebuild, and the
+    rebuilt cache of the same file list replaces the old one.
     """
     entries = []
     for path in sorted(paths):
@@ -455,9 +460,15 @@ def _cache_key(paths, size):
     return f"xray_{size}px_{name.hexdigest()[:20]}", key.hexdigest()
 
 
-def _cache_files(cache_dir, name):
-    """(the pixels: an .npy file, memory-mapped; the index: paths, kept, reasons, key)."""
-    return Path(cache_dir) / f"{name}.npy", Path(cache_dir) / f"{name}.index.npz"
+def _index_file(cache_dir, name):
+    """The index: paths, kept, reasons and the key, whose pixels are in ``_pixels_file``."""
+    return Path(cache_dir) / f"{name}.index.npz"
+
+
+def _pixels_file(cache_dir, name, key):
+    """The pixels, an .npy file memory-mapped when read; named by the key too, so an index can
+    only ever point at pixels decoded for it."""
+    return Path(cache_dir) / f"{name}.{key[:16]}.npy"
 
 
 def _open_store(pixels_file, count, size):
@@ -473,14 +484,14 @@ def _open_store(pixels_file, count, size):
 
 def _read_cache(cache_dir, name, key, size):
     """(paths, store, kept, reasons) stored under ``key``, or None when absent or unusable."""
-    pixels_file, index_file = _cache_files(cache_dir, name)
+    index_file = _index_file(cache_dir, name)
     try:
         with np.load(index_file, allow_pickle=False) as npz:
             if str(npz["key"]) != key:
                 return None
             paths, kept, reasons = list(npz["paths"]), npz["kept"], [str(r) for r in npz["reasons"]]
-        return paths, _open_store(pixels_file, len(paths), size), kept, reasons
-    except FileNotFoundError:
+        return paths, _open_store(_pixels_file(cache_dir, name, key), len(paths), size), kept, reasons
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except Exception as err:  # a half-written or foreign file: rebuild rather than crash
         warnings.warn(f"ignoring unreadable cache {index_file}: {err}", stacklevel=4)
@@ -490,28 +501,53 @@ def _read_cache(cache_dir, name, key, size):
 def _build_cache(cache_dir, name, key, paths, size, progress, desc):
     """Decode ``paths`` straight into the cache's memory-mapped file -> (store, kept, reasons).
 
-    The pixels go to a temporary file, renamed when complete; the index is written after it
-    (and the old one removed before), so an interrupted run never leaves a cache that reads.
+    The pixels go to a temporary file, its disk space reserved first (a full disk is a clear
+    error, not a crash while writing through the map), renamed when complete; the index is
+    written after it, and then the pixels of older versions of this file list are removed.
+    DataError when the cache folder cannot be written.
     """
-    pixels_file, index_file = _cache_files(cache_dir, name)
-    pixels_file.parent.mkdir(parents=True, exist_ok=True)
-    index_file.unlink(missing_ok=True)
-    if paths:
-        partial = pixels_file.with_name(f"{pixels_file.name}.{os.getpid()}.partial")
-        try:
-            store = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
-                                              shape=(len(paths), size, size))
-            kept, reasons = _decode_all(paths, size, store, progress, desc)
-            store.flush()
-            del store
-            os.replace(partial, pixels_file)
-        finally:
-            partial.unlink(missing_ok=True)
-    else:
-        kept, reasons = np.zeros(0, dtype=bool), []
-    atomic_savez(index_file, key=np.asarray(key), paths=np.asarray(paths, dtype=str), kept=kept,
-                 reasons=np.asarray(reasons, dtype=str))
+    cache_dir = Path(cache_dir)
+    pixels_file, index_file = _pixels_file(cache_dir, name, key), _index_file(cache_dir, name)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if paths:
+            handle, partial = tempfile.mkstemp(dir=cache_dir, prefix=f".{pixels_file.name}.", suffix=".partial")
+            os.close(handle)
+            try:
+                store = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
+                                                  shape=(len(paths), size, size))
+                _reserve(partial)
+                kept, reasons = _decode_all(paths, size, store, progress, desc)
+                store.flush()
+                del store
+                os.replace(partial, pixels_file)
+            finally:
+                Path(partial).unlink(missing_ok=True)
+        else:
+            kept, reasons = np.zeros(0, dtype=bool), []
+        atomic_savez(index_file, key=np.asarray(key), paths=np.asarray(paths, dtype=str), kept=kept,
+                     reasons=np.asarray(reasons, dtype=str))
+    except OSError as err:
+        raise DataError(f"cannot write the image cache in {cache_dir} ({err.strerror or err}); "
+                        "free some space or choose another --cache-dir") from err
+    for old in cache_dir.glob(f"{name}.*.npy"):
+        if old != pixels_file:  # a reader may still map it: the kernel keeps it until unmapped
+            old.unlink(missing_ok=True)
     return _open_store(pixels_file, len(paths), size), kept, reasons
+
+
+def _reserve(path):
+    """Reserve the disk space of ``path``'s full size now, where the system can (ENOSPC then
+    raises here, instead of a SIGBUS later in a write through the memory map)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a file system without the call: the space is taken as the file is written
 
 
 def _decode_all(paths, size, out, progress, desc):
@@ -527,10 +563,12 @@ def _decode_all(paths, size, out, progress, desc):
         except ImageError as err:
             reasons[i] = str(err)
 
+    window = 1024  # images handed to the threads at a time: bounded bookkeeping for any set
     with ThreadPoolExecutor(max_workers=cpu_threads()) as pool, \
             tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for _ in pool.map(decode, range(len(paths))):
-            bar.update()
+        for start in range(0, len(paths), window):
+            for _ in pool.map(decode, range(start, min(start + window, len(paths)))):
+                bar.update()
     return kept, reasons
 
 

@@ -13,7 +13,7 @@ Without mpi4py, or launched as one process, ``world()`` is the plain one-process
 and nothing is communicated. mpi4py is imported only when ``mpiexec`` started more than one
 process (an optional extra: ``pip install -e '.[mpi]'``).
 """
-import os
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -52,6 +52,10 @@ class Group:
     def barrier(self):
         """Wait until every process arrives here."""
 
+    def abort(self, status):
+        """End every process of the group now (after an error on this one, so that no other
+        waits for it for ever); nothing for one process."""
+
 
 class MPIGroup(Group):
     """The processes of an MPI communicator."""
@@ -76,6 +80,11 @@ class MPIGroup(Group):
     def barrier(self):
         self.comm.Barrier()
 
+    def abort(self, status):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(status)
+
 
 def world():
     """The group of every process ``mpiexec`` started: an ``MPIGroup`` when it started more
@@ -88,7 +97,25 @@ def world():
     except ImportError:
         raise DataError(f"started by mpiexec as {launched_processes()} processes, but mpi4py is not "
                         "installed; install the MPI extra: pip install -e '.[mpi]'") from None
-    return MPIGroup(MPI.COMM_WORLD)
+    group = MPIGroup(MPI.COMM_WORLD)
+    if group.size != launched_processes():
+        raise DataError(f"mpiexec started {launched_processes()} processes, but MPI sees {group.size}: "
+                        "mpi4py is built against another MPI than the mpiexec used (the MPI extra "
+                        "installs MPICH; start with its mpiexec, the one beside this Python)")
+    _abort_on_uncaught_exceptions(group)
+    return group
+
+
+def _abort_on_uncaught_exceptions(group):
+    """An exception no one catches, on any process, ends them all (after its traceback), instead
+    of leaving the others waiting in the next collective operation."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        group.abort(1)
+
+    sys.excepthook = hook
 
 
 class SharedDraws:
@@ -166,7 +193,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, group, momentum
     group.sum(sums)
     m = sums[C]
     mean = sums[:C] / m
-    xhat = np.subtract(x, _per_channel(mean), dtype=x.dtype, casting="same_kind")
+    xhat = np.empty_like(x)
+    np.subtract(x, _per_channel(mean), out=xhat, casting="same_kind")  # computed in float64
     var = group.sum(np.square(xhat, dtype=np.float64).sum(axis=(0, 2, 3))) / m
     unbiased = var * m / (m - 1) if m > 1 else var
     running_mean[...] = (1 - momentum) * running_mean + momentum * mean

@@ -29,14 +29,15 @@ the run's metrics.json."""
 def split_images(root, split, size, limit=None, seed=TrainConfig.seed,
                  val_fraction=TrainConfig.val_fraction, cache_dir=None, progress=False):
     """The images of ``split`` as the trainer picks them (``data.load_splits``)
-    -> (images (N, S, S) in [0, 1], y, paths)."""
+    -> (images: ``data.Pixels``, read as (n, S, S) in [0, 1] when sliced, y, paths)."""
     splits, _ = xray_data.load_splits(root, (split,), size, limit, seed, val_fraction, cache_dir,
                                       progress)
     return splits[split]
 
 
 def evaluate(classifier, images, y):
-    """metrics.scored of the classifier on ``images`` (N, S, S) in [0, 1] at its threshold."""
+    """metrics.scored of the classifier on ``images`` ((N, S, S) in [0, 1], or ``Pixels``, read
+    a batch at a time) at its threshold."""
     return metrics.scored(y, classifier.probability(images), classifier.threshold)
 
 

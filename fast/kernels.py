@@ -11,7 +11,8 @@
 - **2x2 max-pooling** as two pairwise maxima over flat memory, in cache-sized blocks, with the
   ReLU optionally fused in; other windows take a general path over kernel offsets.
 - **Threads**: NumPy's element-wise passes run on one core and release the GIL, so the big ones
-  are split between the cores (``split_work``); BLAS already splits the GEMMs.
+  are split between the cores (``split_work``); so are the GEMMs (``gemm``, ``summed_gemm``)
+  once ``runtime.configure_process`` has set BLAS to one thread; otherwise BLAS splits them.
 
 Every function here computes exactly what its docstring says, for any shape it accepts; which
 path runs is an optimisation, and the tests draw each path on purpose against ``reference``.
@@ -39,8 +40,9 @@ _executor = None
 # --------------------------------------------------------------------------- threads
 
 def split_work(job, n, elements):
-    """Run ``job(lo, hi)`` over chunks [lo, hi) covering range(n), one per core: n counts
-    images, pooling planes or elements, whatever the job splits.
+    """Run ``job(lo, hi)`` over chunks [lo, hi) covering range(n), one per thread
+    (``runtime.cpu_threads``): n counts images, pooling planes or elements, whatever the job
+    splits.
 
     The memory-bound copies, adds and comparisons here run single-threaded in NumPy, which
     releases the GIL inside them: splitting the work between threads lets every core work.
@@ -312,13 +314,13 @@ def summed_gemm(a, b, run=None):
     one long call).
     """
     dtype = np.result_type(a, b)
-    workers = min(cpu_threads(), a.shape[1]) if runtime.splits_gemms() else 1
+    workers = max(1, min(cpu_threads(), a.shape[1])) if runtime.splits_gemms() else 1
     bounds = np.linspace(0, a.shape[1], workers + 1).astype(int)
     parts = [np.zeros((a.shape[0], b.shape[1]), dtype=dtype) for _ in range(workers)]
 
     def job(lo, hi):
         for k in range(lo, hi):
-            step = run or bounds[k + 1] - bounds[k]
+            step = max(1, run or bounds[k + 1] - bounds[k])  # an empty sum leaves the zeros
             for start in range(bounds[k], bounds[k + 1], step):
                 stop = min(start + step, bounds[k + 1])
                 parts[k] += a[:, start:stop] @ b[start:stop]

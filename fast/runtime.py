@@ -66,8 +66,8 @@ def configure_process():
     """Tune this process for training -> the settings that took effect, by name.
 
     - Started by ``mpiexec`` as several processes on one machine: each gets its share of the
-      cores (``XRAY_THREADS``, ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``; values the user
-      set are kept), so that they do not fight over them.
+      cores as its ``XRAY_THREADS`` (a value the user set is kept), so that they do not fight
+      over them.
     - BLAS on one thread, set at run time (threadpoolctl), and each GEMM split between the
       cores by the project's own threads (``fast.kernels.gemm``). Left to itself, OpenBLAS's
       worker threads spin for about 2**28 cycles after each GEMM before they sleep, taking the
@@ -84,9 +84,7 @@ def configure_process():
     sharing = processes_on_this_machine()
     if sharing > 1:
         # mpiexec started several processes here: the cores are shared out between them
-        threads = str(max(1, _cores() // sharing))
-        for variable in (THREADS_VARIABLE, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(variable, threads)
+        os.environ.setdefault(THREADS_VARIABLE, str(max(1, _cores() // sharing)))
         applied["threads per process"] = os.environ[THREADS_VARIABLE]
     import numpy  # noqa: F401, PLC0415 -- BLAS must be loaded for its threads to be set
     from threadpoolctl import threadpool_limits  # noqa: PLC0415

@@ -1,17 +1,13 @@
 """Train the pneumonia classifier: ``python -m fast.train [--help]``."""
+import sys
+
+from fast import distributed
+from fast.cli import one_line_warnings
+from fast.config import TrainConfig, build_parser
+from fast.data import DataError
+from fast.report import ReportError, make_report
 from fast.runtime import configure_process
-
-if __name__ == "__main__":
-    configure_process()  # before NumPy loads: OpenBLAS reads its settings then
-
-import sys  # noqa: E402
-
-from fast import distributed  # noqa: E402
-from fast.cli import one_line_warnings  # noqa: E402
-from fast.config import TrainConfig, build_parser  # noqa: E402
-from fast.data import DataError  # noqa: E402
-from fast.report import ReportError, make_report  # noqa: E402
-from fast.trainer import TrainingError, train  # noqa: E402
+from fast.trainer import TrainingError, train
 
 DESCRIPTION = """Train a CNN written in NumPy to tell NORMAL from PNEUMONIA chest X-rays.
 With --folds K, K models on patient-grouped folds of the training split; otherwise one model
@@ -37,6 +33,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     config, resume = parse_args(argv)
+    group = distributed.Group()
     try:
         with one_line_warnings():
             group = distributed.world()  # the processes mpiexec started, or this one alone
@@ -44,7 +41,9 @@ def main(argv=None):
             if group.lead:
                 make_report(run_dir, config.data)
     except (DataError, TrainingError, ReportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = f" (process {group.rank} of {group.size})" if group.size > 1 else ""
+        print(f"error{where}: {e}", file=sys.stderr)
+        group.abort(1)  # the other processes must not wait for this one
         return 1
     except KeyboardInterrupt:  # the trainer has said how to resume
         return 130
@@ -52,4 +51,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    try:
+        configure_process()  # BLAS threads, malloc: the process-wide settings of a training run
+    except ValueError as err:  # e.g. XRAY_THREADS=abc
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main())

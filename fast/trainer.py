@@ -17,11 +17,13 @@ evaluation is split between them, and only the lead process (rank 0) reads check
 writes the run directory and prints; the others receive what it read.
 """
 import csv
+import hashlib
 import io
 import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,6 +167,30 @@ def _lead_first(group, job, only_lead=False):
     return result if group.lead else job()
 
 
+def _quiet_unless(speaks, job):
+    """``job()``, its warnings (skipped images) shown only if ``speaks``: the lead process says
+    it once for all."""
+    if speaks:
+        return job()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xray_data.SkippedImageWarning)
+        return job()
+
+
+def _check_same_data(group, ds):
+    """Every process must train on the same images in the same order (else their batches,
+    and their collective calls, would differ): DataError when this one's differ from the
+    lead's."""
+    if group.size == 1:
+        return
+    digest = hashlib.sha256(repr((ds.paths_train, ds.y_train.tolist(), ds.paths_val, ds.paths_test,
+                                  ds.mean, ds.std)).encode()).hexdigest()
+    if group.broadcast(digest) != digest:
+        raise xray_data.DataError(f"process {group.rank} read other images than process 0 (their file "
+                                  "lists, labels or pixels differ): every machine needs the same data "
+                                  "folder, with the same files")
+
+
 def _open_run(config, resume, log):
     if resume is not None:
         run_dir = Path(resume)
@@ -205,9 +231,10 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
     root = xray_data.resolve_data_root(config.data)
     folded = config.folds > 1
     # the lead decodes first, filling the cache that the others then read
-    ds = _lead_first(group, lambda: xray_data.load_dataset(
+    ds = _lead_first(group, lambda: _quiet_unless(group.lead, lambda: xray_data.load_dataset(
         root, config.image_size, val_fraction=0.0 if folded else config.val_fraction, seed=config.seed,
-        cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars))
+        cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars)))
+    _check_same_data(group, ds)
     log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
         f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
         + f", test {len(ds.y_test)}; run directory {run_dir}")

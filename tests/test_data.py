@@ -260,7 +260,8 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
     assert_array_equal(reordered, np.asarray(first)[::-1])
     # the pixels and their index, no temporary file left behind
     names = sorted(p.name for p in cache.iterdir())
-    assert len(names) == 2 and names[0].endswith(".index.npz") and names[1].endswith(".npy")
+    assert len(names) == 2
+    assert sum(n.endswith(".index.npz") for n in names) == 1 and sum(n.endswith(".npy") for n in names) == 1
 
     monkeypatch.undo()
     write(paths[1], to_u8(1 - smooth_image()))
@@ -274,7 +275,9 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
     with pytest.warns(UserWarning):
         changed, _ = load_images(paths, SIZE, cache_dir=cache, progress=False)
     assert len(decoded) == len(paths)
-    assert sorted(p.name for p in cache.iterdir()) == names  # replaced, not kept beside
+    # the same index, new pixels (named by the new key), the old ones removed
+    now = sorted(p.name for p in cache.iterdir())
+    assert len(now) == 2 and set(now) & set(names) == {n for n in names if n.endswith(".index.npz")}
     assert_array_equal(changed[0], first[0])
     assert not np.allclose(changed[1], first[1])
 
@@ -305,6 +308,14 @@ def test_decoding_runs_on_as_many_threads_as_cores(tmp_path, monkeypatch):
     assert kept.all() and len(threads) == 2
     monkeypatch.undo()
     assert_array_equal(images, [read_xray(p, SIZE) for p in paths])
+
+
+def test_an_unwritable_cache_folder_is_a_data_error_naming_it(tmp_path):
+    paths = [write(tmp_path / "a.png", to_u8(smooth_image()))]
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    with pytest.raises(DataError, match=re.escape(str(not_a_folder))):
+        load_images(paths, SIZE, cache_dir=not_a_folder, progress=False)
 
 
 @pytest.mark.parametrize("broken", [".index.npz", ".npy"])

@@ -115,9 +115,26 @@ def restores_blas_threads(monkeypatch):
         yield
 
 
+def test_an_mpi4py_of_another_mpi_than_the_launcher_is_a_clear_error(monkeypatch):
+    class World:  # what mpi4py built against another MPI sees: a world of one
+        def Get_rank(self):
+            return 0
+
+        def Get_size(self):
+            return 1
+
+    fake = type(sys)("mpi4py")
+    fake.MPI = type(sys)("mpi4py.MPI")
+    fake.MPI.COMM_WORLD = World()
+    monkeypatch.setitem(sys.modules, "mpi4py", fake)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    with pytest.raises(distributed.DataError, match="started 2 processes, but MPI sees 1"):
+        distributed.world()
+
+
 def test_processes_started_on_one_machine_share_its_cores(monkeypatch, restores_blas_threads):
-    for variable in (runtime.THREADS_VARIABLE, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                     "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMIX_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+    for variable in (runtime.THREADS_VARIABLE, "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMIX_LOCAL_SIZE",
+                     "OMPI_COMM_WORLD_LOCAL_SIZE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(runtime, "_cores", lambda: 8)
     monkeypatch.setenv("PMI_SIZE", "4")
@@ -181,8 +198,9 @@ def test_augmenting_a_part_gives_its_rows_of_the_augmented_batch():
         augment_batch(x[:2], np.random.default_rng(9), (0, 3, 5))
 
 
-@pytest.mark.parametrize("size", [2, 3])
-def test_a_split_batch_gives_the_whole_batchs_loss_and_gradients(size):
+@pytest.mark.parametrize("size", [2, 3, 7])  # 7 processes for 5 images: two empty parts
+def test_a_split_batch_gives_the_whole_batchs_loss_and_gradients(size, monkeypatch):
+    monkeypatch.setattr(runtime, "_own_gemm_threads", True)  # the GEMMs split too, as in training
     arch = Architecture(input_shape=(1, 12, 12), channels=(4, 6), hidden=8, batchnorm=True, dropout=0.5)
     x = np.random.default_rng(1).normal(size=(5, 1, 12, 12))
     y = np.array([0, 1, 1, 0, 1])
