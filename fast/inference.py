@@ -133,26 +133,37 @@ class Classifier:
         peak = cam.max(axis=(1, 2), keepdims=True)
         return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
-    def predict_files(self, paths, progress=False):
+    def predict_files(self, paths, progress=False, keep_images=True, chunk=256):
         """Predict each file -> (results, images), in the order of ``paths``.
 
         results[i] is {"path", "probability", "label"}, or {"path", "error"} for a file that
-        cannot be read; images holds the (S, S) arrays of the files that could, in order.
-        ``progress`` shows a progress bar (on stderr) while the files are read.
+        cannot be read; images holds the (S, S) arrays of the files that could, in order (an
+        empty list unless ``keep_images``: then files are read and predicted ``chunk`` at a
+        time, so any number of them fits in memory). ``progress`` shows a progress bar (on
+        stderr) while the files are read.
         """
-        results, images = [], []
-        for path in tqdm(paths, desc="reading", unit="file", disable=not progress, file=sys.stderr):
-            try:
-                images.append(self.read(path))
-                results.append({"path": str(path)})
-            except ImageError as err:
-                results.append({"path": str(path), "error": _reason(err, path)})
-        probability = self.probability(np.reshape(images, (-1, self.image_size, self.image_size)))
-        good = (r for r in results if "error" not in r)
-        for result, p, label in zip(good, probability, self.labels(probability)):
-            result["probability"] = float(p)
-            result["label"] = label
-        return results, images
+        results, kept = [], []
+        size = self.image_size
+        with tqdm(total=len(paths), desc="reading", unit="file", disable=not progress,
+                  file=sys.stderr) as bar:
+            for start in range(0, len(paths), chunk):
+                part, images = [], []
+                for path in paths[start:start + chunk]:
+                    try:
+                        images.append(self.read(path))
+                        part.append({"path": str(path)})
+                    except ImageError as err:
+                        part.append({"path": str(path), "error": _reason(err, path)})
+                    bar.update()
+                probability = self.probability(np.reshape(images, (-1, size, size)))
+                good = (r for r in part if "error" not in r)
+                for result, p, label in zip(good, probability, self.labels(probability)):
+                    result["probability"] = float(p)
+                    result["label"] = label
+                results += part
+                if keep_images:
+                    kept += images
+        return results, kept
 
 
 def _reason(err, path):

@@ -141,7 +141,8 @@ def main(argv=None):
         print("error: no image files found in " + ", ".join(args.images), file=sys.stderr)
         return 1
     results, images = classifier.predict_files(files, progress=len(files) >= PROGRESS_FROM
-                                               and sys.stderr.isatty())
+                                               and sys.stderr.isatty(),
+                                               keep_images=args.saliency is not None)
     if args.saliency is not None:
         write_saliency(results, images, classifier, args.saliency)
     if args.csv is not None:

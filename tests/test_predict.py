@@ -479,3 +479,20 @@ def test_evaluate_refuses_the_val_split_of_a_k_fold_ensemble(xray_root, tmp_path
     assert "out-of-fold" in capsys.readouterr().err
     assert evaluate.main(["--model", str(run_dir), "--split", "test"]) == 0
     assert "equals the run's" in capsys.readouterr().out
+
+
+def test_files_are_predicted_a_chunk_at_a_time_as_in_one_piece(classifier, stored, tmp_path):
+    paths, probability, _ = stored
+    broken = tmp_path / "broken.jpeg"
+    broken.write_bytes(b"")
+    files = paths[:5] + [str(broken)] + paths[5:9]
+    whole, images = classifier.predict_files(files)
+    chunked, none_kept = classifier.predict_files(files, keep_images=False, chunk=3)
+    assert len(images) == 9 and none_kept == []
+    assert [r["path"] for r in chunked] == files and "error" in chunked[5]
+    for a, b in zip(whole, chunked):
+        assert a.keys() == b.keys()
+        if "probability" in a:
+            assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)  # float32 batches differ
+            assert b["label"] == a["label"]
+    assert_allclose([r["probability"] for r in chunked if "error" not in r], probability[:9], atol=1e-5)
