@@ -21,6 +21,7 @@ import numpy as np
 from fast.errors import DataError
 from fast.runtime import launched_processes
 
+
 class Group:
     """The processes that train one model together; by default this process alone, for
     which every collective operation is the identity."""
@@ -49,9 +50,6 @@ class Group:
         """The lead process's ``obj``, on every process."""
         return obj
 
-    def barrier(self):
-        """Wait until every process arrives here."""
-
     def abort(self, status):
         """End every process of the group now (after an error on this one, so that no other
         waits for it for ever); nothing for one process."""
@@ -76,9 +74,6 @@ class MPIGroup(Group):
 
     def broadcast(self, obj):
         return self.comm.bcast(obj, root=0)
-
-    def barrier(self):
-        self.comm.Barrier()
 
     def abort(self, status):
         sys.stdout.flush()

@@ -46,9 +46,6 @@ class ThreadGroup(distributed.Group):
     def broadcast(self, obj):
         return self._exchange(obj)[0]
 
-    def barrier(self):
-        self._exchange(None)
-
 
 def on_threads(size, job):
     """job(group) on ``size`` ThreadGroup members at once -> their results, in rank order."""
