@@ -8,6 +8,14 @@ aspect ratios) were all squeezed to a square, a distortion that says nothing
 about the lungs. Intensity: contrast scaled by 0.8 to 1.2 and brightness moved
 by up to 0.2 standard deviations, as exposure and detector settings vary.
 
+With ``acquisition`` on, two more ways a detector and its processing show through: each
+image is blurred or sharpened by a random amount (unsharp masking with a Gaussian of 1 pixel
+per 64 of the side, its weight drawn from -1, the blurred image, to +1, twice the detail), as
+originals of 400 to 2,900 px squeezed to one size differ in sharpness; and Gaussian noise of a
+random strength (up to 0.1 standard deviations) is added, as exposures differ in quantum noise.
+A network that could tell the classes apart by sharpness or noise texture, not by the lungs,
+loses that shortcut.
+
 No horizontal flips: the heart sits on the left, and a mirrored chest is not an
 X-ray the model will ever be shown. No elastic warps or intensity inversions for
 the same reason.
@@ -20,14 +28,18 @@ MAX_ZOOM = 0.10
 MAX_SHIFT = 0.06
 MAX_CONTRAST = 0.2
 MAX_BRIGHTNESS = 0.2
+MAX_DETAIL = 1.0  # unsharp-mask weight: -1 blurs, +1 doubles the detail
+DETAIL_SIGMA_PER_PIXEL = 1 / 64  # the blur's sigma per pixel of the side
+MAX_NOISE = 0.1
 
 
-def augment_batch(x, rng, rows=None):
+def augment_batch(x, rng, rows=None, acquisition=False):
     """A randomly transformed copy of x: (N, C, H, W) float, already standardised.
 
     ``rows``: (lo, hi, total) when x holds rows lo..hi of a batch of ``total`` images split
     between processes; the transforms are drawn for the whole batch and rows lo..hi applied,
-    so every image gets the transform it would get in one piece.
+    so every image gets the transform it would get in one piece. ``acquisition``: blur or
+    sharpen, and add noise, too (drawn after the other transforms, which stay as without it).
     """
     n, c, h, w = x.shape
     lo, hi, total = (0, n, n) if rows is None else rows
@@ -51,4 +63,16 @@ def augment_batch(x, rng, rows=None):
                                         borderMode=cv2.BORDER_REPLICATE)
     out *= contrast[:, None, None, None]
     out += brightness[:, None, None, None]
+    if acquisition:
+        detail = rng.uniform(-MAX_DETAIL, MAX_DETAIL, total)[lo:hi]
+        noise = rng.uniform(0, MAX_NOISE, total)[lo:hi].astype(x.dtype)
+        sigma = DETAIL_SIGMA_PER_PIXEL * max(h, w)
+        for i in range(n):
+            for ch in range(c):
+                blurred = cv2.GaussianBlur(out[i, ch], (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+                # x + d (x - blur(x)): d = -1 gives the blurred image, d > 0 sharpens
+                out[i, ch] += x.dtype.type(detail[i]) * (out[i, ch] - blurred)
+        # one draw for the whole batch, so a part gets its rows of it
+        grain = rng.standard_normal((total, c, h, w), dtype=np.float32)[lo:hi].astype(x.dtype, copy=False)
+        out += noise[:, None, None, None] * grain
     return out

@@ -62,7 +62,13 @@ class TrainConfig:
     val_fraction: float = _opt(0.1, "share of the training patients held out for validation", type=_fraction)
     class_weights: str = _opt("balanced", "loss weights per class: balanced (inverse frequency) or none",
                               choices=("balanced", "none"))
+    normalise: str = _opt("dataset", "how each image's grey values are scaled for the network: with the "
+                          "training pixels' mean and std (dataset), with its own (image), or "
+                          "histogram-equalised, then with its own (equalise)",
+                          choices=("dataset", "image", "equalise"))
     augment: bool = _opt(True, "random small shifts, rotations and zooms of training images")
+    acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
+                             "noise, by random amounts (needs --augment)")
     channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
     convs_per_block: int = _opt(1, "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)

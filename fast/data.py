@@ -411,13 +411,14 @@ class Pixels:
 
 class Inputs:
     """Network inputs drawn from ``Pixels`` when asked for: ``inputs[index]`` is
-    (n, 1, S, S) float32, ``standardise``d with the training pixels' mean and std. Batches are
-    made as they are drawn, never the whole set at once."""
+    (n, 1, S, S) float32, ``normalise``d the way ``how`` says (by default standardised with
+    the training pixels' mean and std). Batches are made as they are drawn, never the whole
+    set at once."""
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, pixels, mean, std):
-        self.pixels, self.mean, self.std = pixels, mean, std
+    def __init__(self, pixels, mean, std, how="dataset"):
+        self.pixels, self.mean, self.std, self.how = pixels, mean, std, how
 
     def __len__(self):
         return len(self.pixels)
@@ -428,11 +429,11 @@ class Inputs:
         return n, 1, h, w
 
     def subset(self, index):
-        return Inputs(self.pixels.subset(index), self.mean, self.std)
+        return Inputs(self.pixels.subset(index), self.mean, self.std, self.how)
 
     def __getitem__(self, index):
         images = self.pixels[index]
-        return standardise(images, self.mean, self.std, in_place=True)[..., None, :, :]
+        return normalise(images, self.how, self.mean, self.std)[..., None, :, :]
 
     def __array__(self, dtype=None, copy=None):
         x = self[:]
@@ -650,6 +651,37 @@ def standardise(images, mean, std, in_place=False):
     return out
 
 
+NORMALISATIONS = ("dataset", "image", "equalise")
+
+
+def normalise(images, how="dataset", mean=None, std=None):
+    """(n, S, S) float32 images in [0, 1] -> the network's input, overwriting ``images``.
+
+    ``how``: "dataset" standardises with the training pixels' ``mean`` and ``std`` (one pair
+    for every image); "image" standardises each image with its own mean and standard
+    deviation, so an X-ray's overall exposure and contrast say nothing; "equalise" first
+    spreads each image's grey levels evenly over 0..255 (histogram equalisation, on its 8-bit
+    levels), then standardises it with its own statistics, so any monotone change of the
+    grey scale (exposure, contrast, gamma, the detector's response) says nothing either.
+    A constant image becomes all zeros.
+    """
+    if how == "dataset":
+        return standardise(images, mean, std, in_place=True)
+    if how not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {how!r}; choose from {', '.join(NORMALISATIONS)}")
+    if how == "equalise":
+        levels = to_pixels(images)
+        for image in levels.reshape(-1, *levels.shape[-2:]):
+            cv2.equalizeHist(image, dst=image)
+        np.divide(levels, np.float32(LEVELS), out=images, dtype=np.float32)
+    flat = images.reshape(-1, images.shape[-2] * images.shape[-1])
+    centre = flat.mean(axis=1, keepdims=True, dtype=np.float64)
+    spread = flat.std(axis=1, keepdims=True, dtype=np.float64)
+    flat -= centre.astype(np.float32)
+    flat /= np.where(spread > 0, spread, 1.0).astype(np.float32)
+    return images
+
+
 def _pixel_mean_std(pixels, chunk=1024):
     """Mean and standard deviation of all grey values of ``pixels``, exactly: from a histogram of
     the 256 levels, counted a chunk of images at a time (never the whole set in memory)."""
@@ -736,10 +768,12 @@ def load_splits(root, names, image_size, limit=None, seed=TrainConfig.seed,
 
 
 def load_dataset(root, image_size, val_fraction=TrainConfig.val_fraction, seed=TrainConfig.seed,
-                 cache_dir=TrainConfig.cache_dir, limit=None, progress=True):
+                 cache_dir=TrainConfig.cache_dir, limit=None, progress=True,
+                 normalisation=TrainConfig.normalise):
     """Decode, split (``load_splits``) and standardise the data set under ``root``.
 
-    mean/std come from the training part only. The images stay 8-bit (a memory map of the
+    mean/std come from the training part only; ``normalisation`` is how batches are
+    ``normalise``d. The images stay 8-bit (a memory map of the
     cache when there is one); batches are standardised as they are drawn (``Inputs``).
     """
     root = resolve_data_root(root)
@@ -755,6 +789,7 @@ def load_dataset(root, image_size, val_fraction=TrainConfig.val_fraction, seed=T
     mean, std = _pixel_mean_std(x_tr)
     if not std > 0:
         raise DataError(f"the training images under {root} are all one constant value")
-    return Dataset(x_train=Inputs(x_tr, mean, std), y_train=y_tr, x_val=Inputs(x_va, mean, std),
-                   y_val=y_va, x_test=Inputs(x_te, mean, std), y_test=y_te, paths_train=p_tr,
+    return Dataset(x_train=Inputs(x_tr, mean, std, normalisation), y_train=y_tr,
+                   x_val=Inputs(x_va, mean, std, normalisation), y_val=y_va,
+                   x_test=Inputs(x_te, mean, std, normalisation), y_test=y_te, paths_train=p_tr,
                    paths_val=p_va, paths_test=p_te, mean=mean, std=std, skipped=skipped)

@@ -1,9 +1,9 @@
 """Using a trained classifier: find and load it, prepare images, probabilities, Grad-CAM.
 
 ``predict``, ``evaluate`` and ``report`` all go through this module, so an image is prepared
-one way everywhere: ``read_xray`` (decoding, grey, resize) then ``standardise`` with the
-training pixels' mean and std stored in the model file. Probabilities come from the model's own
-forward pass, so predicting a run's test images gives back its ``test_predictions.npz``.
+one way everywhere: ``read_xray`` (decoding, grey, resize) then ``normalise`` as the model file
+says (by default with the training pixels' mean and std stored in it). Probabilities come from
+the model's own forward pass, so predicting a run's test images gives back its ``test_predictions.npz``.
 """
 import sys
 from pathlib import Path
@@ -12,7 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fast.calibration import apply_platt, temperature_map
-from fast.data import CLASS_NAMES, ImageError, from_pixels, read_xray, resize_xray, standardise, to_pixels
+from fast.data import (CLASS_NAMES, NORMALISATIONS, ImageError, from_pixels, normalise, read_xray,
+                       resize_xray, to_pixels)
 from fast.model import ModelFileError, ensemble_proba, load_models
 
 RUNS_DIR = Path("runs")
@@ -36,6 +37,11 @@ class Classifier:
         members = list(members) if isinstance(members, (list, tuple)) else [members]
         self.members, self.model, self.metadata, self.path = members, members[0], metadata, path
         self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
+        # files from before the choice was offered were standardised with the data set's
+        self.normalisation = metadata.get("normalise", "dataset")
+        if self.normalisation not in NORMALISATIONS:
+            raise ModelFileError(f"{path}: unknown normalisation {self.normalisation!r} "
+                                 "(written by a newer version?)")
         self.threshold = float(metadata["threshold"])
         # sigmoid(scale * log-odds + bias): fitted on held-out predictions; a model file
         # from before calibration, or with a plain temperature T, maps to it too.
@@ -54,8 +60,8 @@ class Classifier:
 
     def prepare(self, images):
         """(N, S, S) images in [0, 1] -> (N, 1, S, S) network input, exactly as in training."""
-        images = np.asarray(images, dtype=np.float32).reshape(-1, self.image_size, self.image_size)
-        return standardise(images, self.mean, self.std)[:, None]
+        images = np.array(images, dtype=np.float32).reshape(-1, self.image_size, self.image_size)
+        return normalise(images, self.normalisation, self.mean, self.std)[:, None]
 
     def probability(self, images, chunk=256):
         """(N, S, S) images in [0, 1] (an array, or ``data.Pixels``) -> (N,) float64

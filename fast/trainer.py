@@ -233,7 +233,8 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
     # the lead decodes first, filling the cache that the others then read
     ds = _lead_first(group, lambda: _quiet_unless(group.lead, lambda: xray_data.load_dataset(
         root, config.image_size, val_fraction=0.0 if folded else config.val_fraction, seed=config.seed,
-        cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars)))
+        cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars,
+        normalisation=config.normalise)))
     _check_same_data(group, ds)
     log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
         f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
@@ -367,7 +368,7 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
             mine = idx[lo:hi]
             xb = x_train[mine]
             if config.augment:
-                xb = augment_batch(xb, rng, (lo, hi, len(idx)))
+                xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition)
             loss = train_step(model, optimizer, xb, y_train[mine], lr, class_weights, rng, shard)
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -440,7 +441,7 @@ def finish(run_dir, config, ds, members, held_out, progress, log, group=distribu
         "train_seconds": round(progress.train_seconds, 2),
     }
     metadata = {
-        "mean": ds.mean, "std": ds.std, "threshold": threshold, "calibration": calibrated,
+        "mean": ds.mean, "std": ds.std, "normalise": config.normalise, "threshold": threshold, "calibration": calibrated,
         "class_names": list(ds.class_names), "best_epoch": results["best_epoch"],
         "threshold_rule": rule, "held_out": held_out.name,
     }

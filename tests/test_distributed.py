@@ -186,10 +186,12 @@ def test_shared_draws_give_each_part_its_rows_of_the_whole_batchs_draw():
         assert_array_equal(np.concatenate(parts), whole)
 
 
-def test_augmenting_a_part_gives_its_rows_of_the_augmented_batch():
+@pytest.mark.parametrize("acquisition", [False, True])
+def test_augmenting_a_part_gives_its_rows_of_the_augmented_batch(acquisition):
     x = np.random.default_rng(0).normal(size=(5, 1, 12, 12)).astype(np.float32)
-    whole = augment_batch(x, np.random.default_rng(9))
-    parts = [augment_batch(x[lo:hi], np.random.default_rng(9), (lo, hi, 5)) for lo, hi in ((0, 2), (2, 5))]
+    whole = augment_batch(x, np.random.default_rng(9), acquisition=acquisition)
+    parts = [augment_batch(x[lo:hi], np.random.default_rng(9), (lo, hi, 5), acquisition=acquisition)
+             for lo, hi in ((0, 2), (2, 5))]
     assert_array_equal(np.concatenate(parts), whole)
     with pytest.raises(ValueError, match="rows"):
         augment_batch(x[:2], np.random.default_rng(9), (0, 3, 5))
@@ -280,11 +282,11 @@ def test_a_run_interrupted_in_one_process_resumes_under_mpi(xray_root, tmp_path,
     whole = train(config, log=_quiet, progress_bars=False)
     real_augment, calls = fast.trainer.augment_batch, []
 
-    def interrupting_augment(x, rng, rows=None):
+    def interrupting_augment(x, rng, rows=None, **kwargs):
         calls.append(1)
         if len(calls) == 7:  # 135 training images / 32 = 5 batches an epoch: in the second
             raise KeyboardInterrupt
-        return real_augment(x, rng, rows)
+        return real_augment(x, rng, rows, **kwargs)
 
     monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
     cut = _config(xray_root, tmp_path / "cut", limit=150, epochs=2, cache_dir=config.cache_dir)

@@ -462,6 +462,19 @@ def test_a_classifier_without_stored_calibration_or_with_a_temperature_applies_i
     assert_allclose(warmed, apply_temperature(raw, 2.0), rtol=1e-9)
 
 
+def test_a_classifier_normalises_as_its_model_file_says(tiny_run):
+    from fast.data import normalise
+    members, metadata = inference.load_models(tiny_run / "model.npz")
+    images = np.random.default_rng(3).uniform(0, 1, (4, 32, 32)).astype(np.float32)
+    for how in ("dataset", "image", "equalise"):
+        prepared = inference.Classifier(members, {**metadata, "normalise": how}).prepare(images)
+        assert_allclose(prepared[:, 0], normalise(images.copy(), how, metadata["mean"], metadata["std"]))
+    older = {k: v for k, v in metadata.items() if k != "normalise"}  # files from before the choice
+    assert inference.Classifier(members, older).normalisation == "dataset"
+    with pytest.raises(ModelFileError, match="unknown normalisation 'clahe'"):
+        inference.Classifier(members, {**metadata, "normalise": "clahe"})
+
+
 def test_csv_into_a_missing_folder_is_refused_before_any_work(tiny_run, stored, tmp_path, capsys):
     paths, _, _ = stored
     assert predict_main("--model", tiny_run, "--csv", tmp_path / "no" / "out.csv", paths[0]) == 2

@@ -77,11 +77,11 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_roo
     # Interrupt the second run in the middle of its second epoch, as Ctrl-C would.
     real_augment, calls = fast.trainer.augment_batch, []
 
-    def interrupting_augment(x, rng, rows=None):
+    def interrupting_augment(x, rng, rows=None, **kwargs):
         calls.append(1)
         if len(calls) == 13:  # 270 training images / 32 = 9 batches an epoch
             raise KeyboardInterrupt
-        return real_augment(x, rng, rows)
+        return real_augment(x, rng, rows, **kwargs)
 
     monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
     config = _config(xray_root, tmp_path / "b", **layers)
@@ -264,11 +264,11 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
     whole = train(_config(xray_root, tmp_path / "a", folds=2, epochs=2), log=_quiet, progress_bars=False)
     real_augment, calls = fast.trainer.augment_batch, []
 
-    def interrupting_augment(x, rng, rows=None):  # 2 folds of about 150 images: 5 batches an epoch
+    def interrupting_augment(x, rng, rows=None, **kwargs):  # 2 folds of about 150 images: 5 batches an epoch
         calls.append(1)
         if len(calls) == 17:  # in the second fold's second epoch
             raise KeyboardInterrupt
-        return real_augment(x, rng, rows)
+        return real_augment(x, rng, rows, **kwargs)
 
     monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
     config = _config(xray_root, tmp_path / "b", folds=2, epochs=2)
