@@ -22,7 +22,8 @@ of the probabilities (uncalibrated: both models train with balanced class weight
 
 ``--mix`` deals the NORMAL patients to the halves at random instead (no batch shift): the
 control that shows how much of the drop is the shift. Results are appended, one JSON line each,
-to ``--log`` (default runs/shift_study.jsonl).
+to ``--log`` (default runs/shift_study.jsonl), and the pooled probabilities to
+``shift_NAME.npz`` beside it.
 """
 import argparse
 import dataclasses
@@ -125,6 +126,7 @@ def main(argv=None):
     }
     print(json.dumps(row), flush=True)
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(Path(args.log).with_name(f"shift_{args.name}.npz"), probability=prob, label=labels, side=side)
     with open(args.log, "a") as f:
         f.write(json.dumps(row) + "\n")
 

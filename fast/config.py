@@ -62,7 +62,7 @@ class TrainConfig:
     val_fraction: float = _opt(0.1, "share of the training patients held out for validation", type=_fraction)
     class_weights: str = _opt("balanced", "loss weights per class: balanced (inverse frequency) or none",
                               choices=("balanced", "none"))
-    normalise: str = _opt("dataset", "how each image's grey values are scaled for the network: with the "
+    normalise: str = _opt("image", "how each image's grey values are scaled for the network: with the "
                           "training pixels' mean and std (dataset), with its own (image), or "
                           "histogram-equalised, then with its own (equalise)",
                           choices=("dataset", "image", "equalise"))

@@ -462,7 +462,7 @@ def test_load_dataset_standardises_with_training_statistics_only(tmp_path):
     bad.write_bytes(b"")
     with pytest.warns(UserWarning, match="IM-9999-0001.jpeg"):
         ds = load_dataset(tmp_path, SIZE, val_fraction=0.2, seed=0, cache_dir=None,
-                          progress=False)
+                          progress=False, normalisation="dataset")
     assert ds.x_train.shape == (len(ds.y_train), 1, SIZE, SIZE)
     assert ds.x_train.dtype == ds.x_val.dtype == ds.x_test.dtype == np.float32
     assert ds.y_train.dtype == ds.y_val.dtype == ds.y_test.dtype == np.int64
@@ -481,6 +481,11 @@ def test_load_dataset_standardises_with_training_statistics_only(tmp_path):
     assert_allclose(np.asarray(ds.x_val)[:, 0], standardise(raw_val, ds.mean, ds.std), rtol=0, atol=1e-6)
     train_patients = {patient_id(p) for p in ds.paths_train}
     assert train_patients.isdisjoint(patient_id(p) for p in ds.paths_val)
+    # the default normalises each image by itself; the statistics are still the training split's
+    with pytest.warns(UserWarning, match="IM-9999-0001.jpeg"):
+        by_image = load_dataset(tmp_path, SIZE, val_fraction=0.2, seed=0, cache_dir=None, progress=False)
+    assert by_image.x_val.how == "image" and by_image.mean == ds.mean and by_image.std == ds.std
+    assert_allclose(np.asarray(by_image.x_val)[:, 0], normalise(raw_val.copy(), "image"), rtol=0, atol=1e-6)
 
 
 def test_load_dataset_uses_a_val_folder_when_present(tmp_path):
