@@ -42,7 +42,7 @@ from fast import data as xray_data  # noqa: E402
 from fast.config import TrainConfig  # noqa: E402
 from fast.distributed import Group  # noqa: E402
 from fast.runtime import configure_process  # noqa: E402
-from fast.trainer import fit, held_out_proba  # noqa: E402
+from fast.trainer import fit, held_out_proba, test_time_zooms  # noqa: E402
 
 
 def halves(paths, labels, seed, mix):
@@ -110,7 +110,7 @@ def main(argv=None):
                            (x_out, labels[outside]), config.seed + d, (config.seed, d + 1),
                            keep_best=False, log=lambda *a: None, progress_bars=False)
             seconds += time.perf_counter() - start
-            prob[outside] = held_out_proba([model], x_out, Group())
+            prob[outside] = held_out_proba([model], x_out, Group(), test_time_zooms(config))
     threshold = metrics.sensitivity_threshold(labels, prob, 0.95)
     at = metrics.binary_metrics(labels, prob, threshold)
     clipped = np.clip(prob, 1e-7, 1 - 1e-7)

@@ -76,3 +76,25 @@ def augment_batch(x, rng, rows=None, acquisition=False):
         grain = rng.standard_normal((total, c, h, w), dtype=np.float32)[lo:hi].astype(x.dtype, copy=False)
         out += noise[:, None, None, None] * grain
     return out
+
+
+TEST_TIME_ZOOMS = (1.0, 0.95, 1.05)
+
+
+def zoomed(x, zoom):
+    """x (N, C, H, W) zoomed about the image centre by ``zoom`` (> 1 enlarges), the border
+    replicated, as in training: one of the fixed views a prediction can be averaged over
+    (test-time augmentation). ``zoom`` 1 returns x itself."""
+    if zoom == 1:
+        return x
+    n, c, h, w = x.shape
+    centre = np.array([w / 2 - 0.5, h / 2 - 0.5])
+    linear = np.diag([zoom, zoom])
+    m = np.hstack([linear, (centre - linear @ centre)[:, None]])
+    out = np.empty_like(x)
+    for i in range(n):
+        for ch in range(c):
+            out[i, ch] = cv2.warpAffine(x[i, ch], m, (w, h), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REPLICATE)
+    return out
+

@@ -67,6 +67,8 @@ class TrainConfig:
                           "histogram-equalised, then with its own (equalise)",
                           choices=("dataset", "image", "equalise"))
     augment: bool = _opt(True, "random small shifts, rotations and zooms of training images")
+    tta: bool = _opt(True, "test-time augmentation: every final prediction (out-of-fold, test, and the "
+                     "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
                              "noise, by random amounts (needs --augment)")
     channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)

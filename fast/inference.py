@@ -42,6 +42,10 @@ class Classifier:
         if self.normalisation not in NORMALISATIONS:
             raise ModelFileError(f"{path}: unknown normalisation {self.normalisation!r} "
                                  "(written by a newer version?)")
+        # each image is also seen zoomed by these factors, and the probabilities averaged
+        self.zooms = tuple(float(z) for z in metadata.get("test_time_zooms", [1.0]))
+        if not self.zooms or not all(0 < z < 10 for z in self.zooms):
+            raise ModelFileError(f"{path}: unusable test-time zooms {list(self.zooms)}")
         self.threshold = float(metadata["threshold"])
         # sigmoid(scale * log-odds + bias): fitted on held-out predictions; a model file
         # from before calibration, or with a plain temperature T, maps to it too.
@@ -65,8 +69,9 @@ class Classifier:
 
     def probability(self, images, chunk=256):
         """(N, S, S) images in [0, 1] (an array, or ``data.Pixels``) -> (N,) float64
-        P(PNEUMONIA): the members' mean, calibrated. Read and prepared ``chunk`` at a time."""
-        raw = [ensemble_proba(self.members, self.prepare(images[i:i + chunk]))
+        P(PNEUMONIA): the mean over the members and the stored test-time views (``zooms``),
+        calibrated. Read and prepared ``chunk`` at a time."""
+        raw = [ensemble_proba(self.members, self.prepare(images[i:i + chunk]), zooms=self.zooms)
                for i in range(0, len(images), chunk)]
         return apply_platt(np.concatenate(raw), *self.calibration) if raw else np.zeros(0)
 

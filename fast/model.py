@@ -15,6 +15,7 @@ import fast.layers
 import reference.layers
 from contract import conv_output_size
 from fast import distributed
+from fast.augment import zoomed
 from fast.config import TrainConfig
 from fast.files import atomic_savez
 
@@ -277,14 +278,17 @@ class ConvNet:
         return dx
 
 
-def ensemble_proba(members, x, chunk=256):
+def ensemble_proba(members, x, chunk=256, zooms=(1.0,)):
     """The members' mean P(class 1) on x, evaluation mode, float64 (N,): how an ensemble, or a
     single model (a list of one), scores before calibration. x: (N, C, H, W), or anything that
-    slices into such arrays (``data.Inputs``): it is read ``chunk`` images at a time."""
+    slices into such arrays (``data.Inputs``): it is read ``chunk`` images at a time.
+    ``zooms``: each image is also seen zoomed by these factors about its centre
+    (``augment.zoomed``; 1 is the image as it is), and the mean is over members and views."""
     parts = []
     for i in range(0, len(x), chunk):
         batch = x[i:i + chunk]
-        parts.append(np.mean([m.predict_proba(batch)[:, 1] for m in members], axis=0))
+        parts.append(np.mean([m.predict_proba(view)[:, 1] for view in (zoomed(batch, z) for z in zooms)
+                              for m in members], axis=0))
     return np.concatenate(parts) if parts else np.zeros(0)
 
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from fast import calibration, distributed, metrics
 from fast import data as xray_data
-from fast.augment import augment_batch
+from fast.augment import TEST_TIME_ZOOMS, augment_batch
 from fast.config import TrainConfig
 from fast.files import atomic_savez, atomic_write_text
 from fast.model import Architecture, ConvNet, ensemble_proba, save_model, softmax
@@ -97,9 +97,16 @@ def evaluate_split(model, x, y, class_weights, group=distributed.Group()):
     return float(loss), softmax(logits.astype(np.float64))[:, 1]
 
 
-def held_out_proba(members, x, group):
-    """``ensemble_proba`` of x (``data.Inputs``), each process of ``group`` predicting its part."""
-    return group.gather(ensemble_proba(members, _part(x, group)))
+def held_out_proba(members, x, group, zooms=(1.0,)):
+    """``ensemble_proba`` of x (``data.Inputs``) over ``zooms``, each process of ``group``
+    predicting its part."""
+    return group.gather(ensemble_proba(members, _part(x, group), zooms=zooms))
+
+
+def test_time_zooms(config):
+    """The views every final prediction averages over: the image, and with ``config.tta`` its
+    zooms by ``augment.TEST_TIME_ZOOMS``."""
+    return TEST_TIME_ZOOMS if config.tta else (1.0,)
 
 
 def _part(x, group):
@@ -244,7 +251,8 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
             model, progress = fit(run_dir, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
                                   config.seed, (config.seed,), keep_best=True, log=log,
                                   progress_bars=progress_bars, group=group)
-            held_out = HeldOut(held_out_proba([model], ds.x_val, group), ds.y_val, ds.paths_val,
+            held_out = HeldOut(held_out_proba([model], ds.x_val, group, test_time_zooms(config)),
+                               ds.y_val, ds.paths_val,
                                "validation")
             return finish(run_dir, config, ds, [model], held_out, progress, log, group)
         try:
@@ -263,7 +271,7 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
                                   (x_held, ds.y_train[outside]),
                                   fold_seed(config.seed, k), (config.seed, k + 1), keep_best=False,
                                   log=log, progress_bars=progress_bars, group=group)
-            oof[outside] = held_out_proba([model], x_held, group)
+            oof[outside] = held_out_proba([model], x_held, group, test_time_zooms(config))
             members.append(model)
             seconds += progress.train_seconds
             history += [{"fold": k + 1, **row} for row in progress.history]
@@ -421,7 +429,7 @@ def choose_threshold(config, y, prob, held_out_name="validation"):
 def finish(run_dir, config, ds, members, held_out, progress, log, group=distributed.Group()):
     """On the held-out predictions, fit the calibration and pick the threshold; score the test
     split once; write the model, the metrics and the predictions (the lead process)."""
-    test_raw = held_out_proba(members, ds.x_test, group)
+    test_raw = held_out_proba(members, ds.x_test, group, test_time_zooms(config))
     if not group.lead:
         return Path(run_dir)
     scale, bias = calibration.fit(config.calibration, held_out.raw, held_out.y)
@@ -441,7 +449,8 @@ def finish(run_dir, config, ds, members, held_out, progress, log, group=distribu
         "train_seconds": round(progress.train_seconds, 2),
     }
     metadata = {
-        "mean": ds.mean, "std": ds.std, "normalise": config.normalise, "threshold": threshold, "calibration": calibrated,
+        "mean": ds.mean, "std": ds.std, "normalise": config.normalise,
+        "test_time_zooms": list(test_time_zooms(config)), "threshold": threshold, "calibration": calibrated,
         "class_names": list(ds.class_names), "best_epoch": results["best_epoch"],
         "threshold_rule": rule, "held_out": held_out.name,
     }

@@ -66,3 +66,28 @@ def test_noise_has_the_drawn_strength(monkeypatch):
     strengths = twin.uniform(0, 0.1, 64)
     out = augment_batch(x, np.random.default_rng(3), acquisition=True)
     assert_allclose(out.std(axis=(1, 2, 3)), strengths, rtol=0.08, atol=2e-3)
+
+
+def test_a_zoomed_view_enlarges_about_the_centre():
+    ramp = np.tile(np.arange(16, dtype=np.float32) - 7.5, (16, 1))  # value = column - centre
+    x = np.stack([ramp, ramp.T])[:, None]  # (2, 1, 16, 16): one ramp across, one down
+    assert augment.zoomed(x, 1.0) is x
+    twice = augment.zoomed(x, 2.0)
+    assert twice.shape == x.shape and twice.dtype == np.float32
+    # enlarged twice about the centre: the slope halves and the centre stays where it was
+    assert_allclose(twice[0, 0], ramp / 2, atol=1e-5)
+    assert_allclose(twice[1, 0], ramp.T / 2, atol=1e-5)
+    assert_array_equal(augment.zoomed(np.full((1, 1, 8, 8), 3.0, np.float32), 0.9), 3.0)
+
+
+def test_an_ensemble_with_zooms_averages_every_member_over_every_view():
+    from fast.model import Architecture, ConvNet, ensemble_proba
+    arch = Architecture(input_shape=(1, 16, 16), channels=(4,), hidden=8, batchnorm=True, dropout=0.2)
+    members = [ConvNet(arch, seed=s) for s in (0, 1)]
+    x = np.random.default_rng(0).normal(size=(5, 1, 16, 16)).astype(np.float32)
+    zooms = (1.0, 0.9, 1.2)
+    expected = np.mean([m.predict_proba(augment.zoomed(x, z))[:, 1] for z in zooms for m in members], axis=0)
+    assert_allclose(ensemble_proba(members, x, chunk=2, zooms=zooms), expected, rtol=1e-6)
+    assert_allclose(ensemble_proba(members, x), np.mean([m.predict_proba(x)[:, 1] for m in members], axis=0),
+                    rtol=1e-6)
+    assert not np.allclose(ensemble_proba(members, x, zooms=zooms), ensemble_proba(members, x))

@@ -456,21 +456,26 @@ def test_a_classifier_without_stored_calibration_or_with_a_temperature_applies_i
     plain = {k: v for k, v in metadata.items() if k != "calibration"}
     images = np.random.default_rng(0).uniform(0, 1, (3, 32, 32))
     raw = inference.Classifier(members, plain).probability(images)  # nothing stored: as it comes
-    assert_allclose(raw, inference.ensemble_proba(members, inference.Classifier(members, plain).prepare(images)),
+    classifier = inference.Classifier(members, plain)
+    assert_allclose(raw, inference.ensemble_proba(members, classifier.prepare(images), zooms=classifier.zooms),
                     rtol=0, atol=1e-9)
     warmed = inference.Classifier(members, {**plain, "temperature": 2.0}).probability(images)
     assert_allclose(warmed, apply_temperature(raw, 2.0), rtol=1e-9)
 
 
-def test_a_classifier_normalises_as_its_model_file_says(tiny_run):
+def test_a_classifier_prepares_and_views_images_as_its_model_file_says(tiny_run):
     from fast.data import normalise
     members, metadata = inference.load_models(tiny_run / "model.npz")
     images = np.random.default_rng(3).uniform(0, 1, (4, 32, 32)).astype(np.float32)
     for how in ("dataset", "image", "equalise"):
         prepared = inference.Classifier(members, {**metadata, "normalise": how}).prepare(images)
         assert_allclose(prepared[:, 0], normalise(images.copy(), how, metadata["mean"], metadata["std"]))
-    older = {k: v for k, v in metadata.items() if k != "normalise"}  # files from before the choice
-    assert inference.Classifier(members, older).normalisation == "dataset"
+    older = {k: v for k, v in metadata.items() if k not in ("normalise", "test_time_zooms")}
+    assert inference.Classifier(members, older).normalisation == "dataset"  # files from before the choices
+    assert inference.Classifier(members, older).zooms == (1.0,)
+    assert metadata["test_time_zooms"] == [1.0, 0.95, 1.05]  # the trainer's default
+    with pytest.raises(ModelFileError, match="unusable test-time zooms"):
+        inference.Classifier(members, {**metadata, "test_time_zooms": [0.0]})
     with pytest.raises(ModelFileError, match="unknown normalisation 'clahe'"):
         inference.Classifier(members, {**metadata, "normalise": "clahe"})
 

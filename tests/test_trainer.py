@@ -8,7 +8,7 @@ import pytest
 import fast.trainer
 from fast import metrics
 from fast.config import TrainConfig
-from fast.model import ConvNet, load_model
+from fast.model import ConvNet, ensemble_proba, load_model
 from fast.optim import SGD, Adam, Momentum, learning_rate
 from fast.train import main, parse_args
 from fast.trainer import TrainingError, balanced_class_weights, train
@@ -198,7 +198,9 @@ def test_trained_threshold_is_youden_on_calibrated_validation_probabilities(xray
     ds = load_dataset(xray_root, config.image_size, seed=config.seed, cache_dir=config.cache_dir,
                       limit=config.limit, progress=False)
     model, meta = load_model(run_dir / "model.npz")
-    raw = model.predict_proba(ds.x_val)[:, 1]
+    # the held-out probabilities are averaged over the image and its test-time zooms
+    assert meta["test_time_zooms"] == [1.0, 0.95, 1.05]
+    raw = ensemble_proba([model], ds.x_val, zooms=meta["test_time_zooms"])
     stored = meta["calibration"]
     assert stored["method"] == method
     if method == "temperature":
