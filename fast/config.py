@@ -88,9 +88,15 @@ class TrainConfig:
     calibration: str = _opt("platt", "how P(pneumonia) is calibrated on held-out predictions: "
                             "temperature (one scale on the log-odds) or platt (a scale and a bias)",
                             choices=("temperature", "platt"))
+    threshold_rule: str = _opt("prevalence", "how the threshold is chosen on the calibrated held-out "
+                               "(validation or out-of-fold) probabilities: youden, the one of their "
+                               "highest sensitivity + specificity; prevalence, their share of PNEUMONIA, "
+                               "where sensitivity + specificity peaks in expectation for calibrated "
+                               "probabilities, free of the noise of picking a maximum",
+                               choices=("youden", "prevalence"))
     target_sensitivity: float = _opt(None, "choose the threshold as the highest one whose held-out "
                                      "(validation or out-of-fold) sensitivity is at least this "
-                                     "(default: Youden's J)",
+                                     "(default: --threshold-rule)",
                                      type=_fraction_or_one)
     limit: int = _opt(None, "use at most this many train and this many test images (quick runs)",
                       type=_positive_int)

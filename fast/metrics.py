@@ -101,6 +101,24 @@ def youden_threshold(y_true, scores):
     return float(thresholds[1:][np.argmax(j)])  # argmax takes the first = highest threshold
 
 
+def prevalence_threshold(y_true):
+    """The share of positives in ``y_true``: the threshold at which calibrated probabilities
+    maximise Youden's J in expectation.
+
+    Why: sensitivity + specificity - 1 = sum over images of [predicted positive] x
+    (p(x | positive) - p(x | negative)), largest when exactly the images with likelihood ratio
+    p(x | pos) / p(x | neg) >= 1 are called positive. For a calibrated probability P, that
+    ratio is (P / (1 - P)) / (pi / (1 - pi)), with pi the share of positives, so the rule is
+    P >= pi. Unlike ``youden_threshold``, it does not depend on which of many nearly equal
+    empirical maxima a handful of images tips.
+    """
+    y = np.asarray(y_true)
+    _check_labels("y_true", y)
+    if not (y.size and 0 < y.mean() < 1):
+        raise ValueError("the prevalence threshold needs both classes")
+    return float(y.mean())
+
+
 def binary_metrics(y_true, scores, threshold):
     """Metrics at ``threshold`` as a JSON-ready dict of Python floats and ints.
 

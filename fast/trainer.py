@@ -423,6 +423,8 @@ def choose_threshold(config, y, prob, held_out_name="validation"):
         rule = (f"the highest threshold with sensitivity >= {config.target_sensitivity} on "
                 f"{held_out_name} predictions")
         return metrics.sensitivity_threshold(y, prob, config.target_sensitivity), rule
+    if config.threshold_rule == "prevalence":
+        return metrics.prevalence_threshold(y), f"the share of PNEUMONIA among the {held_out_name} images"
     return metrics.youden_threshold(y, prob), f"Youden's J on {held_out_name} predictions"
 
 

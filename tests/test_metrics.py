@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast.metrics import (binary_metrics, confusion_matrix, format_metrics_table, roc_auc,
-                          roc_curve, youden_threshold)
+from fast.metrics import (binary_metrics, confusion_matrix, format_metrics_table, prevalence_threshold,
+                          roc_auc, roc_curve, youden_threshold)
 
 # The 6-sample example, worked by hand:
 #   score  0.1  0.3  0.4  0.6  0.7  0.9
@@ -185,3 +185,36 @@ def test_format_metrics_table_aligns_one_column_per_split():
                                                            ["1", "1"], ["2", "2"]]
     for label in ("sensitivity", "specificity", "precision", "F1"):
         assert label in rows
+
+
+def test_prevalence_threshold_is_the_share_of_positives():
+    assert prevalence_threshold([0, 1, 1, 1]) == 0.75
+    with pytest.raises(ValueError, match="both classes"):
+        prevalence_threshold([1, 1])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        prevalence_threshold([0, 2])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), share=st.floats(0.15, 0.85))
+def test_for_calibrated_probabilities_youdens_j_peaks_at_the_prevalence(seed, share):
+    """Images whose P(positive) is drawn first and whose label is then drawn with that
+    probability are calibrated by construction. Over many of them, no threshold beats the
+    share of positives in sensitivity + specificity by more than sampling noise, while
+    thresholds well away from it lose clearly."""
+    rng = np.random.default_rng(seed)
+    n = 200_000
+    # log-odds spread around the log-odds of the wanted share: calibrated, of that prevalence
+    prob = 1 / (1 + np.exp(-(np.log(share / (1 - share)) + 1.5 * rng.standard_normal(n))))
+    y = (rng.uniform(size=n) < prob).astype(np.int64)
+
+    def j(threshold):
+        called = prob >= threshold
+        return called[y == 1].mean() - called[y == 0].mean()
+
+    at_prevalence = j(prevalence_threshold(y))
+    best = j(youden_threshold(y, prob))
+    assert best - at_prevalence < 0.01
+    pi = y.mean()
+    for away in (pi / 2, (1 + pi) / 2):
+        assert j(away) < at_prevalence - 0.01

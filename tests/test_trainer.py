@@ -43,7 +43,7 @@ def test_short_real_training_beats_val_auc_0_9(xray_root, tmp_path):
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,lr,train_loss,val_loss,val_accuracy,val_auc")
     assert len(history) == 1 + 6
-    # The stored threshold is Youden's J on the validation split, for the kept model.
+    # The stored threshold is the one the run reports.
     model, meta = load_model(run_dir / "model.npz")
     assert meta["threshold"] == results["threshold"]
     assert set(results["test"]) >= {"accuracy", "sensitivity", "specificity", "precision", "f1",
@@ -190,8 +190,8 @@ def test_learning_rate_schedules():
 
 @pytest.mark.parametrize("method", ["temperature", "platt"])
 def test_trained_threshold_is_youden_on_calibrated_validation_probabilities(xray_root, tmp_path, method):
-    run_dir = train(_config(xray_root, tmp_path, epochs=2, calibration=method), log=_quiet,
-                    progress_bars=False)
+    run_dir = train(_config(xray_root, tmp_path, epochs=2, calibration=method, threshold_rule="youden"),
+                    log=_quiet, progress_bars=False)
     from fast.calibration import apply_platt, apply_temperature, fit_platt, fit_temperature
     from fast.data import load_dataset
     config = _config(xray_root, tmp_path, epochs=2)
@@ -257,9 +257,11 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[0].startswith("fold,epoch") and len(history) == 1 + 3 * 2
     assert all((run_dir / f"fold{k}" / "checkpoint.npz").is_file() for k in (1, 2, 3))
-    # the threshold was chosen on the out-of-fold probabilities, by Youden's J
+    # the threshold was chosen on the out-of-fold images, by the default rule: their share of
+    # PNEUMONIA (the training split's 3,875 of 5,216, as stratified in the 300-image subset)
     with np.load(run_dir / "val_predictions.npz", allow_pickle=False) as npz:
-        assert results["threshold"] == metrics.youden_threshold(npz["label"], npz["probability"])
+        assert results["threshold"] == npz["label"].mean() == pytest.approx(3875 / 5216, abs=2 / 300)
+    assert results["threshold_rule"] == "the share of PNEUMONIA among the out-of-fold images"
 
 
 def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch):
