@@ -49,7 +49,7 @@ class TrainConfig:
                      choices=("fast", "reference"))
     image_size: int = _opt(64, "images are resized to SIZE x SIZE pixels", type=_image_size)
     batch_size: int = _opt(32, "mini-batch size", type=_positive_int)
-    epochs: int = _opt(12, "epochs of training (of each fold model; one model may stop early)",
+    epochs: int = _opt(11, "epochs of training (of each fold model; one model may stop early)",
                        type=_positive_int)
     lr: float = _opt(1e-3, "initial learning rate", type=_positive_float)
     optimizer: str = _opt("adam", "update rule", choices=("sgd", "momentum", "adam"))
