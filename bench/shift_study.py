@@ -77,6 +77,9 @@ def parse_setting(text):
         parsed = convert(value)
     else:
         parsed = value
+    choices = field.metadata.get("choices")
+    if choices and parsed not in choices:
+        raise argparse.ArgumentTypeError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     return field.name, parsed
 
 

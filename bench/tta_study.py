@@ -40,6 +40,9 @@ def main(argv=None):
     parser.add_argument("run", type=Path)
     args = parser.parse_args(argv)
     config = json.loads((args.run / "config.json").read_text())
+    if config.get("limit") is not None or config.get("folds", 1) < 2:
+        sys.exit(f"{args.run}: a K-fold run on the whole training split is needed (this one has "
+                 f"--limit {config.get('limit')}, --folds {config.get('folds')})")
     members, meta = load_models(args.run / "model.npz")
     root = xray_data.resolve_data_root(config["data"])
     paths, labels = xray_data.list_split(root, "train")

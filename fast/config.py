@@ -40,6 +40,10 @@ def _opt(default, help, type=None, choices=None):
     return field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
+# What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
+LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The trainer's settings. ``python -m fast.train`` with no flags uses exactly these."""
@@ -70,7 +74,7 @@ class TrainConfig:
     tta: bool = _opt(True, "test-time augmentation: every final prediction (out-of-fold, test, and the "
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
-                             "noise, by random amounts (needs --augment)")
+                             "noise, by random amounts (part of --augment)")
     channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
     convs_per_block: int = _opt(1, "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)
@@ -105,13 +109,27 @@ class TrainConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    def conflict(self):
+        """What is wrong with this combination of settings, in words, or None."""
+        if (self.threshold_rule == "prevalence" and self.calibration == "temperature"
+                and self.target_sensitivity is None):
+            return ("--threshold-rule prevalence needs calibrated probabilities, which --calibration "
+                    "temperature does not give (it keeps the class weights' tilt towards NORMAL); "
+                    "use --calibration platt, or --threshold-rule youden")
+        if self.acquisition and not self.augment:
+            return "--acquisition is part of the augmentation; it needs --augment"
+        return None
+
     @classmethod
     def from_dict(cls, values):
+        """The configuration stored in a run's config.json. Settings it lacks were added after
+        the run was made, and get the behaviour the run was made with (``LEGACY``), not
+        today's defaults, so a resumed run goes on as it began."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
-        values = dict(values)
+        values = {**LEGACY, **values}
         if values.get("channels") is not None:
             values["channels"] = tuple(values["channels"])
         return cls(**values)

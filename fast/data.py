@@ -619,7 +619,7 @@ def load_images(paths, size, cache_dir=None, progress=True, desc="decoding"):
 
 @dataclass
 class Dataset:
-    """Standardised splits. x: ``Inputs`` that hand over (n, 1, size, size) float32 batches
+    """Normalised splits. x: ``Inputs`` that hand over (n, 1, size, size) float32 batches
     as they are drawn; y: (N,) int64 (1 = PNEUMONIA)."""
     x_train: Inputs
     y_train: np.ndarray
@@ -663,7 +663,7 @@ def normalise(images, how="dataset", mean=None, std=None):
     spreads each image's grey levels evenly over 0..255 (histogram equalisation, on its 8-bit
     levels), then standardises it with its own statistics, so any monotone change of the
     grey scale (exposure, contrast, gamma, the detector's response) says nothing either.
-    A constant image becomes all zeros.
+    With "image" and "equalise" a constant image becomes all zeros.
     """
     if how == "dataset":
         return standardise(images, mean, std, in_place=True)
@@ -674,11 +674,11 @@ def normalise(images, how="dataset", mean=None, std=None):
         for image in levels.reshape(-1, *levels.shape[-2:]):
             cv2.equalizeHist(image, dst=image)
         np.divide(levels, np.float32(LEVELS), out=images, dtype=np.float32)
-    flat = images.reshape(-1, images.shape[-2] * images.shape[-1])
-    centre = flat.mean(axis=1, keepdims=True, dtype=np.float64)
-    spread = flat.std(axis=1, keepdims=True, dtype=np.float64)
-    flat -= centre.astype(np.float32)
-    flat /= np.where(spread > 0, spread, 1.0).astype(np.float32)
+    pixels = (-2, -1)  # each image's own statistics, written into ``images`` whatever its layout
+    centre = images.mean(axis=pixels, keepdims=True, dtype=np.float64)
+    spread = images.std(axis=pixels, keepdims=True, dtype=np.float64)
+    images -= centre.astype(images.dtype)
+    images /= np.where(spread > 0, spread, 1.0).astype(images.dtype)
     return images
 
 
@@ -770,7 +770,7 @@ def load_splits(root, names, image_size, limit=None, seed=TrainConfig.seed,
 def load_dataset(root, image_size, val_fraction=TrainConfig.val_fraction, seed=TrainConfig.seed,
                  cache_dir=TrainConfig.cache_dir, limit=None, progress=True,
                  normalisation=TrainConfig.normalise):
-    """Decode, split (``load_splits``) and standardise the data set under ``root``.
+    """Decode, split (``load_splits``) and normalise the data set under ``root``.
 
     mean/std come from the training part only; ``normalisation`` is how batches are
     ``normalise``d. The images stay 8-bit (a memory map of the

@@ -28,7 +28,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     resume = args.resume
     del args.resume
-    return TrainConfig(**vars(args)), resume
+    config = TrainConfig(**vars(args))
+    if resume is None and config.conflict():
+        parser.error(config.conflict())
+    return config, resume
 
 
 def main(argv=None):

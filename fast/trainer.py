@@ -234,6 +234,8 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
         log, progress_bars = (lambda *parts: None), False
     elif group.size > 1:
         log(f"data-parallel over {group.size} processes: each batch of {config.batch_size} split between them")
+    if resume is None and config.conflict():  # a stored configuration passed this when it was new
+        raise TrainingError(config.conflict())
     run_dir, config = open_run(config, resume, log, group)
     root = xray_data.resolve_data_root(config.data)
     folded = config.folds > 1

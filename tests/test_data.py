@@ -435,6 +435,15 @@ def test_normalise_equalise_ignores_any_increasing_change_of_grey_levels(seed):
                     normalise(from_pixels(levels), "equalise"), atol=1e-6)
 
 
+@pytest.mark.parametrize("how", ["image", "equalise"])
+def test_normalise_writes_into_a_strided_view_too(how):
+    big = np.random.default_rng(4).integers(0, 256, (3, 8, 12)).astype(np.float32) / 255
+    view = big[:, :, 2:10]  # not contiguous: each image's rows are 8 of 12 values apart
+    expected = normalise(np.ascontiguousarray(view), how)
+    assert normalise(view, how) is view
+    assert_allclose(big[:, :, 2:10], expected, atol=1e-6)
+
+
 def test_normalise_dataset_is_standardise_and_unknown_ways_are_refused():
     images = np.random.default_rng(1).uniform(0, 1, (2, 4, 4)).astype(np.float32)
     assert_array_equal(normalise(images.copy(), "dataset", 0.3, 0.2), standardise(images, 0.3, 0.2))

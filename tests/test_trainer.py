@@ -150,6 +150,34 @@ def test_cli_defaults_come_from_the_config_dataclass():
     assert config.channels == (4, 8) and config.augment is False and config.impl == "reference"
 
 
+@pytest.mark.parametrize("argv, complaint", [
+    (["--calibration", "temperature"], "--threshold-rule prevalence needs calibrated probabilities"),
+    (["--acquisition", "--no-augment"], "--acquisition is part of the augmentation"),
+])
+def test_conflicting_settings_are_refused_in_one_line(argv, complaint, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert complaint in capsys.readouterr().err
+    # each half alone is fine, and so is the pair that fits
+    parse_args(["--calibration", "temperature", "--threshold-rule", "youden"])
+    parse_args(["--calibration", "temperature", "--target-sensitivity", "0.95"])
+    with pytest.raises(TrainingError, match="needs calibrated"):  # the API says it too
+        train(TrainConfig(calibration="temperature", out=str(tmp_path / "run")), log=_quiet, progress_bars=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_stored_configuration_without_a_newer_setting_keeps_what_the_run_did():
+    """A run made before --normalise, --tta and --threshold-rule existed stored none of them;
+    resumed, it must go on as it began, not switch to today's defaults."""
+    old = {k: v for k, v in TrainConfig().to_dict().items()
+           if k not in ("normalise", "tta", "threshold_rule", "acquisition")}
+    resumed = TrainConfig.from_dict(old)
+    assert (resumed.normalise, resumed.tta, resumed.threshold_rule, resumed.acquisition) == \
+        ("dataset", False, "youden", False)
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()  # stored ones are kept
+
+
 def test_balanced_class_weights_equalise_the_classes():
     y = np.array([0, 1, 1, 1])
     w = balanced_class_weights(y)
