@@ -10,13 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fast import data as xray_data  # noqa: E402
 from fast import metrics  # noqa: E402
+from fast.augment import about_centre, warp  # noqa: E402
 from fast.model import ensemble_proba, load_models  # noqa: E402
 
 # (zoom, shift across, shift down), shifts as fractions of the side
@@ -26,13 +26,13 @@ SETS = {"the image alone": (0,), "and zooms 0.95, 1.05": (0, 1, 2), "and shifts 
 
 
 def view(x, zoom, across, down):
-    """x (N, 1, S, S) zoomed about the centre, then shifted, the border replicated."""
-    n, _, h, w = x.shape
-    centre = np.array([w / 2 - 0.5, h / 2 - 0.5])
-    linear = np.diag([zoom, zoom])
-    m = np.hstack([linear, (centre - linear @ centre + (across * w, down * h))[:, None]])
-    return np.stack([cv2.warpAffine(image[0], m, (w, h), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REPLICATE) for image in x])[:, None]
+    """x (N, 1, S, S) zoomed about the centre, then shifted, as ``augment`` moves images."""
+    h, w = x.shape[-2:]
+    m = about_centre(np.diag([zoom, zoom]), w, h, (across * w, down * h))
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        warp(x[i], m, out=out[i])
+    return out
 
 
 def main(argv=None):

@@ -33,6 +33,24 @@ DETAIL_SIGMA_PER_PIXEL = 1 / 64  # the blur's sigma per pixel of the side
 MAX_NOISE = 0.1
 
 
+def about_centre(linear, w, h, shift=(0.0, 0.0)):
+    """The 2x3 affine matrix that applies the 2x2 ``linear`` map about the centre of a w x h
+    image, then moves it by ``shift`` (pixels, across and down)."""
+    centre = np.array([w / 2 - 0.5, h / 2 - 0.5])
+    return np.hstack([linear, (centre - linear @ centre + shift)[:, None]])
+
+
+def warp(image, m, out):
+    """Each (H, W) plane of ``image`` (C, H, W) moved by the affine matrix ``m`` into ``out``,
+    bilinearly; replicating the border keeps the edge intensity instead of inventing black
+    bands."""
+    h, w = image.shape[-2:]
+    for ch in range(len(image)):
+        out[ch] = cv2.warpAffine(image[ch], m, (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
 def augment_batch(x, rng, rows=None, acquisition=False):
     """A randomly transformed copy of x: (N, C, H, W) float, already standardised.
 
@@ -51,16 +69,11 @@ def augment_batch(x, rng, rows=None, acquisition=False):
     shifts = rng.uniform(-MAX_SHIFT, MAX_SHIFT, (total, 2))[lo:hi] * (w, h)
     contrast = rng.uniform(1 - MAX_CONTRAST, 1 + MAX_CONTRAST, total)[lo:hi].astype(x.dtype)
     brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, total)[lo:hi].astype(x.dtype)
-    centre = np.array([w / 2 - 0.5, h / 2 - 0.5])
     for i in range(n):
         cos, sin = np.cos(angles[i]), np.sin(angles[i])
         # Rotate, then zoom x and y separately, about the image centre, then shift.
         linear = np.diag(zooms[i]) @ np.array([[cos, sin], [-sin, cos]])
-        m = np.hstack([linear, (centre - linear @ centre + shifts[i])[:, None]])
-        for ch in range(c):
-            # Replicating the border keeps the edge intensity instead of inventing black bands.
-            out[i, ch] = cv2.warpAffine(x[i, ch], m, (w, h), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REPLICATE)
+        warp(x[i], about_centre(linear, w, h, shifts[i]), out=out[i])
     out *= contrast[:, None, None, None]
     out += brightness[:, None, None, None]
     if acquisition:
@@ -87,14 +100,10 @@ def zoomed(x, zoom):
     (test-time augmentation). ``zoom`` 1 returns x itself."""
     if zoom == 1:
         return x
-    n, c, h, w = x.shape
-    centre = np.array([w / 2 - 0.5, h / 2 - 0.5])
-    linear = np.diag([zoom, zoom])
-    m = np.hstack([linear, (centre - linear @ centre)[:, None]])
+    h, w = x.shape[-2:]
+    m = about_centre(np.diag([zoom, zoom]), w, h)
     out = np.empty_like(x)
-    for i in range(n):
-        for ch in range(c):
-            out[i, ch] = cv2.warpAffine(x[i, ch], m, (w, h), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REPLICATE)
+    for i in range(len(x)):
+        warp(x[i], m, out=out[i])
     return out
 
