@@ -1,0 +1,290 @@
+"""What bounds the benchmark network's step, and two levers measured: ``python bench/levers.py``.
+
+The step (``bench/test_speed.py``: 32 X-rays of 128 px, three conv blocks, 7.95 GFLOP) runs at about
+a fifth of the float32 GEMM yardstick. This study times, in one process and in turn:
+
+1. the step through ``train_step`` and the yardstick (2048^3, every core);
+2. each convolution GEMM of the step at its own shape, as the step runs it (``kernels.gemm`` and
+   ``kernels.weight_gradient``, split between the cores) and on one core alone (``np.matmul``, BLAS
+   on one thread): what OpenBLAS itself makes of that shape;
+3. Winograd F(2x2, 3x3) in NumPy (a compact forward, checked against ``conv2d_forward``): input
+   transform, 16 GEMMs, output transform, against the im2col forward, at the conv2 and conv3 shapes;
+4. conv + max-pool + ReLU in chunks of a few images, each chunk's im2col, GEMM and pooling done
+   while it is in the core's cache, forward and backward (weight and input gradients), against the
+   layer functions in turn (``conv2d_*``, ``maxpool_relu_*``).
+
+Medians of ``--repeats`` timings, after one untimed call. A study, not a test: about a minute.
+"""
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+from fast.runtime import configure_process  # noqa: E402
+
+configure_process()
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+import fast.layers as L  # noqa: E402
+from fast import kernels  # noqa: E402
+from fast.model import ConvNet  # noqa: E402
+from fast.optim import SGD  # noqa: E402
+from fast.trainer import train_step  # noqa: E402
+from test_speed import BATCH, BENCH_ARCH, network_flops  # noqa: E402
+from yardstick import FLOP, Yardstick  # noqa: E402
+
+# (N, C, H, F) of the benchmark network's convolutions that carry its FLOPs
+CONV2, CONV3 = (BATCH, 16, 64, 32), (BATCH, 32, 32, 64)
+
+
+def median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def conv_inputs(shape, seed=0):
+    n, c, h, f = shape
+    rng = np.random.default_rng(seed)
+    x = kernels.channel_major((n, c, h, h), np.float32)
+    x[...] = rng.standard_normal(x.shape, dtype=np.float32)
+    w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * np.float32(np.sqrt(2 / (9 * c)))
+    return x, w, rng.standard_normal(f, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- 2. GEMM shapes
+
+def gemm_shapes(repeats):
+    """Each conv GEMM of the step: (label, GFLOP, ms as the step runs it, ms on one core)."""
+    rows = []
+    for k, (n, c, h, f) in ((2, CONV2), (3, CONV3)):
+        rng = np.random.default_rng(k)
+        positions, taps = n * h * h, 9 * c
+        cols = rng.standard_normal((taps + 1, positions), dtype=np.float32)
+        w_b = rng.standard_normal((f, taps + 1), dtype=np.float32)
+        w_t = rng.standard_normal((taps, f), dtype=np.float32)
+        dout = rng.standard_normal((f, positions), dtype=np.float32)
+        cases = [
+            (f"conv{k} forward ({f}x{taps + 1}) @ ({taps + 1}x{positions})", lambda: kernels.gemm(w_b, cols),
+             lambda: np.matmul(w_b, cols), 2 * f * (taps + 1) * positions),
+            (f"conv{k} input gradient ({taps}x{f}) @ ({f}x{positions})", lambda: kernels.gemm(w_t, dout),
+             lambda: np.matmul(w_t, dout), 2 * taps * f * positions),
+            (f"conv{k} weight gradient, a sum over {positions} positions",
+             lambda: kernels.weight_gradient(cols, dout), lambda: np.matmul(cols, dout.T).T,
+             2 * f * (taps + 1) * positions),
+        ]
+        for label, split, one_core, flop in cases:
+            with threadpool_limits(limits=1, user_api="blas"):
+                rows.append((label, flop / 1e9, median_ms(split, repeats), median_ms(one_core, repeats)))
+    return rows
+
+
+# --------------------------------------------------------------------------- 3. Winograd
+
+# F(2x2, 3x3) (Lavin and Gray, 2016): out = A^T [(G w G^T) * (B^T d B)] A for each 4x4 input tile d
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def winograd_input(x):
+    """x (N, C, H, W), even H and W, pad 1 -> B^T d B of every 4x4 input tile, (4, 4, C, tiles)."""
+    n, c, h, wd = x.shape
+    th, tw = h // 2, wd // 2  # output tiles of 2x2
+    padded = np.zeros((c, n, h + 2, wd + 2), x.dtype)
+    padded[:, :, 1:h + 1, 1:wd + 1] = x.transpose(1, 0, 2, 3)
+    # rows, then columns: B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    d = [padded[:, :, k:k + 2 * th:2] for k in range(4)]
+    rows = np.empty((4, c, n, th, wd + 2), x.dtype)
+    np.subtract(d[0], d[2], out=rows[0])
+    np.add(d[1], d[2], out=rows[1])
+    np.subtract(d[2], d[1], out=rows[2])
+    np.subtract(d[1], d[3], out=rows[3])
+    v = np.empty((4, 4, c, n, th, tw), x.dtype)
+    for a in range(4):
+        e = [rows[a][..., k:k + 2 * tw:2] for k in range(4)]
+        np.subtract(e[0], e[2], out=v[a, 0])
+        np.add(e[1], e[2], out=v[a, 1])
+        np.subtract(e[2], e[1], out=v[a, 2])
+        np.subtract(e[1], e[3], out=v[a, 3])
+    return v.reshape(4, 4, c, -1)
+
+
+def winograd_products(w, v):
+    """(G w G^T) times the transformed tiles: 16 GEMMs (F, C) x (C, tiles) -> (4, 4, F, tiles)."""
+    u = np.einsum("ai,fcij,bj->abfc", WINOGRAD_G, w.astype(np.float64), WINOGRAD_G).astype(v.dtype)
+    m = np.empty((4, 4, w.shape[0], v.shape[-1]), v.dtype)
+    for a in range(4):
+        for b in range(4):
+            m[a, b] = kernels.gemm(u[a, b], v[a, b])
+    return m
+
+
+def winograd_output(m, b, shape):
+    """A^T M A of every tile, plus the bias -> (N, F, H, W), channel-major."""
+    n, f, h, wd = shape
+    m = m.reshape(4, 4, f, n, h // 2, wd // 2)
+    q = np.empty((2, 4, f, n, h // 2, wd // 2), m.dtype)  # rows: A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+    for j in range(4):
+        np.add(m[0, j], m[1, j], out=q[0, j])
+        q[0, j] += m[2, j]
+        np.subtract(m[1, j], m[2, j], out=q[1, j])
+        q[1, j] -= m[3, j]
+    out = np.empty((f, n, h, wd), m.dtype)
+    for i in range(2):  # columns, written to the two output pixels of each tile row
+        left, right = out[:, :, i::2, 0::2], out[:, :, i::2, 1::2]
+        np.add(q[i, 0], q[i, 1], out=left)
+        left += q[i, 2]
+        np.subtract(q[i, 1], q[i, 2], out=right)
+        right -= q[i, 3]
+    out += b[:, None, None, None]
+    return out.transpose(1, 0, 2, 3)
+
+
+def winograd_forward(x, w, b):
+    """3x3 conv, stride 1, pad 1, even H and W, by Winograd F(2x2, 3x3) -> (N, F, H, W)."""
+    return winograd_output(winograd_products(w, winograd_input(x)), b, (x.shape[0], w.shape[0], *x.shape[2:]))
+
+
+# --------------------------------------------------------------------------- 4. chunks in cache
+
+class Chunked:
+    """conv (3x3, stride 1, pad 1) + 2x2 max-pool + ReLU over chunks of ``images`` images, the two
+    cores taking alternate halves of the chunks; the kernels inside run on one thread each."""
+
+    def __init__(self, images):
+        self.images = images
+        self.pool = ThreadPoolExecutor(1)
+
+    def _both(self, job, count):
+        half = (count + 1) // 2
+        other = self.pool.submit(job, half, count)
+        job(0, half)
+        other.result()
+
+    def forward(self, x, w, b):
+        n, c, h, wd = x.shape
+        f = w.shape[0]
+        w_b = np.concatenate([w.reshape(f, -1), b[:, None]], axis=1)
+        out = kernels.channel_major((n, f, h // 2, wd // 2), x.dtype, zeroed=False)
+        chunks = [(s, min(s + self.images, n)) for s in range(0, n, self.images)]
+        masks = [None] * len(chunks)
+
+        def job(lo, hi):
+            for i in range(lo, hi):
+                s, e = chunks[i]
+                y = w_b @ kernels.im2col(x[s:e], 3, 3, 1, 1, ones_row=True)
+                y = y.reshape(f, e - s, h, wd).transpose(1, 0, 2, 3)  # channel-major chunk
+                pooled, right_won, bottom_won = kernels.maxpool_2x2_forward(y, relu=True)
+                out[s:e] = pooled
+                masks[i] = (right_won, bottom_won)
+
+        self._serial(job, len(chunks))
+        return out, (x, w, chunks, masks, out)
+
+    def backward(self, dout, cache):
+        x, w, chunks, masks, out = cache
+        n, c, h, wd = x.shape
+        f = w.shape[0]
+        w_t = np.ascontiguousarray(w.reshape(f, -1).T)
+        dx = kernels.channel_major(x.shape, x.dtype, zeroed=False)
+        parts = [np.zeros((f, 9 * c + 1), x.dtype) for _ in range(2)]
+
+        def job(lo, hi):
+            part = parts[0 if lo == 0 else 1]
+            for i in range(lo, hi):
+                s, e = chunks[i]
+                g = dout[s:e] * (out[s:e] > 0)  # through the ReLU
+                dy = kernels.maxpool_2x2_backward(g, (e - s, f, h, wd), True, *masks[i])
+                dy = kernels.by_channel(dy)
+                part += dy @ kernels.im2col(x[s:e], 3, 3, 1, 1, ones_row=True).T
+                dx[s:e] = kernels.col2im_keeping_size(w_t @ dy, (e - s, c, h, wd), 3, 3, 1)
+
+        self._serial(job, len(chunks))
+        return dx, parts[0] + parts[1]
+
+    def _serial(self, job, count):
+        kept = kernels.PARALLEL_MIN_ELEMENTS
+        kernels.PARALLEL_MIN_ELEMENTS = 1 << 62  # each chunk's kernels on its own thread
+        try:
+            self._both(job, count)
+        finally:
+            kernels.PARALLEL_MIN_ELEMENTS = kept
+
+
+def layer_functions(x, w, b):
+    y, conv_cache = L.conv2d_forward(x, w, b, 1, 1)
+    out, pool_cache = L.maxpool_relu_forward(y, 2)
+    dy = L.maxpool_relu_backward(np.ones_like(out), pool_cache)
+    return out, L.conv2d_backward(dy, conv_cache)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args(argv)
+    r = args.repeats
+
+    yardstick = Yardstick()
+    model, optimizer = ConvNet(BENCH_ARCH, seed=0), SGD()
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((BATCH, *BENCH_ARCH.input_shape), dtype=np.float32)
+    yb = rng.integers(0, 2, BATCH)
+    step_ms = median_ms(lambda: train_step(model, optimizer, xb, yb, 1e-3), r)
+    gemm = FLOP / float(np.median([yardstick.seconds() for _ in range(r)])) / 1e9
+    flop = network_flops(BENCH_ARCH, BATCH)
+    print(f"yardstick: float32 GEMM 2048^3 {gemm:.0f} GFLOP/s on {kernels.cpu_threads()} threads")
+    print(f"step: {step_ms:.1f} ms = {flop / step_ms / 1e6:.0f} GFLOP/s = {flop / step_ms / 1e6 / gemm:.1%} "
+          f"of it; at 30 % it would take {flop / (0.3 * gemm) / 1e6:.1f} ms\n")
+
+    print("conv GEMMs of the step at their shapes | GFLOP | as the step runs them | one core alone")
+    total = 0.0
+    for label, gflop, split_ms, one_ms in gemm_shapes(r):
+        total += split_ms
+        print(f"  {label:58s} {gflop:5.2f} | {split_ms:5.1f} ms {gflop / split_ms * 1e3:4.0f} GFLOP/s "
+              f"({gflop / split_ms * 1e3 / gemm:.0%}) | {one_ms:5.1f} ms {gflop / one_ms * 1e3:4.0f} GFLOP/s")
+    print(f"  these six GEMMs: {total:.1f} ms of the step\n")
+
+    print("lever                                            conv2 (16->32, 64 px)   conv3 (32->64, 32 px)")
+    rows = {"im2col forward (conv2d_forward)": [], "Winograd F(2x2,3x3) forward": [],
+            "  of which input transform": [], "  of which 16 GEMMs": [], "  of which output transform": [],
+            "layer functions, conv+pool+ReLU fwd+bwd": [], "in chunks of 2 images, fwd+bwd": [],
+            "in chunks of 4 images, fwd+bwd": []}
+    for shape in (CONV2, CONV3):
+        x, w, b = conv_inputs(shape)
+        direct = L.conv2d_forward(x, w, b, 1, 1)[0]
+        np.testing.assert_allclose(winograd_forward(x, w, b), direct, rtol=1e-4, atol=1e-4 * np.abs(direct).max())
+        rows["im2col forward (conv2d_forward)"].append(median_ms(lambda: L.conv2d_forward(x, w, b, 1, 1), r))
+        rows["Winograd F(2x2,3x3) forward"].append(median_ms(lambda: winograd_forward(x, w, b), r))
+        v = winograd_input(x)
+        m = winograd_products(w, v)
+        rows["  of which input transform"].append(median_ms(lambda: winograd_input(x), r))
+        rows["  of which 16 GEMMs"].append(median_ms(lambda: winograd_products(w, v), r))
+        rows["  of which output transform"].append(median_ms(lambda: winograd_output(m, b, direct.shape), r))
+        want_out, (want_dx, want_dw, _) = layer_functions(x, w, b)
+        rows["layer functions, conv+pool+ReLU fwd+bwd"].append(median_ms(lambda: layer_functions(x, w, b), r))
+        for images in (2, 4):
+            chunked = Chunked(images)
+
+            def fused():
+                out, cache = chunked.forward(x, w, b)
+                return out, chunked.backward(np.ones_like(out), cache)
+
+            out, (dx, dw_b) = fused()
+            np.testing.assert_allclose(out, want_out, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(dx, want_dx, rtol=1e-3, atol=1e-3 * np.abs(want_dx).max())
+            np.testing.assert_allclose(dw_b[:, :-1].reshape(w.shape), want_dw, rtol=1e-3,
+                                       atol=1e-3 * np.abs(want_dw).max())
+            rows[f"in chunks of {images} images, fwd+bwd"].append(median_ms(fused, r))
+    for label, (two, three) in rows.items():
+        print(f"  {label:46s} {two:8.1f} ms {three:20.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
