@@ -45,16 +45,37 @@ from fast.runtime import configure_process  # noqa: E402
 from fast.trainer import fit, held_out_proba, test_time_zooms  # noqa: E402
 
 
-def halves(paths, labels, seed, mix):
-    """(N,) 0/1: the half each image trains in; the other half scores it. NORMAL images go by
-    batch (``IM-*`` -> 0, ``NORMAL2-*`` -> 1), or with ``mix`` by patient at random;
-    PNEUMONIA patients are dealt at random, half to each."""
+def _number_halves(ids):
+    """{id: 0 or 1}: within each naming scheme (``person``, ``IM``, ``NORMAL2-IM``), the patients
+    with the lower half of the numbers -> 0, the upper half -> 1."""
+    schemes = {}
+    for pid in ids:
+        scheme, _, number = pid.rpartition("-") if "-" in pid else ("person", "", pid[len("person"):])
+        schemes.setdefault(scheme, []).append((int(number) if number.isdigit() else -1, pid))
+    dealt = {}
+    for members in schemes.values():
+        members.sort()
+        for rank, (_, pid) in enumerate(members):
+            dealt[pid] = int(rank >= len(members) / 2)
+    return dealt
+
+
+def halves(paths, labels, seed, mix, split="batch"):
+    """(N,) 0/1: the half each image trains in; the other half scores it.
+
+    ``split="batch"``: NORMAL images go by batch (``IM-*`` -> 0, ``NORMAL2-*`` -> 1), or with
+    ``mix`` by patient at random; PNEUMONIA patients are dealt at random, half to each.
+    ``split="numbers"``: every class by patient number, the lower half of each naming scheme's
+    numbers against the upper half (if numbers follow the order of acquisition, a shift in time).
+    """
     rng = np.random.default_rng(seed)
     patients = [xray_data.patient_id(p) for p in paths]
     side = np.empty(len(paths), dtype=np.int64)
     for label in (0, 1):
         ids = sorted({pid for pid, y in zip(patients, labels) if y == label})
-        if label == 0 and not mix:
+        if split == "numbers":
+            dealt = _number_halves(ids)
+        elif label == 0 and not mix:
             dealt = {pid: int(pid.startswith("NORMAL2")) for pid in ids}
         else:
             order = rng.permutation(len(ids))
@@ -89,6 +110,9 @@ def main(argv=None):
     parser.add_argument("--set", type=parse_setting, action="append", default=[], metavar="SETTING=VALUE",
                         help="a training setting that differs from the default (repeatable)")
     parser.add_argument("--mix", action="store_true", help="control: NORMAL halves drawn at random")
+    parser.add_argument("--split", choices=("batch", "numbers"), default="batch",
+                        help="the shift: the two NORMAL batches (default), or every class's lower "
+                             "against upper patient numbers")
     parser.add_argument("--log", default="runs/shift_study.jsonl")
     args = parser.parse_args(argv)
     configure_process()
@@ -98,7 +122,9 @@ def main(argv=None):
     pixels, kept = xray_data.load_images(paths, config.image_size, config.cache_dir, progress=False)
     paths = [p for p, k in zip(paths, kept) if k]
     labels = labels[kept]
-    side = halves(paths, labels, config.seed, args.mix)
+    if args.mix and args.split != "batch":
+        parser.error("--mix is the control of --split batch")
+    side = halves(paths, labels, config.seed, args.mix, args.split)
 
     prob = np.empty(len(labels))
     seconds = 0.0
@@ -118,7 +144,7 @@ def main(argv=None):
     at = metrics.binary_metrics(labels, prob, threshold)
     clipped = np.clip(prob, 1e-7, 1 - 1e-7)
     row = {
-        "name": args.name, "settings": {k: v for k, v in args.set}, "mix": args.mix,
+        "name": args.name, "settings": {k: v for k, v in args.set}, "mix": args.mix, "split": args.split,
         "auc": round(metrics.roc_auc(labels, prob), 4),
         "spec_at_sens95": round(at["specificity"], 4),
         "spec_at_0.5": round(metrics.binary_metrics(labels, prob, 0.5)["specificity"], 4),
