@@ -17,7 +17,6 @@ Medians of ``--repeats`` timings, after one untimed call. A study, not a test: a
 """
 import argparse
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from fast import kernels  # noqa: E402
 from fast.model import ConvNet  # noqa: E402
 from fast.optim import SGD  # noqa: E402
 from fast.trainer import train_step  # noqa: E402
-from test_speed import BATCH, BENCH_ARCH, network_flops  # noqa: E402
+from test_speed import BATCH, BENCH_ARCH, _median_seconds, network_flops  # noqa: E402
 from yardstick import FLOP, Yardstick  # noqa: E402
 
 # (N, C, H, F) of the benchmark network's convolutions that carry its FLOPs
@@ -42,13 +41,8 @@ CONV2, CONV3 = (BATCH, 16, 64, 32), (BATCH, 32, 32, 64)
 
 
 def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+    """The median of ``repeats`` timings of fn(), after an untimed call, in ms."""
+    return _median_seconds(fn, repeats) * 1e3
 
 
 def conv_inputs(shape, seed=0):
