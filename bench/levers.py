@@ -10,10 +10,12 @@ a fifth of the float32 GEMM yardstick. This study times, in one process and in t
 3. Winograd F(2x2, 3x3) in NumPy (a compact forward, checked against ``conv2d_forward``): input
    transform, 16 GEMMs, output transform, against the im2col forward, at the conv2 and conv3 shapes;
 4. conv + max-pool + ReLU in chunks of a few images, each chunk's im2col, GEMM and pooling done
-   while it is in the core's cache, forward and backward (weight and input gradients), against the
-   layer functions in turn (``conv2d_*``, ``maxpool_relu_*``).
+   one after the other while the chunk is fresh, forward and backward (weight and input gradients),
+   against the layer functions in turn (``conv2d_*``, ``maxpool_relu_*``); and what shorter
+   products cost: the conv2 forward GEMM on one core, over runs of columns of a given length
+   (a chunk small enough for the core's 2 MB L2 holds under 3,600 of its columns).
 
-Medians of ``--repeats`` timings, after one untimed call. A study, not a test: about a minute.
+Medians of ``--repeats`` timings, after one untimed call. A study, not a test: about 20 seconds.
 """
 import argparse
 import sys
@@ -149,18 +151,12 @@ def winograd_forward(x, w, b):
 # --------------------------------------------------------------------------- 4. chunks in cache
 
 class Chunked:
-    """conv (3x3, stride 1, pad 1) + 2x2 max-pool + ReLU over chunks of ``images`` images, the two
-    cores taking alternate halves of the chunks; the kernels inside run on one thread each."""
+    """conv (3x3, stride 1, pad 1) + 2x2 max-pool + ReLU over chunks of ``images`` images: two
+    threads, one taking the first half of the chunks and one the second; the kernels inside run
+    on the thread that calls them."""
 
     def __init__(self, images):
         self.images = images
-        self.pool = ThreadPoolExecutor(1)
-
-    def _both(self, job, count):
-        half = (count + 1) // 2
-        other = self.pool.submit(job, half, count)
-        job(0, half)
-        other.result()
 
     def forward(self, x, w, b):
         n, c, h, wd = x.shape
@@ -179,7 +175,7 @@ class Chunked:
                 out[s:e] = pooled
                 masks[i] = (right_won, bottom_won)
 
-        self._serial(job, len(chunks))
+        self._on_two_threads(job, len(chunks))
         return out, (x, w, chunks, masks, out)
 
     def backward(self, dout, cache):
@@ -200,23 +196,45 @@ class Chunked:
                 part += dy @ kernels.im2col(x[s:e], 3, 3, 1, 1, ones_row=True).T
                 dx[s:e] = kernels.col2im_keeping_size(w_t @ dy, (e - s, c, h, wd), 3, 3, 1)
 
-        self._serial(job, len(chunks))
+        self._on_two_threads(job, len(chunks))
         return dx, parts[0] + parts[1]
 
-    def _serial(self, job, count):
+    @staticmethod
+    def _on_two_threads(job, count):
         kept = kernels.PARALLEL_MIN_ELEMENTS
-        kernels.PARALLEL_MIN_ELEMENTS = 1 << 62  # each chunk's kernels on its own thread
+        kernels.PARALLEL_MIN_ELEMENTS = 1 << 62  # each chunk's kernels on the thread that runs it
         try:
-            self._both(job, count)
+            with ThreadPoolExecutor(1) as pool:
+                half = (count + 1) // 2
+                other = pool.submit(job, half, count)
+                job(0, half)
+                other.result()
         finally:
             kernels.PARALLEL_MIN_ELEMENTS = kept
 
 
-def layer_functions(x, w, b):
+def layer_functions(x, w, b, dout):
     y, conv_cache = L.conv2d_forward(x, w, b, 1, 1)
     out, pool_cache = L.maxpool_relu_forward(y, 2)
-    dy = L.maxpool_relu_backward(np.ones_like(out), pool_cache)
+    dy = L.maxpool_relu_backward(dout, pool_cache)
     return out, L.conv2d_backward(dy, conv_cache)
+
+
+def column_runs(repeats):
+    """The conv2 forward GEMM on one core over runs of columns: {run length: GFLOP/s}."""
+    n, c, h, f = CONV2
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((f, 9 * c + 1), dtype=np.float32)
+    b = rng.standard_normal((9 * c + 1, 1 << 16), dtype=np.float32)
+    out = np.empty((f, b.shape[1]), np.float32)
+    rates = {}
+    for run in (512, 1024, 2048, 4096, 1 << 16):
+        def runs():
+            for s in range(0, b.shape[1], run):
+                np.matmul(a, b[:, s:s + run], out=out[:, s:s + run])
+        with threadpool_limits(limits=1, user_api="blas"):
+            rates[run] = 2 * a.size * b.shape[1] / median_ms(runs, repeats) / 1e6
+    return rates
 
 
 def main(argv=None):
@@ -261,23 +279,29 @@ def main(argv=None):
         rows["  of which input transform"].append(median_ms(lambda: winograd_input(x), r))
         rows["  of which 16 GEMMs"].append(median_ms(lambda: winograd_products(w, v), r))
         rows["  of which output transform"].append(median_ms(lambda: winograd_output(m, b, direct.shape), r))
-        want_out, (want_dx, want_dw, _) = layer_functions(x, w, b)
-        rows["layer functions, conv+pool+ReLU fwd+bwd"].append(median_ms(lambda: layer_functions(x, w, b), r))
+        dout = kernels.channel_major((x.shape[0], w.shape[0], x.shape[2] // 2, x.shape[3] // 2), np.float32)
+        dout[...] = np.random.default_rng(1).standard_normal(dout.shape, dtype=np.float32)
+        want_out, (want_dx, want_dw, want_db) = layer_functions(x, w, b, dout)
+        rows["layer functions, conv+pool+ReLU fwd+bwd"].append(median_ms(lambda: layer_functions(x, w, b, dout), r))
         for images in (2, 4):
             chunked = Chunked(images)
 
             def fused():
                 out, cache = chunked.forward(x, w, b)
-                return out, chunked.backward(np.ones_like(out), cache)
+                return out, chunked.backward(dout, cache)
 
             out, (dx, dw_b) = fused()
             np.testing.assert_allclose(out, want_out, rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(dx, want_dx, rtol=1e-3, atol=1e-3 * np.abs(want_dx).max())
-            np.testing.assert_allclose(dw_b[:, :-1].reshape(w.shape), want_dw, rtol=1e-3,
-                                       atol=1e-3 * np.abs(want_dw).max())
+            for got, want in ((dw_b[:, :-1].reshape(w.shape), want_dw), (dw_b[:, -1], want_db)):
+                np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
             rows[f"in chunks of {images} images, fwd+bwd"].append(median_ms(fused, r))
     for label, (two, three) in rows.items():
         print(f"  {label:46s} {two:8.1f} ms {three:20.1f} ms")
+    n, c, h, _ = CONV2
+    print(f"\nconv2 forward GEMM on one core over runs of columns (a run's {9 * c + 1} x run operand "
+          f"fits the 2 MB L2 below about 3,600 columns):")
+    print("  " + "  ".join(f"{run}: {rate:.0f}" for run, rate in column_runs(r).items()) + " GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,16 @@ of the probabilities (uncalibrated: both models train with balanced class weight
     python bench/shift_study.py --name control --mix     # halves drawn regardless of batch
 
 ``--mix`` deals the NORMAL patients to the halves at random instead (no batch shift): the
-control that shows how much of the drop is the shift. Results are appended, one JSON line each,
+control that shows how much of the drop is the shift. ``--split numbers`` tries another shift:
+every class's patients with the lower half of the numbers against the upper half (a shift in
+time, if the numbers follow the order in which the X-rays were taken). Results are appended, one JSON line each,
 to ``--log`` (default runs/shift_study.jsonl), and the pooled probabilities to
 ``shift_NAME.npz`` beside it.
 """
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 import time
@@ -45,18 +48,27 @@ from fast.runtime import configure_process  # noqa: E402
 from fast.trainer import fit, held_out_proba, test_time_zooms  # noqa: E402
 
 
-def _number_halves(ids):
-    """{id: 0 or 1}: within each naming scheme (``person``, ``IM``, ``NORMAL2-IM``), the patients
-    with the lower half of the numbers -> 0, the upper half -> 1."""
-    schemes = {}
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")  # 'person12' -> ('person', '12'), 'IM-0115' -> ('IM-', '0115')
+
+
+def _number_halves(ids, rng):
+    """{id: 0 or 1}: within each naming scheme (``person``, ``IM-``, ``NORMAL2-IM-``), the
+    patients with the lower half of the numbers -> 0, the upper half -> 1. Ids that end in no
+    number (files named otherwise, each its own patient) are dealt at random, half to each."""
+    schemes, dealt = {}, {}
+    unnumbered = []
     for pid in ids:
-        scheme, _, number = pid.rpartition("-") if "-" in pid else ("person", "", pid[len("person"):])
-        schemes.setdefault(scheme, []).append((int(number) if number.isdigit() else -1, pid))
-    dealt = {}
+        match = _NUMBERED.match(pid)
+        if match:
+            schemes.setdefault(match.group(1), []).append((int(match.group(2)), pid))
+        else:
+            unnumbered.append(pid)
     for members in schemes.values():
         members.sort()
         for rank, (_, pid) in enumerate(members):
             dealt[pid] = int(rank >= len(members) / 2)
+    for rank, j in enumerate(rng.permutation(len(unnumbered))):
+        dealt[unnumbered[j]] = int(rank < len(unnumbered) // 2)
     return dealt
 
 
@@ -74,7 +86,7 @@ def halves(paths, labels, seed, mix, split="batch"):
     for label in (0, 1):
         ids = sorted({pid for pid, y in zip(patients, labels) if y == label})
         if split == "numbers":
-            dealt = _number_halves(ids)
+            dealt = _number_halves(ids, rng)
         elif label == 0 and not mix:
             dealt = {pid: int(pid.startswith("NORMAL2")) for pid in ids}
         else:
@@ -115,6 +127,8 @@ def main(argv=None):
                              "against upper patient numbers")
     parser.add_argument("--log", default="runs/shift_study.jsonl")
     args = parser.parse_args(argv)
+    if args.mix and args.split != "batch":
+        parser.error("--mix is the control of --split batch")
     configure_process()
     config = dataclasses.replace(TrainConfig(), **dict(args.set))
     root = xray_data.resolve_data_root(config.data)
@@ -122,8 +136,6 @@ def main(argv=None):
     pixels, kept = xray_data.load_images(paths, config.image_size, config.cache_dir, progress=False)
     paths = [p for p, k in zip(paths, kept) if k]
     labels = labels[kept]
-    if args.mix and args.split != "batch":
-        parser.error("--mix is the control of --split batch")
     side = halves(paths, labels, config.seed, args.mix, args.split)
 
     prob = np.empty(len(labels))
