@@ -153,7 +153,8 @@ def winograd_forward(x, w, b):
 class Chunked:
     """conv (3x3, stride 1, pad 1) + 2x2 max-pool + ReLU over chunks of ``images`` images: two
     threads, one taking the first half of the chunks and one the second; the kernels inside run
-    on the thread that calls them."""
+    on the thread that calls them. Two threads, as many as the project's two-core machines have
+    (the layer functions it is compared with use ``runtime.cpu_threads()``)."""
 
     def __init__(self, images):
         self.images = images
