@@ -23,8 +23,8 @@ of the probabilities (uncalibrated: both models train with balanced class weight
 ``--mix`` deals the NORMAL patients to the halves at random instead (no batch shift): the
 control that shows how much of the drop is the shift. ``--split numbers`` tries another shift:
 every class's patients with the lower half of the numbers against the upper half (a shift in
-time, if the numbers follow the order in which the X-rays were taken). Results are appended, one JSON line each,
-to ``--log`` (default runs/shift_study.jsonl), and the pooled probabilities to
+time, if the numbers follow the order in which the X-rays were taken). Results are appended, one
+JSON line each, to ``--log`` (default runs/shift_study.jsonl), and the pooled probabilities to
 ``shift_NAME.npz`` beside it.
 """
 import argparse
@@ -51,6 +51,11 @@ from fast.trainer import fit, held_out_proba, test_time_zooms  # noqa: E402
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")  # 'person12' -> ('person', '12'), 'IM-0115' -> ('IM-', '0115')
 
 
+def _deal_at_random(ids, rng):
+    """{id: 0 or 1}: the ids in a random order, the first half (rounded down) -> 1."""
+    return {ids[j]: int(rank < len(ids) // 2) for rank, j in enumerate(rng.permutation(len(ids)))}
+
+
 def _number_halves(ids, rng):
     """{id: 0 or 1}: within each naming scheme (``person``, ``IM-``, ``NORMAL2-IM-``), the
     patients with the lower half of the numbers -> 0, the upper half -> 1. Ids that end in no
@@ -67,8 +72,7 @@ def _number_halves(ids, rng):
         members.sort()
         for rank, (_, pid) in enumerate(members):
             dealt[pid] = int(rank >= len(members) / 2)
-    for rank, j in enumerate(rng.permutation(len(unnumbered))):
-        dealt[unnumbered[j]] = int(rank < len(unnumbered) // 2)
+    dealt.update(_deal_at_random(unnumbered, rng))
     return dealt
 
 
@@ -90,8 +94,7 @@ def halves(paths, labels, seed, mix, split="batch"):
         elif label == 0 and not mix:
             dealt = {pid: int(pid.startswith("NORMAL2")) for pid in ids}
         else:
-            order = rng.permutation(len(ids))
-            dealt = {ids[j]: int(rank < len(ids) // 2) for rank, j in enumerate(order)}
+            dealt = _deal_at_random(ids, rng)
         for i, (pid, y) in enumerate(zip(patients, labels)):
             if y == label:
                 side[i] = dealt[pid]
