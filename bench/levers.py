@@ -89,26 +89,34 @@ def gemm_shapes(repeats):
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 
+def _times_b_transposed(d, out):
+    """B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] applied along one axis:
+    d, the four inputs (views), -> out[0..3]."""
+    np.subtract(d[0], d[2], out=out[0])
+    np.add(d[1], d[2], out=out[1])
+    np.subtract(d[2], d[1], out=out[2])
+    np.subtract(d[1], d[3], out=out[3])
+
+
+def _times_a_transposed(m, out):
+    """A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] applied along one axis: m[0..3] -> out[0..1]."""
+    np.add(m[0], m[1], out=out[0])
+    out[0] += m[2]
+    np.subtract(m[1], m[2], out=out[1])
+    out[1] -= m[3]
+
+
 def winograd_input(x):
     """x (N, C, H, W), even H and W, pad 1 -> B^T d B of every 4x4 input tile, (4, 4, C, tiles)."""
     n, c, h, wd = x.shape
     th, tw = h // 2, wd // 2  # output tiles of 2x2
     padded = np.zeros((c, n, h + 2, wd + 2), x.dtype)
     padded[:, :, 1:h + 1, 1:wd + 1] = x.transpose(1, 0, 2, 3)
-    # rows, then columns: B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-    d = [padded[:, :, k:k + 2 * th:2] for k in range(4)]
-    rows = np.empty((4, c, n, th, wd + 2), x.dtype)
-    np.subtract(d[0], d[2], out=rows[0])
-    np.add(d[1], d[2], out=rows[1])
-    np.subtract(d[2], d[1], out=rows[2])
-    np.subtract(d[1], d[3], out=rows[3])
+    rows = np.empty((4, c, n, th, wd + 2), x.dtype)  # B^T along the tiles' rows, then columns
+    _times_b_transposed([padded[:, :, k:k + 2 * th:2] for k in range(4)], rows)
     v = np.empty((4, 4, c, n, th, tw), x.dtype)
     for a in range(4):
-        e = [rows[a][..., k:k + 2 * tw:2] for k in range(4)]
-        np.subtract(e[0], e[2], out=v[a, 0])
-        np.add(e[1], e[2], out=v[a, 1])
-        np.subtract(e[2], e[1], out=v[a, 2])
-        np.subtract(e[1], e[3], out=v[a, 3])
+        _times_b_transposed([rows[a][..., k:k + 2 * tw:2] for k in range(4)], v[a])
     return v.reshape(4, 4, c, -1)
 
 
@@ -126,19 +134,12 @@ def winograd_output(m, b, shape):
     """A^T M A of every tile, plus the bias -> (N, F, H, W), channel-major."""
     n, f, h, wd = shape
     m = m.reshape(4, 4, f, n, h // 2, wd // 2)
-    q = np.empty((2, 4, f, n, h // 2, wd // 2), m.dtype)  # rows: A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+    q = np.empty((2, 4, f, n, h // 2, wd // 2), m.dtype)  # A^T along the tiles' rows
     for j in range(4):
-        np.add(m[0, j], m[1, j], out=q[0, j])
-        q[0, j] += m[2, j]
-        np.subtract(m[1, j], m[2, j], out=q[1, j])
-        q[1, j] -= m[3, j]
+        _times_a_transposed(m[:, j], q[:, j])
     out = np.empty((f, n, h, wd), m.dtype)
-    for i in range(2):  # columns, written to the two output pixels of each tile row
-        left, right = out[:, :, i::2, 0::2], out[:, :, i::2, 1::2]
-        np.add(q[i, 0], q[i, 1], out=left)
-        left += q[i, 2]
-        np.subtract(q[i, 1], q[i, 2], out=right)
-        right -= q[i, 3]
+    for i in range(2):  # then columns, written to the two output pixels of each tile row
+        _times_a_transposed(q[i], [out[:, :, i::2, 0::2], out[:, :, i::2, 1::2]])
     out += b[:, None, None, None]
     return out.transpose(1, 0, 2, 3)
 
