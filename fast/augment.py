@@ -16,6 +16,15 @@ random strength (up to 0.1 standard deviations) is added, as exposures differ in
 A network that could tell the classes apart by sharpness or noise texture, not by the lungs,
 loses that shortcut.
 
+With ``crop_area`` set (the default since the framing study; see ``fast.framing``), the
+geometry is wider: each image is cropped to a random window keeping ``crop_area`` to all of
+its area, or shrunk as far the other way with the border replicated around it (a zoom-out),
+the window's aspect ratio jittered by up to 4:3 and the window placed anywhere in the image.
+How tightly a chest is framed (collimated) then says nothing about its class: in the training
+split PNEUMONIA X-rays are framed more tightly than NORMAL ones, a cue a network learns
+otherwise. With per-image normalisation each image is standardised again after it is moved,
+as a tightly framed file would be on its own.
+
 No horizontal flips: the heart sits on the left, and a mirrored chest is not an
 X-ray the model will ever be shown. No elastic warps or intensity inversions for
 the same reason.
@@ -31,6 +40,7 @@ MAX_BRIGHTNESS = 0.2
 MAX_DETAIL = 1.0  # unsharp-mask weight: -1 blurs, +1 doubles the detail
 DETAIL_SIGMA_PER_PIXEL = 1 / 64  # the blur's sigma per pixel of the side
 MAX_NOISE = 0.1
+MAX_ASPECT = 4 / 3  # with crop_area: the window's width/height ratio, up to this either way
 
 
 def about_centre(linear, w, h, shift=(0.0, 0.0)):
@@ -51,13 +61,43 @@ def warp(image, m, out):
     return out
 
 
-def augment_batch(x, rng, rows=None, acquisition=False):
+def _geometry(rng, total, w, h, crop_area):
+    """Per-image zooms (along x, y) and shifts (pixels) for a batch of ``total``: the small
+    zooms of 0.9 to 1.1 when ``crop_area`` is None, else the random windows described above.
+
+    A zoom z > 1 keeps a window of 1/z of the side; z < 1 shrinks the image to z of the
+    side. Either way the window (or the shrunken image) can move by up to |z - 1| / 2 of
+    the side before it leaves the frame, and by the small shift of MAX_SHIFT on top."""
+    if crop_area is None:
+        zooms = rng.uniform(1 - MAX_ZOOM, 1 + MAX_ZOOM, (total, 2))
+        return zooms, rng.uniform(-MAX_SHIFT, MAX_SHIFT, (total, 2)) * (w, h)
+    # area kept (crop) or taken up (zoom-out), log-uniform between crop_area and 1 / crop_area
+    area = np.exp(rng.uniform(np.log(crop_area), -np.log(crop_area), total))
+    aspect = np.exp(rng.uniform(-np.log(MAX_ASPECT), np.log(MAX_ASPECT), total))
+    zooms = np.stack([np.sqrt(aspect / area), 1 / np.sqrt(aspect * area)], axis=1)  # (x, y)
+    reach = np.abs(zooms - 1) / 2 + MAX_SHIFT
+    return zooms, rng.uniform(-1, 1, (total, 2)) * reach * (w, h)
+
+
+def restandardise(x):
+    """Each image of x (N, C, H, W) standardised again with its own mean and std, in place."""
+    centre = x.mean(axis=(1, 2, 3), keepdims=True, dtype=np.float64)
+    spread = x.std(axis=(1, 2, 3), keepdims=True, dtype=np.float64)
+    x -= centre.astype(x.dtype)
+    x /= np.where(spread > 0, spread, 1.0).astype(x.dtype)
+    return x
+
+
+def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_image=False):
     """A randomly transformed copy of x: (N, C, H, W) float, already standardised.
 
     ``rows``: (lo, hi, total) when x holds rows lo..hi of a batch of ``total`` images split
     between processes; the transforms are drawn for the whole batch and rows lo..hi applied,
     so every image gets the transform it would get in one piece. ``acquisition``: blur or
     sharpen, and add noise, too (drawn after the other transforms, which stay as without it).
+    ``crop_area``: the smallest share of the area a random crop keeps (see the module's
+    docstring); None: the small zooms of earlier versions, drawn as they were drawn.
+    ``per_image``: with ``crop_area``, each moved image is standardised again by itself.
     """
     n, c, h, w = x.shape
     lo, hi, total = (0, n, n) if rows is None else rows
@@ -65,8 +105,7 @@ def augment_batch(x, rng, rows=None, acquisition=False):
         raise ValueError(f"rows {lo}..{hi} do not fit a batch part of {n} images")
     out = np.empty_like(x)
     angles = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, total))[lo:hi]
-    zooms = rng.uniform(1 - MAX_ZOOM, 1 + MAX_ZOOM, (total, 2))[lo:hi]
-    shifts = rng.uniform(-MAX_SHIFT, MAX_SHIFT, (total, 2))[lo:hi] * (w, h)
+    zooms, shifts = (draw[lo:hi] for draw in _geometry(rng, total, w, h, crop_area))
     contrast = rng.uniform(1 - MAX_CONTRAST, 1 + MAX_CONTRAST, total)[lo:hi].astype(x.dtype)
     brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, total)[lo:hi].astype(x.dtype)
     for i in range(n):
@@ -74,6 +113,8 @@ def augment_batch(x, rng, rows=None, acquisition=False):
         # Rotate, then zoom x and y separately, about the image centre, then shift.
         linear = np.diag(zooms[i]) @ np.array([[cos, sin], [-sin, cos]])
         warp(x[i], about_centre(linear, w, h, shifts[i]), out=out[i])
+    if crop_area is not None and per_image:
+        restandardise(out)
     out *= contrast[:, None, None, None]
     out += brightness[:, None, None, None]
     if acquisition:
@@ -107,3 +148,18 @@ def zoomed(x, zoom):
         warp(x[i], m, out=out[i])
     return out
 
+
+
+def framed(images, zoom, centre=(0.0, 0.0)):
+    """(N, H, W) images in [0, 1] as if framed otherwise: zoom > 1 keeps a window of 1/zoom of
+    the side (a tighter collimation), resized back to H x W; zoom < 1 shrinks the image to
+    zoom of the side, the border replicated around it. ``centre``: where the window's centre
+    sits, as a share of the room it has to move (-1 to 1 across and down; 0 is the middle,
+    (0, -1) a window against the top edge). The framing study's views (``fast.framing``)."""
+    h, w = images.shape[-2:]
+    shift = np.array(centre) * abs(zoom - 1) / 2 * (w, h)
+    # a window (zoom > 1) moves against its shift, a shrunken image (zoom < 1) with it
+    m = about_centre(np.diag([zoom, zoom]), w, h, -shift * np.sign(zoom - 1))
+    out = np.empty_like(images)
+    warp(images, m, out=out)
+    return out

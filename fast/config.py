@@ -26,6 +26,15 @@ _probability = _number(float, lambda v: 0 <= v < 1, "in [0, 1)", "number")
 _fraction_or_one = _number(float, lambda v: 0 < v <= 1, "in (0, 1]", "number")
 
 
+def _area_or_none(text):
+    if text.strip().lower() == "none":
+        return None
+    return _number(float, lambda v: 0 < v <= 1, "in (0, 1] or none", "number")(text)
+
+
+_area_or_none.__name__ = "number or none"
+
+
 def _channels(text):
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -41,7 +50,8 @@ def _opt(default, help, type=None, choices=None):
 
 
 # What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
-LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False}
+LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False,
+          "crop_area": None, "stem_stride": 1}
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,17 @@ class TrainConfig:
                           "histogram-equalised, then with its own (equalise)",
                           choices=("dataset", "image", "equalise"))
     augment: bool = _opt(True, "random small shifts, rotations and zooms of training images")
+    crop_area: float = _opt(0.5, "with --augment, each training image is cropped to a random window "
+                            "keeping this share of its area up to all of it, or zoomed out as far, "
+                            "with an aspect jitter up to 4:3, so how tightly an X-ray is framed says "
+                            "nothing of its class; none: the small zooms (0.9 to 1.1) of earlier "
+                            "versions", type=_area_or_none)
     tta: bool = _opt(True, "test-time augmentation: every final prediction (out-of-fold, test, and the "
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
                              "noise, by random amounts (part of --augment)")
+    stem_stride: int = _opt(1, "stride of the first conv: 2 takes in an image twice the side for "
+                            "about the cost of one conv layer more", type=_positive_int)
     channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
     convs_per_block: int = _opt(1, "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fast import calibration, distributed, metrics
+from fast import calibration, distributed, framing, metrics
 from fast import data as xray_data
 from fast.augment import TEST_TIME_ZOOMS, augment_batch
 from fast.config import TrainConfig
@@ -71,7 +71,7 @@ def make_model(config, seed=None):
     arch = Architecture(input_shape=(1, config.image_size, config.image_size),
                         channels=tuple(config.channels), hidden=config.hidden,
                         convs_per_block=config.convs_per_block, batchnorm=config.batchnorm,
-                        head=config.head, dropout=config.dropout)
+                        head=config.head, dropout=config.dropout, stem_stride=config.stem_stride)
     dtype = np.float32 if config.impl == "fast" else np.float64
     return ConvNet(arch, impl=config.impl, seed=config.seed if seed is None else seed, dtype=dtype)
 
@@ -253,15 +253,18 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
             model, progress = fit(run_dir, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
                                   config.seed, (config.seed,), keep_best=True, log=log,
                                   progress_bars=progress_bars, group=group)
+            study = framing.study_rows(ds.y_val, config.seed)
             held_out = HeldOut(held_out_proba([model], ds.x_val, group, test_time_zooms(config)),
-                               ds.y_val, ds.paths_val,
-                               "validation")
+                               ds.y_val, ds.paths_val, "validation", study,
+                               framed_proba([model], ds.x_val.subset(study), group, config))
             return finish(run_dir, config, ds, [model], held_out, progress, log, group)
         try:
             folds = xray_data.patient_folds(ds.paths_train, ds.y_train, config.folds, config.seed)
         except ValueError as err:
             raise TrainingError(f"cannot make {config.folds} folds of {root / 'train'}: {err}") from None
         oof = np.empty(len(ds.y_train))
+        study = framing.study_rows(ds.y_train, config.seed)
+        framed_oof = {v.name: np.empty(study.sum()) for v in framing.VIEWS}
         members, seconds, history = [], 0.0, []
         for k in range(config.folds):
             inside, outside = folds != k, folds == k
@@ -274,13 +277,18 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
                                   fold_seed(config.seed, k), (config.seed, k + 1), keep_best=False,
                                   log=log, progress_bars=progress_bars, group=group)
             oof[outside] = held_out_proba([model], x_held, group, test_time_zooms(config))
+            # the framing study's images among the held-out ones, seen framed otherwise
+            mine = outside[study]
+            for name, prob in framed_proba([model], ds.x_train.subset(outside & study), group,
+                                           config).items():
+                framed_oof[name][mine] = prob
             members.append(model)
             seconds += progress.train_seconds
             history += [{"fold": k + 1, **row} for row in progress.history]
         # every fold's epochs in one table, the held-out fold as each one's "val"
         if group.lead:
             write_history(run_dir, history, ("fold",) + HISTORY_FIELDS)
-        held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold")
+        held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study, framed_oof)
         return finish(run_dir, config, ds, members, held_out, Progress(train_seconds=seconds), log, group)
     except KeyboardInterrupt:
         log(f"\ninterrupted; every completed epoch is saved in {run_dir}; "
@@ -296,6 +304,16 @@ class HeldOut:
     y: np.ndarray
     paths: list
     name: str  # "validation" or "out-of-fold"
+    study: np.ndarray = None  # which of them the framing study predicts (a boolean mask)
+    framed: dict = None  # {view name: their uncalibrated P(PNEUMONIA) seen framed so}
+
+
+def framed_proba(members, x, group, config):
+    """The framing study's predictions: {view name: P(PNEUMONIA) of x (``data.Inputs``) framed
+    as the view says}, uncalibrated, over the run's test-time views."""
+    return {view.name: held_out_proba(members, framing.FramedInputs(x, view), group,
+                                      test_time_zooms(config))
+            for view in framing.VIEWS}
 
 
 def fold_seed(seed, k):
@@ -378,7 +396,8 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
             mine = idx[lo:hi]
             xb = x_train[mine]
             if config.augment:
-                xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition)
+                xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition,
+                                   crop_area=config.crop_area, per_image=config.normalise != "dataset")
             loss = train_step(model, optimizer, xb, y_train[mine], lr, class_weights, rng, shard)
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -442,6 +461,9 @@ def finish(run_dir, config, ds, members, held_out, progress, log, group=distribu
     test_prob = calibration.apply_platt(test_raw, scale, bias)
     threshold, rule = choose_threshold(config, held_out.y, held_prob, held_out.name)
 
+    framed = {framing.AS_IS.name: held_prob[held_out.study],
+              **{name: calibration.apply_platt(raw, scale, bias) for name, raw in held_out.framed.items()}}
+    framing_study = framing.summarise(held_out.y[held_out.study], framed, threshold, ds.class_names)
     results = {
         "threshold": threshold,
         "threshold_rule": rule,
@@ -451,6 +473,8 @@ def finish(run_dir, config, ds, members, held_out, progress, log, group=distribu
         "val": metrics.scored(held_out.y, held_prob, threshold),
         "test": metrics.scored(ds.y_test, test_prob, threshold),
         "train_seconds": round(progress.train_seconds, 2),
+        # the framing stress study, on the held-out images (see fast.framing)
+        "framing": framing_study,
     }
     metadata = {
         "mean": ds.mean, "std": ds.std, "normalise": config.normalise,
@@ -473,5 +497,9 @@ def finish(run_dir, config, ds, members, held_out, progress, log, group=distribu
         f"fitted on {held_out.name} predictions; "
         f"threshold {threshold:.4f} chosen by {rule}")
     log(metrics.format_metrics_table({held_out.name: results["val"], "test": results["test"]}))
+    log(f"framing stress study, {held_out.name} X-rays "
+        f"({', '.join(f'{n} {c}' for c, n in framing_study['images'].items())}), share called "
+        f"PNEUMONIA at the threshold (change from as is):")
+    log(framing.format_summary(framing_study, ds.class_names))
     log(f"training time {progress.train_seconds:.1f}s; wrote {run_dir}/model.npz, metrics.json")
     return run_dir

@@ -17,7 +17,7 @@ LEVELS = {
     "fast.augment": 1, "fast.optim": 1, "fast.distributed": 1,
     # the fast layers, the data pipeline, calibration
     "fast.layers": 2, "fast.data": 2, "fast.calibration": 2,
-    "fast.model": 3,
+    "fast.model": 3, "fast.framing": 3,
     "fast.trainer": 4, "fast.inference": 4,
     # pictures and what the commands share
     "fast.report": 5, "fast.cli": 5,
