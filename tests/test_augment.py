@@ -91,3 +91,61 @@ def test_an_ensemble_with_zooms_averages_every_member_over_every_view():
     assert_allclose(ensemble_proba(members, x), np.mean([m.predict_proba(x)[:, 1] for m in members], axis=0),
                     rtol=1e-6)
     assert not np.allclose(ensemble_proba(members, x, zooms=zooms), ensemble_proba(members, x))
+
+
+def test_random_windows_keep_the_stated_share_of_the_area_and_stay_in_the_image():
+    rng = np.random.default_rng(0)
+    w, h = 64, 48
+    zooms, shifts = augment._geometry(rng, 20000, w, h, crop_area=0.5)
+    area = 1 / (zooms[:, 0] * zooms[:, 1])  # a zoom z keeps 1/z of each side
+    assert area.min() >= 0.5 - 1e-12 and area.max() <= 2 + 1e-12
+    assert area.min() < 0.52 and area.max() > 1.9  # the whole range is drawn
+    assert np.mean(area < 1) == pytest.approx(0.5, abs=0.02)  # as many crops as zoom-outs
+    aspect = zooms[:, 0] / zooms[:, 1]
+    assert aspect.min() >= 3 / 4 - 1e-12 and aspect.max() <= 4 / 3 + 1e-12
+    # a window (or a shrunken image) moves at most until it meets the frame, plus MAX_SHIFT
+    reach = (np.abs(zooms - 1) / 2 + augment.MAX_SHIFT) * (w, h)
+    assert np.all(np.abs(shifts) <= reach)
+
+
+def test_without_crop_area_the_geometry_is_drawn_as_before():
+    # the small zooms and shifts, in the order old runs drew them, so they resume bit-exactly
+    zooms, shifts = augment._geometry(np.random.default_rng(4), 5, 32, 32, crop_area=None)
+    twin = np.random.default_rng(4)
+    assert_array_equal(zooms, twin.uniform(1 - augment.MAX_ZOOM, 1 + augment.MAX_ZOOM, (5, 2)))
+    assert_array_equal(shifts, twin.uniform(-augment.MAX_SHIFT, augment.MAX_SHIFT, (5, 2)) * (32, 32))
+
+
+def test_with_per_image_normalisation_each_cropped_image_is_standardised_again(monkeypatch):
+    _only(monkeypatch)  # no contrast or brightness change after the crop
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(6, 1, 32, 32)).astype(np.float32)
+    x[:, :, :16] += 5.0  # a bright top half, so a crop moves the mean
+    out = augment_batch(x, np.random.default_rng(2), crop_area=0.5, per_image=True)
+    assert_allclose(out.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    assert_allclose(out.std(axis=(1, 2, 3)), 1, atol=1e-4)
+    kept = augment_batch(x, np.random.default_rng(2), crop_area=0.5, per_image=False)
+    assert np.abs(kept.mean(axis=(1, 2, 3))).max() > 0.5
+
+
+def _rows(h=8, w=8):
+    """An image whose every pixel holds its row number: a window's rows read off directly."""
+    return np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)[None]
+
+
+def test_a_framed_window_against_the_top_edge_shows_the_top_half():
+    # zoom 2 keeps a window of half the side; centre (0, -1) puts it against the top edge:
+    # output row r reads source row r / 2 - 0.25 (pixel centres), the first clamped to row 0
+    out = augment.framed(_rows(), 2.0, (0.0, -1.0))
+    expected = np.maximum(np.arange(8) / 2 - 0.25, 0)
+    assert_allclose(out[0, :, 3], expected, atol=1e-5)
+    bottom = augment.framed(_rows(), 2.0, (0.0, 1.0))
+    assert_allclose(bottom[0, :, 3], np.minimum(np.arange(8) / 2 + 3.75, 7), atol=1e-5)
+
+
+def test_a_centred_frame_crops_the_middle_and_a_zoom_out_shrinks_the_image():
+    centre = augment.framed(_rows(), 2.0)
+    assert_allclose(centre[0, :, 0], np.arange(8) / 2 + 1.75, atol=1e-5)  # rows 1.75 .. 5.25
+    # zoom 0.5: output row r reads source row 2 (r - 3.5) + 3.5, clamped to the image
+    shrunk = augment.framed(_rows(), 0.5)
+    assert_allclose(shrunk[0, :, 0], np.clip(2 * (np.arange(8) - 3.5) + 3.5, 0, 7), atol=1e-5)
+    assert_array_equal(augment.framed(_rows(), 1.0), _rows())

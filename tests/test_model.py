@@ -190,6 +190,9 @@ NORMED = Architecture(input_shape=(1, 8, 8), channels=(3, 4), convs_per_block=2,
                       head="gap", dropout=0.25, hidden=0)
 NORMED_HIDDEN = Architecture(input_shape=(1, 8, 6), channels=(3,), batchnorm=True, head="flatten",
                              dropout=0.4, hidden=5)
+# A strided first conv (the stem of the larger images): 12 x 10 -> 6 x 5 -> pooled 3 x 2.
+STEM = Architecture(input_shape=(1, 12, 10), channels=(3, 4), batchnorm=True, head="flatten",
+                    dropout=0.2, hidden=0, stem_stride=2, pool=2)
 
 
 def _same_state(arch, seed):
@@ -202,7 +205,7 @@ def _same_state(arch, seed):
     return ref_model, fast_model
 
 
-@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN], ids=["gap", "flatten-hidden"])
+@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN, STEM], ids=["gap", "flatten-hidden", "stem"])
 def test_fast_normalised_model_matches_reference_in_training_and_evaluation_mode(arch):
     ref_model, fast_model = _same_state(arch, seed=3)
     x, y = _batch(arch, 4, seed=4)
@@ -218,7 +221,7 @@ def test_fast_normalised_model_matches_reference_in_training_and_evaluation_mode
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN], ids=["gap", "flatten-hidden"])
+@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN, STEM], ids=["gap", "flatten-hidden", "stem"])
 def test_normalised_model_training_gradients_match_numerical_gradients(impl, arch):
     model = ConvNet(arch, impl=impl, seed=1, dtype=np.float64)
     x, y = _batch(arch, 3, seed=11)
@@ -241,6 +244,24 @@ def test_normalised_model_evaluation_mode_input_gradient_matches_numerical_gradi
     analytic = model.input_gradient(x, target_class=1)
     numeric = numerical_gradient(lambda xx: model.forward(xx)[0][:, 1].sum(), x)
     assert rel_error(analytic, numeric) < 1e-7
+
+
+def test_a_strided_stem_takes_an_image_twice_the_side_into_the_same_feature_sizes():
+    # 128 px, first conv stride 2 (pad 1): 64 x 64, then pooled 32, 16, 8: 64 filters x 8 x 8
+    stem = ConvNet(Architecture(input_shape=(1, 128, 128), stem_stride=2, head="flatten"))
+    plain = ConvNet(Architecture(input_shape=(1, 64, 64), stem_stride=1, head="flatten"))
+    assert stem.params["fc1_w"].shape == plain.params["fc1_w"].shape == (64 * 8 * 8, 128)
+    logits, _ = stem.forward(np.zeros((2, 1, 128, 128), np.float32))
+    assert logits.shape == (2, 2)
+    assert [stem.arch.conv_stride(k) for k in (1, 2, 3)] == [2, 1, 1]
+    with pytest.raises(ValueError, match="stem_stride must be >= 1, got 0"):
+        Architecture(stem_stride=0)
+
+
+def test_an_architecture_record_from_before_the_stem_reads_as_stride_1():
+    record = json.loads(Architecture(input_shape=(1, 9, 8), channels=(3,)).to_json())
+    del record["stem_stride"]
+    assert Architecture.from_json(json.dumps(record)).stem_stride == 1
 
 
 def test_evaluation_mode_is_deterministic_and_leaves_the_running_statistics_alone():
