@@ -73,6 +73,11 @@ class FramedInputs:
         return normalise(images, i.how, i.mean, i.std)[..., None, :, :]
 
 
+def views_of(inputs):
+    """{view name: ``inputs`` framed so} for every view of the study but the X-rays as they are."""
+    return {view.name: FramedInputs(inputs, view) for view in VIEWS}
+
+
 def study_rows(y, seed, per_class=PER_CLASS):
     """Which held-out images the study predicts -> a boolean mask over ``y``: at most
     ``per_class`` of each class, drawn with ``seed``."""

@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from fast import metrics
 from fast.data import CLASS_NAMES, DataError, ImageError, read_xray, resolve_data_root
 from fast.files import atomic_open
+from fast.framing import LIMITS as FRAMING_LIMITS
 from fast.inference import load_classifier
 from fast.model import ModelFileError
 
@@ -44,6 +45,7 @@ PICTURES = {
     "confusion": "confusion_matrix_test.png",
     "saliency": "saliency_test.png",
     "reliability": "reliability.png",
+    "framing": "framing.png",
 }
 
 
@@ -362,6 +364,34 @@ def plot_saliency(classifier, cases, path):
     return _save(fig, path)
 
 
+def plot_framing(summary, path, title="held-out X-rays", names=CLASS_NAMES):
+    """The framing stress study (``fast.framing.summarise``): the share of each class called
+    PNEUMONIA at the threshold, for the X-rays as they are and framed otherwise, one line per
+    class; the study's limits are drawn as bands around the X-rays as they are."""
+    views = list(summary["views"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = np.arange(len(views))
+    colours = {names[0]: "tab:blue", names[1]: "tab:red"}
+    for cls in names:
+        shares = [summary["views"][v][cls]["called_pneumonia"] for v in views]
+        ax.plot(x, shares, "o-", color=colours[cls], label=f"{cls} ({summary['images'][cls]} X-rays)")
+        base = shares[0]
+        for i, view in enumerate(views):
+            limit = FRAMING_LIMITS.get(view, {}).get(cls)
+            if limit is not None:
+                ax.plot([i, i], [base - limit, base + limit], color=colours[cls], alpha=0.25, lw=8,
+                        solid_capstyle="butt")
+    ax.set_xticks(x, [v.replace(" ", "\n", 1) for v in views])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("share called PNEUMONIA")
+    ax.set_title(f"Framing stress study, {title}: threshold {summary['threshold']:.3f}\n"
+                 "(crop f: the centre f of the side, resized back; bands: how far a share may move)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    return _save(fig, path)
+
+
 def _most_confident(indices, score):
     """``indices`` ordered by ``score`` (high first), ties by index."""
     return indices[np.argsort(-score[indices], kind="stable")]
@@ -405,6 +435,9 @@ def make_report(run_dir, data_root=None, log=print):
             with np.load(stored_path, allow_pickle=False) as stored_split:
                 curves[name] = (stored_split["label"].astype(np.int64), stored_split["probability"])
     written.append(plot_reliability(curves, run_dir / PICTURES["reliability"]))
+    if results.get("framing"):
+        written.append(plot_framing(results["framing"], run_dir / PICTURES["framing"],
+                                    classifier.metadata.get("held_out", "held-out") + " X-rays", names))
 
     root = _data_root(run_dir, data_root)
     size = classifier.image_size

@@ -311,9 +311,8 @@ class HeldOut:
 def framed_proba(members, x, group, config):
     """The framing study's predictions: {view name: P(PNEUMONIA) of x (``data.Inputs``) framed
     as the view says}, uncalibrated, over the run's test-time views."""
-    return {view.name: held_out_proba(members, framing.FramedInputs(x, view), group,
-                                      test_time_zooms(config))
-            for view in framing.VIEWS}
+    return {name: held_out_proba(members, framed, group, test_time_zooms(config))
+            for name, framed in framing.views_of(x).items()}
 
 
 def fold_seed(seed, k):
