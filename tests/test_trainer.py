@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fast.trainer
-from fast import metrics
+from fast import framing, metrics
 from fast.config import TrainConfig
 from fast.model import ConvNet, ensemble_proba, load_model
 from fast.optim import SGD, Adam, Momentum, learning_rate
@@ -290,6 +290,17 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
     with np.load(run_dir / "val_predictions.npz", allow_pickle=False) as npz:
         assert results["threshold"] == npz["label"].mean() == pytest.approx(3875 / 5216, abs=2 / 300)
     assert results["threshold_rule"] == "the share of PNEUMONIA among the out-of-fold images"
+    # the framing study: every held-out image of the small run (under PER_CLASS of each class),
+    # as it is and in every view, at the run's threshold
+    study = results["framing"]
+    assert study["threshold"] == results["threshold"]
+    assert sum(study["images"].values()) == 300
+    assert list(study["views"]) == ["as is"] + [v.name for v in framing.VIEWS]
+    as_is = study["views"]["as is"]
+    matrix = results["val"]["confusion_matrix"]  # as is, the study's shares are the run's own
+    assert as_is["NORMAL"]["called_pneumonia"] == pytest.approx(matrix[0][1] / sum(matrix[0]))
+    assert as_is["PNEUMONIA"]["called_pneumonia"] == pytest.approx(matrix[1][1] / sum(matrix[1]))
+    assert as_is["roc_auc"] == pytest.approx(results["val"]["roc_auc"])
 
 
 def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch):
