@@ -51,7 +51,7 @@ def _opt(default, help, type=None, choices=None):
 
 # What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
 LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False,
-          "crop_area": None, "stem_stride": 1}
+          "crop_area": None, "stem_stride": 1, "stem_kernel": 3}
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,10 @@ class TrainConfig:
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
                              "noise, by random amounts (part of --augment)")
-    stem_stride: int = _opt(1, "stride of the first conv: 2 takes in an image twice the side for "
-                            "about the cost of one conv layer more", type=_positive_int)
+    stem_stride: int = _opt(1, "stride of the first conv (the stem): 2 takes in an image twice the "
+                            "side at about the cost of the image at half the side", type=_positive_int)
+    stem_kernel: int = _opt(3, "kernel side of the first conv: with --stem-kernel 4 --stem-stride 4 it "
+                            "reads the image as non-overlapping 4x4 patches", type=_positive_int)
     channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
     convs_per_block: int = _opt(1, "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)

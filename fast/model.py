@@ -35,7 +35,7 @@ class Architecture:
     conv(kernel, stride, pad) [- batch norm] - ReLU, the block's last ReLU after a
     max-pool(pool) (pool 1: no pooling). Then the head: the last block's maps flattened, or
     averaged over each channel (``head="gap"``); [affine(hidden) - ReLU when hidden > 0];
-    dropout(p = ``dropout``); affine(num_classes). The first conv strides by ``stem_stride``.
+    dropout(p = ``dropout``); affine(num_classes). The first conv is the stem (``conv_shape``).
     """
     input_shape: tuple = (1, TrainConfig.image_size, TrainConfig.image_size)
     channels: tuple = TrainConfig.channels
@@ -50,14 +50,16 @@ class Architecture:
     head: str = TrainConfig.head
     dropout: float = TrainConfig.dropout
     stem_stride: int = TrainConfig.stem_stride
+    stem_kernel: int = TrainConfig.stem_kernel
 
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.stem_stride < 1:
-            raise ValueError(f"stem_stride must be >= 1, got {self.stem_stride}")
+        if self.stem_stride < 1 or self.stem_kernel < 1:
+            raise ValueError(f"stem_stride and stem_kernel must be >= 1, got {self.stem_stride} "
+                             f"and {self.stem_kernel}")
         if self.convs_per_block < 1 or self.hidden < 0:
             raise ValueError(f"need convs_per_block >= 1 and hidden >= 0, got "
                              f"{self.convs_per_block} and {self.hidden}")
@@ -68,10 +70,14 @@ class Architecture:
         return [(f, j == self.convs_per_block - 1) for f in self.channels
                 for j in range(self.convs_per_block)]
 
-    def conv_stride(self, k):
-        """The stride of conv layer k (1-based): ``stem_stride`` for the first, a cheap way to
-        take in a larger image, ``stride`` for the others."""
-        return self.stem_stride if k == 1 else self.stride
+    def conv_shape(self, k):
+        """(kernel, stride, pad) of conv layer k (1-based). The first, the stem, has its own
+        kernel and stride, a cheap way to take in a larger image: a 3x3 kernel with stride 2, or
+        non-overlapping 4x4 patches with stride 4; its padding, (kernel - stride + 1) // 2, keeps
+        the output at 1/stride of the input's side where the side is a multiple of the stride."""
+        if k == 1:
+            return self.stem_kernel, self.stem_stride, (self.stem_kernel - self.stem_stride + 1) // 2
+        return self.kernel, self.stride, self.pad
 
     def to_json(self):
         return json.dumps(asdict(self))
@@ -81,7 +87,7 @@ class Architecture:
         # A record from before these fields existed describes a network without them: read it
         # so, whatever today's defaults are.
         fields = {"convs_per_block": 1, "batchnorm": False, "head": "flatten", "dropout": 0.0,
-                  "stem_stride": 1, **json.loads(text)}
+                  "stem_stride": 1, "stem_kernel": 3, **json.loads(text)}
         fields["input_shape"] = tuple(fields["input_shape"])
         fields["channels"] = tuple(fields["channels"])
         return cls(**fields)
@@ -120,15 +126,15 @@ class ConvNet:
         params = {}
         c, h, w = a.input_shape
         for k, (f, ends_block) in enumerate(a.convs, start=1):
-            fan_in = c * a.kernel * a.kernel
-            params[f"conv{k}_w"] = rng.normal(0, np.sqrt(2 / fan_in), (f, c, a.kernel, a.kernel))
+            kernel, stride, pad = a.conv_shape(k)
+            fan_in = c * kernel * kernel
+            params[f"conv{k}_w"] = rng.normal(0, np.sqrt(2 / fan_in), (f, c, kernel, kernel))
             if a.batchnorm:  # batch norm subtracts each channel's mean: a conv bias would cancel
                 params[f"bn{k}_gamma"] = np.ones(f)
                 params[f"bn{k}_beta"] = np.zeros(f)
             else:
                 params[f"conv{k}_b"] = np.zeros(f)
-            s = a.conv_stride(k)
-            h, w = conv_output_size(h, a.kernel, s, a.pad), conv_output_size(w, a.kernel, s, a.pad)
+            h, w = conv_output_size(h, kernel, stride, pad), conv_output_size(w, kernel, stride, pad)
             if ends_block and a.pool > 1:
                 h, w = conv_output_size(h, a.pool, a.pool, 0), conv_output_size(w, a.pool, a.pool, 0)
             c = f
@@ -172,7 +178,8 @@ class ConvNet:
         caches = {"convs": []}
         for k, (_, ends_block) in enumerate(a.convs, start=1):
             bias = p.get(f"conv{k}_b", self._zero_bias[k - 1])
-            x, conv_cache = L.conv2d_forward(x, p[f"conv{k}_w"], bias, a.conv_stride(k), a.pad)
+            _, stride, pad = a.conv_shape(k)
+            x, conv_cache = L.conv2d_forward(x, p[f"conv{k}_w"], bias, stride, pad)
             bn_cache = None
             if a.batchnorm:
                 normalise = distributed.batchnorm_forward if synced else L.batchnorm_forward

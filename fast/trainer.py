@@ -71,7 +71,8 @@ def make_model(config, seed=None):
     arch = Architecture(input_shape=(1, config.image_size, config.image_size),
                         channels=tuple(config.channels), hidden=config.hidden,
                         convs_per_block=config.convs_per_block, batchnorm=config.batchnorm,
-                        head=config.head, dropout=config.dropout, stem_stride=config.stem_stride)
+                        head=config.head, dropout=config.dropout, stem_stride=config.stem_stride,
+                        stem_kernel=config.stem_kernel)
     dtype = np.float32 if config.impl == "fast" else np.float64
     return ConvNet(arch, impl=config.impl, seed=config.seed if seed is None else seed, dtype=dtype)
 

@@ -190,9 +190,12 @@ NORMED = Architecture(input_shape=(1, 8, 8), channels=(3, 4), convs_per_block=2,
                       head="gap", dropout=0.25, hidden=0)
 NORMED_HIDDEN = Architecture(input_shape=(1, 8, 6), channels=(3,), batchnorm=True, head="flatten",
                              dropout=0.4, hidden=5)
-# A strided first conv (the stem of the larger images): 12 x 10 -> 6 x 5 -> pooled 3 x 2.
+# A strided first conv (the stem of the larger images): 12 x 10 -> 6 x 5 -> pooled 3 x 2; and
+# one of 2x2 patches: 12 x 8 -> 6 x 4 -> pooled 3 x 2.
 STEM = Architecture(input_shape=(1, 12, 10), channels=(3, 4), batchnorm=True, head="flatten",
                     dropout=0.2, hidden=0, stem_stride=2, pool=2)
+PATCHES = Architecture(input_shape=(1, 12, 8), channels=(3, 4), batchnorm=True, head="flatten",
+                       dropout=0.0, hidden=4, stem_stride=2, stem_kernel=2, pool=2)
 
 
 def _same_state(arch, seed):
@@ -205,7 +208,8 @@ def _same_state(arch, seed):
     return ref_model, fast_model
 
 
-@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN, STEM], ids=["gap", "flatten-hidden", "stem"])
+@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN, STEM, PATCHES],
+                         ids=["gap", "flatten-hidden", "stem", "patches"])
 def test_fast_normalised_model_matches_reference_in_training_and_evaluation_mode(arch):
     ref_model, fast_model = _same_state(arch, seed=3)
     x, y = _batch(arch, 4, seed=4)
@@ -221,7 +225,8 @@ def test_fast_normalised_model_matches_reference_in_training_and_evaluation_mode
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN, STEM], ids=["gap", "flatten-hidden", "stem"])
+@pytest.mark.parametrize("arch", [NORMED, NORMED_HIDDEN, STEM, PATCHES],
+                         ids=["gap", "flatten-hidden", "stem", "patches"])
 def test_normalised_model_training_gradients_match_numerical_gradients(impl, arch):
     model = ConvNet(arch, impl=impl, seed=1, dtype=np.float64)
     x, y = _batch(arch, 3, seed=11)
@@ -253,15 +258,21 @@ def test_a_strided_stem_takes_an_image_twice_the_side_into_the_same_feature_size
     assert stem.params["fc1_w"].shape == plain.params["fc1_w"].shape == (64 * 8 * 8, 128)
     logits, _ = stem.forward(np.zeros((2, 1, 128, 128), np.float32))
     assert logits.shape == (2, 2)
-    assert [stem.arch.conv_stride(k) for k in (1, 2, 3)] == [2, 1, 1]
-    with pytest.raises(ValueError, match="stem_stride must be >= 1, got 0"):
+    assert [stem.arch.conv_shape(k) for k in (1, 2, 3)] == [(3, 2, 1), (3, 1, 1), (3, 1, 1)]
+    # 224 px as 4x4 patches: 56 x 56, then pooled 28, 14, 7
+    patches = ConvNet(Architecture(input_shape=(1, 224, 224), stem_stride=4, stem_kernel=4))
+    assert patches.params["conv1_w"].shape == (16, 1, 4, 4)
+    assert patches.arch.conv_shape(1) == (4, 4, 0)
+    assert patches.params["fc1_w"].shape == (64 * 7 * 7, 128)
+    with pytest.raises(ValueError, match="stem_stride and stem_kernel must be >= 1, got 0 and 3"):
         Architecture(stem_stride=0)
 
 
 def test_an_architecture_record_from_before_the_stem_reads_as_stride_1():
     record = json.loads(Architecture(input_shape=(1, 9, 8), channels=(3,)).to_json())
-    del record["stem_stride"]
-    assert Architecture.from_json(json.dumps(record)).stem_stride == 1
+    del record["stem_stride"], record["stem_kernel"]
+    arch = Architecture.from_json(json.dumps(record))
+    assert (arch.stem_stride, arch.stem_kernel) == (1, 3)
 
 
 def test_evaluation_mode_is_deterministic_and_leaves_the_running_statistics_alone():
