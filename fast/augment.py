@@ -61,18 +61,20 @@ def warp(image, m, out):
     return out
 
 
-def _geometry(rng, total, w, h, crop_area):
+def _geometry(rng, total, w, h, crop_area, area_scale=1.0):
     """Per-image zooms (along x, y) and shifts (pixels) for a batch of ``total``: the small
     zooms of 0.9 to 1.1 when ``crop_area`` is None, else the random windows described above.
 
     A zoom z > 1 keeps a window of 1/z of the side; z < 1 shrinks the image to z of the
     side. Either way the window (or the shrunken image) can move by up to |z - 1| / 2 of
-    the side before it leaves the frame, and by the small shift of MAX_SHIFT on top."""
+    the side before it leaves the frame, and by the small shift of MAX_SHIFT on top.
+    ``area_scale`` (a number, or one per image) multiplies the share of the area each window
+    keeps: below 1, tighter framing."""
     if crop_area is None:
         zooms = rng.uniform(1 - MAX_ZOOM, 1 + MAX_ZOOM, (total, 2))
         return zooms, rng.uniform(-MAX_SHIFT, MAX_SHIFT, (total, 2)) * (w, h)
     # area kept (crop) or taken up (zoom-out), log-uniform between crop_area and 1 / crop_area
-    area = np.exp(rng.uniform(np.log(crop_area), -np.log(crop_area), total))
+    area = np.exp(rng.uniform(np.log(crop_area), -np.log(crop_area), total)) * area_scale
     aspect = np.exp(rng.uniform(-np.log(MAX_ASPECT), np.log(MAX_ASPECT), total))
     zooms = np.stack([np.sqrt(aspect / area), 1 / np.sqrt(aspect * area)], axis=1)  # (x, y)
     reach = np.abs(zooms - 1) / 2 + MAX_SHIFT
@@ -88,7 +90,8 @@ def restandardise(x):
     return x
 
 
-def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_image=False):
+def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_image=False,
+                  labels=None, reframe=1.0):
     """A randomly transformed copy of x: (N, C, H, W) float, already standardised.
 
     ``rows``: (lo, hi, total) when x holds rows lo..hi of a batch of ``total`` images split
@@ -98,6 +101,10 @@ def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_imag
     ``crop_area``: the smallest share of the area a random crop keeps (see the module's
     docstring); None: the small zooms of earlier versions, drawn as they were drawn.
     ``per_image``: with ``crop_area``, each moved image is standardised again by itself.
+    ``labels`` (of the whole batch, all ``total`` rows) and ``reframe``: with ``crop_area``, the
+    windows of class-0 (NORMAL) images keep 1 / ``reframe`` of the area they would otherwise
+    keep, so that they are framed as tightly, on average, as the PNEUMONIA images are in the
+    training split (see ``fast.framing``). The draws are the same whatever ``reframe`` is.
     """
     n, c, h, w = x.shape
     lo, hi, total = (0, n, n) if rows is None else rows
@@ -105,7 +112,12 @@ def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_imag
         raise ValueError(f"rows {lo}..{hi} do not fit a batch part of {n} images")
     out = np.empty_like(x)
     angles = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, total))[lo:hi]
-    zooms, shifts = (draw[lo:hi] for draw in _geometry(rng, total, w, h, crop_area))
+    area_scale = 1.0
+    if reframe != 1 and crop_area is not None:
+        if labels is None or len(labels) != total:
+            raise ValueError(f"reframe needs the labels of the whole batch of {total} images")
+        area_scale = np.where(np.asarray(labels) == 0, 1 / reframe, 1.0)
+    zooms, shifts = (draw[lo:hi] for draw in _geometry(rng, total, w, h, crop_area, area_scale))
     contrast = rng.uniform(1 - MAX_CONTRAST, 1 + MAX_CONTRAST, total)[lo:hi].astype(x.dtype)
     brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, total)[lo:hi].astype(x.dtype)
     for i in range(n):

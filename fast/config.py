@@ -51,7 +51,7 @@ def _opt(default, help, type=None, choices=None):
 
 # What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
 LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False,
-          "crop_area": None, "stem_stride": 1, "stem_kernel": 3}
+          "crop_area": None, "stem_stride": 1, "stem_kernel": 3, "reframe": 1.0}
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,11 @@ class TrainConfig:
                             "with an aspect jitter up to 4:3, so how tightly an X-ray is framed says "
                             "nothing of its class; none: the small zooms (0.9 to 1.1) of earlier "
                             "versions", type=_area_or_none)
+    reframe: float = _opt(1.0, "with --crop-area, NORMAL training X-rays are framed tighter: their "
+                          "random windows keep 1/R of the area they would otherwise keep, so that "
+                          "they are framed as tightly as the PNEUMONIA ones, which the training split "
+                          "frames tighter (1: no difference between the classes)",
+                          type=_number(float, lambda v: v >= 1, "a number >= 1", "number"))
     tta: bool = _opt(True, "test-time augmentation: every final prediction (out-of-fold, test, and the "
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
@@ -135,6 +140,8 @@ class TrainConfig:
             return ("--threshold-rule prevalence needs calibrated probabilities, which --calibration "
                     "temperature does not give (it keeps the class weights' tilt towards NORMAL); "
                     "use --calibration platt, or --threshold-rule youden")
+        if self.reframe != 1 and (self.crop_area is None or not self.augment):
+            return "--reframe reframes the random crops: it needs --augment and a --crop-area"
         if self.acquisition and not self.augment:
             return "--acquisition is part of the augmentation; it needs --augment"
         return None

@@ -397,7 +397,8 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
             xb = x_train[mine]
             if config.augment:
                 xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition,
-                                   crop_area=config.crop_area, per_image=config.normalise != "dataset")
+                                   crop_area=config.crop_area, per_image=config.normalise != "dataset",
+                                   labels=y_train[idx], reframe=config.reframe)
             loss = train_step(model, optimizer, xb, y_train[mine], lr, class_weights, rng, shard)
             if not math.isfinite(loss):
                 raise TrainingError(

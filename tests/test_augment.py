@@ -149,3 +149,28 @@ def test_a_centred_frame_crops_the_middle_and_a_zoom_out_shrinks_the_image():
     shrunk = augment.framed(_rows(), 0.5)
     assert_allclose(shrunk[0, :, 0], np.clip(2 * (np.arange(8) - 3.5) + 3.5, 0, 7), atol=1e-5)
     assert_array_equal(augment.framed(_rows(), 1.0), _rows())
+
+
+def test_reframing_makes_the_normal_windows_tighter_by_its_factor_with_the_same_draws():
+    labels = np.array([0, 1, 0, 1, 1])
+    plain = augment._geometry(np.random.default_rng(7), 5, 32, 32, crop_area=0.5)
+    scale = np.where(labels == 0, 1 / 1.5, 1.0)
+    reframed = augment._geometry(np.random.default_rng(7), 5, 32, 32, crop_area=0.5, area_scale=scale)
+    kept = lambda zooms: 1 / (zooms[:, 0] * zooms[:, 1])  # noqa: E731 -- the share of the area kept
+    assert_allclose(kept(reframed[0]), kept(plain[0]) * scale)
+    assert_allclose(reframed[0][:, 0] / reframed[0][:, 1], plain[0][:, 0] / plain[0][:, 1])  # aspect kept
+
+
+def test_reframing_needs_the_whole_batchs_labels_and_changes_only_normal_images(monkeypatch):
+    x = np.random.default_rng(0).normal(size=(4, 1, 16, 16)).astype(np.float32)
+    labels = np.array([0, 1, 1, 0])
+    with pytest.raises(ValueError, match="labels of the whole batch of 4 images"):
+        augment_batch(x, np.random.default_rng(1), crop_area=0.5, reframe=1.5)
+    plain = augment_batch(x, np.random.default_rng(1), crop_area=0.5, labels=labels)
+    reframed = augment_batch(x, np.random.default_rng(1), crop_area=0.5, labels=labels, reframe=1.5)
+    assert_array_equal(reframed[labels == 1], plain[labels == 1])
+    assert not np.allclose(reframed[labels == 0], plain[labels == 0])
+    # a batch split between processes: each part gets the rows it would get in one piece
+    part = augment_batch(x[1:3], np.random.default_rng(1), (1, 3, 4), crop_area=0.5, labels=labels,
+                         reframe=1.5)
+    assert_array_equal(part, reframed[1:3])

@@ -153,6 +153,8 @@ def test_cli_defaults_come_from_the_config_dataclass():
 @pytest.mark.parametrize("argv, complaint", [
     (["--calibration", "temperature"], "--threshold-rule prevalence needs calibrated probabilities"),
     (["--acquisition", "--no-augment"], "--acquisition is part of the augmentation"),
+    (["--reframe", "1.3", "--crop-area", "none"], "it needs --augment and a --crop-area"),
+    (["--reframe", "1.3", "--no-augment"], "it needs --augment and a --crop-area"),
 ])
 def test_conflicting_settings_are_refused_in_one_line(argv, complaint, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
@@ -170,11 +172,12 @@ def test_conflicting_settings_are_refused_in_one_line(argv, complaint, capsys, t
 def test_a_stored_configuration_without_a_newer_setting_keeps_what_the_run_did():
     """A run made before --normalise, --tta and --threshold-rule existed stored none of them;
     resumed, it must go on as it began, not switch to today's defaults."""
-    old = {k: v for k, v in TrainConfig().to_dict().items()
-           if k not in ("normalise", "tta", "threshold_rule", "acquisition")}
+    newer = ("normalise", "tta", "threshold_rule", "acquisition", "crop_area", "stem_stride",
+             "stem_kernel", "reframe")
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in newer}
     resumed = TrainConfig.from_dict(old)
-    assert (resumed.normalise, resumed.tta, resumed.threshold_rule, resumed.acquisition) == \
-        ("dataset", False, "youden", False)
+    assert tuple(getattr(resumed, k) for k in newer) == \
+        ("dataset", False, "youden", False, None, 1, 3, 1.0)
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()  # stored ones are kept
 
 
