@@ -6,8 +6,10 @@
 Each run is ``python -m fast.train --seed S --out OUT/seedS`` plus ``--flags``, in its own
 process. The table is computed here from each run's ``test_predictions.npz`` (the calibrated
 test probabilities and the labels) and its stored threshold, independently of the trainer's own
-metrics.json, with mean and standard deviation over the seeds. A benchmark, not a test: each seed
-is one full default training run.
+metrics.json, with mean and standard deviation over the seeds. A second table gives each run's
+held-out figures: the out-of-fold ROC AUC and the framing study (``fast.framing``): how far the
+share of each class called PNEUMONIA moves when the held-out X-rays are cropped. A benchmark, not a
+test: each seed is one full default training run.
 """
 import argparse
 import json
@@ -23,6 +25,17 @@ import numpy as np
 from fast import metrics
 
 COLUMNS = ("roc_auc", "accuracy", "sensitivity", "specificity", "ece", "brier")
+# the framing study's changes reported: (view, class)
+FRAMING = (("crop 0.9", "NORMAL"), ("crop 0.8", "NORMAL"), ("crop 0.7", "NORMAL"),
+           ("crop 0.9", "PNEUMONIA"), ("crop 0.8", "PNEUMONIA"))
+
+
+def held_out(run_dir):
+    """(out-of-fold ROC AUC, {(view, class): change in the share called PNEUMONIA}, breaches)."""
+    results = json.loads((run_dir / "metrics.json").read_text())
+    views = results["framing"]["views"]
+    return (results["val"]["roc_auc"], {(v, c): views[v][c]["change"] for v, c in FRAMING},
+            results["framing"]["breaches"])
 
 
 def score(run_dir):
@@ -65,6 +78,14 @@ def main(argv=None):
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         cells.append(f"{statistics.mean(values):.3f} +- {sd:.3f}")
     print("| mean +- sd | | " + " | ".join(cells) + " |")
+
+    print()
+    print("| seed | held-out AUC | " + " | ".join(f"{c} {v}" for v, c in FRAMING) + " | framing-invariant |")
+    print("|---" * (len(FRAMING) + 3) + "|")
+    for seed, _, _ in rows:
+        auc, changes, breaches = held_out(Path(args.out) / f"seed{seed}")
+        print(f"| {seed} | {auc:.4f} | " + " | ".join(f"{changes[k]:+.3f}" for k in FRAMING)
+              + f" | {'yes' if not breaches else 'no'} |")
     return 0
 
 
