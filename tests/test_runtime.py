@@ -132,3 +132,11 @@ def test_importing_the_package_leaves_blas_threads_as_they_were():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() not in ("", "[]")  # BLAS was seen, so the check meant something
+
+
+def test_without_a_blas_that_threadpoolctl_sees_kernel_threads_changes_nothing(two_blas_threads, monkeypatch):
+    from threadpoolctl import ThreadpoolController
+    monkeypatch.setattr(runtime, "_blas_controller", ThreadpoolController().select(user_api="no such api"))
+    with runtime.kernel_threads():
+        assert blas_threads() == {2} and not runtime.splits_gemms()  # the GEMMs stay whole, to BLAS
+    assert blas_threads() == {2}
