@@ -2,14 +2,19 @@
 
 Groups: per-layer forward/backward for both implementations; the benchmark
 network's training step (through the contract functions and through the model);
-the float32 GEMM that is the machine's yardstick. Timings are noisy on shared
+the float32 GEMM that is the machine's yardstick; the shipped model's prediction
+over the test split, on an idle machine and beside a training run
+(``pytest bench -k predict --benchmark-only``). Timings are noisy on shared
 machines: compare medians, and ratios taken within one run.
 """
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +362,97 @@ def test_normalisation_layers_share_of_a_batch_normalised_step(benchmark, monkey
                                 gemm_gflops=round(gemm.gflops(), 1))
     print(f"\nbatch-normalised step: median {total * 1e3:.1f} ms (GEMM {gemm.gflops():.1f} GFLOP/s); "
           f"batch norm, dropout and global average pooling: {share:.1%} of it")
+
+
+# --- the shipped model's prediction, beside other work ------------------------------------------
+
+PREDICT_PROCESS = Path(__file__).resolve().parent / "predict_process.py"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# the environment of a user who set no thread variable, and the same holding BLAS to one thread
+_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XRAY_THREADS")
+_USER_ENV = {k: v for k, v in os.environ.items() if k not in _THREAD_VARIABLES}
+PREDICTION_CONTENDERS = {"as started": _USER_ENV, "OPENBLAS_NUM_THREADS=1": {**_USER_ENV, "OPENBLAS_NUM_THREADS": "1"}}
+
+
+@contextmanager
+def training_beside(data_root, folder):
+    """A small ``python -m fast.train`` running in a process of its own for as long as the block
+    lasts (epochs enough to outlast it), started as a user starts it; the block opens once its
+    training loop has begun."""
+    command = [sys.executable, "-m", "fast.train", "--data", str(data_root), "--out", str(folder / "run"),
+               "--cache-dir", str(folder / "cache"), "--limit", "600", "--folds", "1", "--epochs", "10000",
+               "--patience", "10000"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=_USER_ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in process.stdout:  # "data ...: train ..." is printed as the first epoch begins
+            if line.startswith("data "):
+                break
+        else:
+            raise RuntimeError(f"the training beside the benchmark ended early ({process.wait()})")
+        threading.Thread(target=process.stdout.read, daemon=True).start()  # keep its pipe drained
+        time.sleep(2)  # into its first epoch
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("beside", ["idle machine", "training run"])
+def test_prediction_of_the_shipped_model_keeps_its_speed(benchmark, beside, tmp_path):
+    """X-rays per second of the shipped model's ``predict_proba`` over the test split, each contender
+    a fresh process (``bench/predict_process.py``): as a user starts it, and with BLAS held to one
+    thread by the environment; alternating rounds, medians. The first may take at most 15 % longer
+    than the second, on an idle machine and beside a training run."""
+    from fast.data import DataError, resolve_data_root
+    try:
+        data_root = resolve_data_root()
+    except DataError as err:
+        pytest.skip(str(err))
+    benchmark.group = f"shipped model, predict_proba over the test split, {beside}"
+    results = {name: [] for name in PREDICTION_CONTENDERS}
+
+    def one_round():
+        for name, env in PREDICTION_CONTENDERS.items():
+            done = subprocess.run([sys.executable, str(PREDICT_PROCESS)], cwd=REPO_ROOT, env=env,
+                                  capture_output=True, text=True, check=True)
+            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    with (training_beside(data_root, tmp_path) if beside == "training run" else nullcontext()):
+        gemm = FLOP / Yardstick().seconds() / 1e9
+        benchmark.pedantic(one_round, rounds=3, iterations=1)
+    medians = {name: float(np.median([r["seconds"] for r in runs])) for name, runs in results.items()}
+    xrays = results["as started"][0]["xrays"]
+    ratio = medians["as started"] / medians["OPENBLAS_NUM_THREADS=1"]
+    benchmark.extra_info.update({name: {"seconds": round(s, 2), "xrays_per_second": round(xrays / s, 1)}
+                                 for name, s in medians.items()})
+    benchmark.extra_info.update(xrays=xrays, gemm_gflops=round(gemm, 1), ratio=round(ratio, 3))
+    print(f"\n{beside}: {xrays} X-rays; " + "; ".join(f"{name} {s:.2f} s = {xrays / s:.1f} X-rays/s"
+                                                     for name, s in medians.items())
+          + f"; ratio {ratio:.3f}; float32 GEMM {gemm:.1f} GFLOP/s")
+    assert ratio <= 1.15, f"prediction as started took {ratio:.2f}x the time with OPENBLAS_NUM_THREADS=1"
+
+
+def test_entering_kernel_threads_costs_under_a_percent_of_a_batch(benchmark):
+    """``runtime.kernel_threads`` is entered once per pass of a network: its cost (setting BLAS's
+    threads and back) against one evaluation-mode forward pass of the default network on 32
+    X-rays of 64x64."""
+    from fast.config import TrainConfig
+    from fast.runtime import kernel_threads
+    from fast.trainer import make_model
+    benchmark.group = "entering runtime.kernel_threads, against a batch's forward pass"
+    model = make_model(TrainConfig())
+    x = np.random.default_rng(0).standard_normal((32, 1, 64, 64), dtype=np.float32)
+
+    def enter_and_leave():
+        with kernel_threads():
+            pass
+
+    batch = _median_seconds(lambda: model.forward(x))
+    benchmark.pedantic(enter_and_leave, rounds=200, iterations=10, warmup_rounds=10)
+    share = benchmark.stats.stats.median / batch
+    benchmark.extra_info.update(enter_us=round(benchmark.stats.stats.median * 1e6, 1),
+                                batch_ms=round(batch * 1e3, 2), share=round(share, 5))
+    print(f"\nentering kernel_threads: {benchmark.stats.stats.median * 1e6:.1f} us; a batch's forward "
+          f"{batch * 1e3:.2f} ms; {share:.3%} of it")
+    assert share < 0.01

@@ -3,18 +3,25 @@ import sys
 import warnings
 from contextlib import contextmanager
 
-from fast.inference import find_model, load_classifier
+from fast.inference import LATEST, MODEL_FILE, RUNS_DIR, SHIPPED_MODEL, load_classifier
 from fast.model import ModelFileError
+
+MODEL_HELP = (f"a run directory (its {MODEL_FILE}), a model .npz file, or {LATEST!r} for the newest "
+              f"run under {RUNS_DIR}/ (default: the shipped model, models/{SHIPPED_MODEL.name})")
 
 
 def open_classifier(spec):
-    """find_model + load_classifier for a command -> Classifier, or None after printing why the
-    model is refused (the caller then exits with status 2)."""
+    """The model a command's --model names (``inference.find_model``) -> Classifier, after saying
+    on stderr which model answers; None after printing why the model is refused (the caller
+    then exits with status 2)."""
     try:
-        return load_classifier(find_model(spec))
+        classifier = load_classifier(spec)
     except ModelFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+    how = {None: "; --model chooses another", LATEST: f"; the newest run under {RUNS_DIR}/"}
+    print(f"model {classifier.describe()}{how.get(spec, '')}", file=sys.stderr)
+    return classifier
 
 
 def _one_line(message, category, filename, lineno, file=None, line=None):

@@ -178,7 +178,7 @@ class _DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser(prog, description, config_cls=TrainConfig):
     """An argparse parser with one flag per config field, its default and help shown."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
                                      formatter_class=_DefaultsHelpFormatter)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")

@@ -1,4 +1,4 @@
-"""Score a saved model on a data split: ``python -m fast.evaluate --model RUN_DIR [--help]``.
+"""Score a saved model on a data split: ``python -m fast.evaluate [--model RUN_DIR_OR_NPZ] [--help]``.
 
 The images are chosen and prepared as the trainer did for the run (same ``--limit`` subset,
 same seed and validation carving, the model's stored mean/std and threshold), so on the test
@@ -13,13 +13,14 @@ import numpy as np
 
 from fast import data as xray_data
 from fast import metrics
-from fast.cli import one_line_warnings, open_classifier
+from fast.cli import MODEL_HELP, one_line_warnings, open_classifier
 from fast.config import TrainConfig
 
 SPLITS = ("test", "val", "train")
 
-DESCRIPTION = """Recompute the metric table of a saved model on one split of the chest X-ray data,
-at the decision threshold stored in the model, and print it as the trainer does.
+DESCRIPTION = """Recompute the metric table of a saved model (by default the shipped one) on one
+split of the chest X-ray data, at the decision threshold stored in the model, and print it as the
+trainer does.
 
 With a run directory, the data folder, --limit, --seed and --val-fraction default to the
 run's config.json, so the same images are scored as in training: the test numbers equal
@@ -47,17 +48,38 @@ def _run_config(model_path):
     return json.loads(config.read_text()) if config.is_file() else {}
 
 
+# Figures recomputed in another order of float operations (other batches, BLAS on other threads)
+# differ from the stored ones in their last digits: beyond this relative difference they differ.
+SAME_FIGURE_RTOL = 1e-6
+
+
 def _differences(ours, stored):
-    """Keys whose values differ between two binary_metrics dicts."""
+    """Keys whose values differ between two binary_metrics dicts: counts exactly, floats by
+    more than SAME_FIGURE_RTOL of their size."""
     return [k for k in ours if k in stored and ours[k] != stored[k]
-            and not (isinstance(ours[k], float) and np.isclose(ours[k], stored[k], rtol=0, atol=1e-12))]
+            and not (isinstance(ours[k], float)
+                     and np.isclose(ours[k], stored[k], rtol=SAME_FIGURE_RTOL, atol=1e-12))]
+
+
+def _no_val_split(model_path):
+    """Why an ensemble of fold models cannot be scored on a validation split, naming the run's
+    files of held-out figures only where they exist."""
+    folder = Path(model_path).parent
+    predictions, figures = folder / "val_predictions.npz", folder / "metrics.json"
+    found = []
+    if predictions.is_file():
+        found.append(f"its out-of-fold predictions are in {predictions}")
+    if figures.is_file():
+        found.append(f"its out-of-fold figures in {figures}")
+    return (f"{model_path} is an ensemble of fold models that together saw every training image: it "
+            "has no validation split" + (f"; {', and '.join(found)}" if found else ""))
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fast.evaluate", description=DESCRIPTION,
+                                     allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", metavar="RUN_DIR_OR_NPZ", default=None,
-                        help="a run directory or a model .npz (default: the newest run under runs/)")
+    parser.add_argument("--model", metavar="RUN_DIR_NPZ_OR_LATEST", default=None, help=MODEL_HELP)
     parser.add_argument("--data", metavar="PATH", default=None,
                         help="data folder holding train/ and test/ (default: the run's config.json, "
                              "else $XRAY_DATA, else data/chest_xray)")
@@ -93,12 +115,12 @@ def main(argv=None):
     limit = setting("limit")
     folded = (config.get("folds") or 1) > 1 or len(classifier.members) > 1
     if folded and args.split == "val":
-        print(f"error: {model_path} is an ensemble of fold models that together saw every training "
-              "image: it has no validation split; its out-of-fold predictions are in "
-              "val_predictions.npz beside it, and the figures in metrics.json", file=sys.stderr)
+        print(f"error: {_no_val_split(model_path)}", file=sys.stderr)
         return 1
     try:
         root = xray_data.resolve_data_root(args.data if args.data is not None else config.get("data"))
+        # the images are decoded first (a while without a cache): say that the work began
+        print(f"scoring the {args.split} split of {root}", file=sys.stderr, flush=True)
         with one_line_warnings():
             images, y, _ = split_images(root, args.split, classifier.image_size, limit=limit,
                                         seed=setting("seed", TrainConfig.seed),

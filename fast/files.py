@@ -7,6 +7,7 @@ old file or the new one, never half of one, and the temporary file is removed on
 import os
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,41 @@ def atomic_open(path, mode="wb"):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def folder_problem(path):
+    """Why files cannot be written into the folder ``path`` (made if missing), in words, or None.
+
+    For a command to refuse a bad target before its work, not after: ``path`` exists and is
+    not a folder, or the nearest existing folder above it is a file or cannot be written to.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} exists and is not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
+    above = path.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        return f"cannot make the folder {path}: {above} is not a folder"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"cannot make the folder {path}: {above} is not writable"
+    return None
+
+
+def file_problem(path):
+    """Why the file ``path`` cannot be written, in words, or None: it is a folder, or its
+    folder does not exist or cannot be written to."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder"
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        return f"cannot write {path}: its folder does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write {path}: its folder is not writable"
+    return None
 
 
 def atomic_write_text(path, text):

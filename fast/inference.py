@@ -58,6 +58,23 @@ class Classifier:
     def image_size(self):
         return self.model.arch.input_shape[1]
 
+    @property
+    def shipped(self):
+        """Whether this is the model shipped with the project (models/, see its card)."""
+        return self.path is not None and Path(self.path).resolve() == Path(SHIPPED_MODEL).resolve()
+
+    def describe(self):
+        """Which model answers, in one line: its file, input size, threshold, members, views."""
+        where = "a model in memory" if self.path is None else str(self.path)
+        members = len(self.members)
+        return (f"{where}{' (the shipped model)' if self.shipped else ''}: "
+                f"{self.image_size}x{self.image_size} px input, threshold {self.threshold:.4f}, "
+                f"{'one network' if members == 1 else f'an ensemble of {members} networks'}, "
+                f"{len(self.zooms)} test-time view{'s' if len(self.zooms) != 1 else ''}")
+
+    def __repr__(self):
+        return f"<Classifier {self.describe()}>"
+
     def read(self, path):
         """One image file -> (S, S) float32 in [0, 1]. Raises ImageError naming the file."""
         return read_xray(path, self.image_size)
@@ -123,18 +140,25 @@ class Classifier:
         return logits, maps
 
     def saliency(self, inputs):
-        """Grad-CAM maps for paths or images (see ``images``) -> (N, h, w) in [0, 1]."""
+        """Grad-CAM maps for paths or images (see ``images``) -> (N, h, w) in [0, 1], each
+        peaking at its image's P(pneumonia) (see ``grad_cam``)."""
         return self.grad_cam(self.images(inputs))
 
-    def grad_cam(self, images):
+    def grad_cam(self, images, probability=None):
         """Grad-CAM of the PNEUMONIA-vs-NORMAL log-odds at the last conv layer.
 
-        -> (N, h, w) float64 maps in [0, 1], h, w the last conv layer's size. A member's map
-        is the ReLU of its activations weighted by their mean gradient per channel; an
-        ensemble's is the mean of its members' maps. Each map is divided by its maximum; it is
-        all zero where nothing speaks for pneumonia.
+        images: (N, S, S) in [0, 1]; probability: their P(pneumonia) (N,), computed when not
+        given. -> (N, h, w) float64 maps in [0, 1], h, w the last conv layer's size. A member's
+        map is the ReLU of its activations weighted by their mean gradient per channel; an
+        ensemble's is the mean of its members' maps. Each map is scaled so that its peak is its
+        image's P(pneumonia): the shape says where the evidence lies, the brightness how strong
+        it is, so an X-ray the model finds healthy shows no bright spot (scaled to its own
+        maximum, every map would have one). All zero where nothing speaks for pneumonia.
         """
         x = self.prepare(images)
+        probability = self.probability(images) if probability is None else np.asarray(probability, np.float64)
+        if probability.shape != (len(x),):
+            raise ValueError(f"need one probability per image ({len(x)}), got shape {probability.shape}")
         cams = []
         for member in self.members:
             activation, gradient, _ = member.last_conv_gradient(x, _LOG_ODDS)
@@ -142,7 +166,8 @@ class Classifier:
             cams.append(np.maximum((weights * activation.astype(np.float64)).sum(axis=1), 0))
         cam = np.mean(cams, axis=0)  # (N, h, w)
         peak = cam.max(axis=(1, 2), keepdims=True)
-        return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
+        unit = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)  # each peak at 1
+        return unit * np.clip(probability, 0, 1)[:, None, None]
 
     def predict_files(self, paths, progress=False, keep_images=True, chunk=256):
         """Predict each file -> (results, images), in the order of ``paths``.
@@ -184,28 +209,34 @@ def _reason(err, path):
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
+LATEST = "latest"  # the name that asks for the newest run under runs/
+
+
 def find_model(spec=None, runs_dir=RUNS_DIR, shipped=None):
-    """The model file meant by ``spec`` (a run directory or a .npz); without ``spec`` the
-    newest ``runs_dir/*/model.npz`` (by modification time), else the shipped model
-    (``shipped``, by default SHIPPED_MODEL). Raises ModelFileError when there is none."""
-    shipped = SHIPPED_MODEL if shipped is None else Path(shipped)
-    if spec is not None:
-        path = Path(spec)
-        return path / MODEL_FILE if path.is_dir() else path
-    runs_dir = Path(runs_dir)
-    candidates = sorted(runs_dir.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
-    if candidates:
-        return candidates[-1]
-    if shipped.is_file():
+    """The model file meant by ``spec``: None, the shipped model (``shipped``, by default
+    SHIPPED_MODEL); "latest", the newest ``runs_dir/*/model.npz`` (by modification time); a run
+    directory, its model.npz; anything else, the file it names. A training run never replaces
+    the shipped model unless asked for. Raises ModelFileError when there is none."""
+    if spec is None:
+        shipped = SHIPPED_MODEL if shipped is None else Path(shipped)
+        if not shipped.is_file():
+            raise ModelFileError(f"the shipped model {shipped} is missing; name a run directory or a "
+                                 f"model file (--model), or {LATEST!r} for the newest run under {runs_dir}/")
         return shipped
-    raise ModelFileError(f"no trained model found: {runs_dir.resolve()} holds no run with a "
-                         f"{MODEL_FILE} and the shipped model {shipped} is missing; train one "
-                         "(python -m fast.train) or pass --model")
+    if str(spec) == LATEST:
+        runs_dir = Path(runs_dir)
+        candidates = sorted(runs_dir.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise ModelFileError(f"{LATEST!r}: {runs_dir.resolve()} holds no finished run (no "
+                                 f"*/{MODEL_FILE}); train one (python -m fast.train) or name a model")
+        return candidates[-1]
+    path = Path(spec)
+    return path / MODEL_FILE if path.is_dir() else path
 
 
 def load_classifier(path=None):
-    """A model -> Classifier: ``path`` a model file or a run directory; None: the newest run
-    under runs/, else the shipped model (``find_model``). Refuses (ModelFileError) a file
+    """A model -> Classifier: ``path`` a model file or a run directory; None: the shipped model;
+    "latest": the newest run under runs/ (``find_model``). Refuses (ModelFileError) a file
     without the preprocessing record, or one that is not a one-channel, two-class classifier
     of square images."""
     path = find_model(path)

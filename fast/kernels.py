@@ -11,8 +11,11 @@
 - **2x2 max-pooling** as two pairwise maxima over flat memory, in cache-sized blocks, with the
   ReLU optionally fused in; other windows take a general path over kernel offsets.
 - **Threads**: NumPy's element-wise passes run on one core and release the GIL, so the big ones
-  are split between the cores (``split_work``); so are the GEMMs (``gemm``, ``summed_gemm``)
-  once ``runtime.configure_process`` has set BLAS to one thread; otherwise BLAS splits them.
+  are split between the cores (``split_work``); so are the GEMMs (``gemm``, ``summed_gemm``,
+  ``thin_product``) where BLAS runs on one thread: inside ``runtime.kernel_threads()``, which
+  every pass of a network enters, or after ``runtime.configure_process``. Elsewhere (a layer
+  function called on its own) BLAS's threads split them, and the project's threads leave them
+  whole, so that the two never run side by side.
 
 Every function here computes exactly what its docstring says, for any shape it accepts; which
 path runs is an optimisation, and the tests draw each path on purpose against ``reference``.
@@ -288,10 +291,10 @@ def col2im_keeping_size(cols, x_shape, kh, kw, pad):
 def gemm(a, b):
     """a @ b: (M, K) x (K, N) -> (M, N), for the big products of a step.
 
-    After ``runtime.configure_process`` BLAS runs on one thread and the product is split here
-    between the cores: by columns of the result when it is wide (each thread one block of b's
-    columns), else by rows. Each element is the same dot product either way. Otherwise BLAS's
-    own threads split it.
+    Where BLAS runs on one thread (``runtime.splits_gemms``) the product is split here between
+    the cores: by columns of the result when it is wide (each thread one block of b's columns),
+    else by rows. Each element is the same dot product either way. Otherwise BLAS's own threads
+    split it.
     """
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     if not runtime.splits_gemms():
@@ -308,8 +311,8 @@ def gemm(a, b):
 def summed_gemm(a, b, run=None):
     """a @ b for a long inner dimension: (M, P) x (P, N) -> (M, N), a sum over P.
 
-    After ``runtime.configure_process`` each thread takes a range of P and the threads'
-    partial products are added (float round-off apart, the same sum); ``run`` cuts each range
+    Where BLAS runs on one thread (``runtime.splits_gemms``) each thread takes a range of P
+    and the threads' partial products are added (float round-off apart, the same sum); ``run`` cuts each range
     further into products over ``run`` positions (a tiny result, which OpenBLAS runs slowly in
     one long call).
     """
@@ -345,9 +348,9 @@ def weight_gradient(cols, dout_mat):
 
 def thin_product(a, b):
     """a @ b; for a tiny a (a first layer's weights), over runs of b's columns, split between
-    the cores. OpenBLAS takes such short products on its path for small matrices, which
-    writes the result once, where one big call first zeroes it and then has its threads hand
-    work to each other."""
+    the cores where BLAS runs on one thread (``runtime.splits_gemms``). OpenBLAS takes such
+    short products on its path for small matrices, which writes the result once, where one big
+    call first zeroes it and then has its threads hand work to each other."""
     if a.size > SMALL_WEIGHTS:
         return gemm(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
@@ -357,7 +360,10 @@ def thin_product(a, b):
         for r in range(lo, hi):
             np.matmul(a, b[:, r * RUN:(r + 1) * RUN], out=out[:, r * RUN:(r + 1) * RUN])
 
-    split_work(job, runs, out.size)
+    if runtime.splits_gemms():
+        split_work(job, runs, out.size)
+    else:  # BLAS's threads are there: the project's would only fight them for the cores
+        job(0, runs)
     return out
 
 

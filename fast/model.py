@@ -15,6 +15,7 @@ import fast.layers
 import reference.layers
 from contract import conv_output_size
 from fast import distributed
+from fast.runtime import kernel_threads
 from fast.augment import zoomed
 from fast.config import TrainConfig
 from fast.files import atomic_savez
@@ -102,6 +103,9 @@ class ConvNet:
     x: (N, C, H, W) -> logits: (N, num_classes). ``params`` holds what training changes;
     ``buffers`` the batch-norm running statistics, which training mode updates and evaluation
     mode uses. Forward passes run in evaluation mode unless asked for training mode.
+
+    Every pass runs inside ``runtime.kernel_threads()`` (BLAS on one thread while the kernels
+    split the work between the cores), entered once per call, not per layer.
     """
 
     def __init__(self, arch=Architecture(), impl="fast", seed=0, dtype=np.float32):
@@ -156,6 +160,7 @@ class ConvNet:
         for k, v in self.state().items():
             v[...] = arrays[k]
 
+    @kernel_threads()
     def forward(self, x, training=False, rng=None, feature_maps=None, group=None):
         """x: (N, C, H, W) -> (logits (N, num_classes), caches for ``backward``).
 
@@ -205,6 +210,7 @@ class ConvNet:
         logits, caches["fc2"] = L.affine_forward(x, p["fc2_w"], p["fc2_b"])
         return logits, caches
 
+    @kernel_threads()
     def backward(self, dlogits, caches, need_dx=False):
         """dlogits: (N, num_classes) -> (grads with the keys of ``params``, dx (N, C, H, W)).
 
@@ -251,6 +257,7 @@ class ConvNet:
             d, grads[f"bn{k}_gamma"], grads[f"bn{k}_beta"] = backward(d, bn_cache)
         return d
 
+    @kernel_threads()
     def last_conv_gradient(self, x, direction):
         """What Grad-CAM needs: the last conv layer's activations and the gradient there.
 
@@ -266,6 +273,7 @@ class ConvNet:
         d = self._backward_to_activation(len(caches["convs"]), d, caches)
         return maps[-1], d, logits
 
+    @kernel_threads()
     def loss(self, x, y, class_weights=None, rng=None):
         """Training mode: the batch's softmax cross-entropy and its gradients -> (loss, grads).
 
@@ -275,6 +283,7 @@ class ConvNet:
         grads, _ = self.backward(dlogits, caches)
         return float(loss), grads
 
+    @kernel_threads()
     def predict_logits(self, x, batch_size=32):
         """Evaluation mode: logits (N, num_classes) in batches, the last partial batch included."""
         parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
@@ -284,6 +293,7 @@ class ConvNet:
         """Evaluation mode: class probabilities (N, num_classes), float64, in batches."""
         return softmax(self.predict_logits(x, batch_size).astype(np.float64))
 
+    @kernel_threads()
     def input_gradient(self, x, target_class):
         """d logit[target_class] / d x for each image, in evaluation mode: saliency.
         x: (N, C, H, W) -> (N, C, H, W)."""

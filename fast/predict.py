@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fast.cli import open_classifier
+from fast.cli import MODEL_HELP, open_classifier
 from fast.data import find_images
-from fast.files import atomic_write_text
-from fast.inference import MODEL_FILE, RUNS_DIR, SHIPPED_MODEL
+from fast.files import atomic_write_text, file_problem, folder_problem
 
 DESCRIPTION = """Say whether chest X-rays show pneumonia, with a trained model.
 
@@ -24,11 +23,16 @@ or with alpha, and DICOM, recognised by its content) prints its path, P(pneumoni
 and the label at the model's stored decision threshold (PNEUMONIA when the probability is >= the
 threshold). A PATH that is a folder stands for every image under it, sub-folders included. A
 file that cannot be read gets an error line instead; the other files are still predicted, and
-the exit status is 1. A model that cannot be loaded stops the command with exit status 2."""
+the exit status is 1. A model that cannot be loaded, or a --csv or --saliency target that
+cannot be written, stops the command before any work with exit status 2.
+
+The model is the shipped one (models/MODEL_CARD.md) unless --model names another; which model
+answers (its file, input size, threshold, networks and views) is said on stderr."""
 
 EPILOG = """examples:
   python -m fast.predict scan1.jpeg scan2.dcm
   python -m fast.predict --model runs/20240101-120000 --json xrays/*.jpeg
+  python -m fast.predict --model latest scan1.jpeg           # the newest run under runs/
   python -m fast.predict --csv results.csv studies/          # a folder, searched recursively
   python -m fast.predict --saliency heatmaps/ scan1.jpeg"""
 
@@ -80,14 +84,14 @@ def write_saliency(results, images, classifier, out_dir):
     good = [r for r in results if "error" not in r]
     if not good:
         return
-    cams = classifier.grad_cam(np.stack(images))
+    cams = classifier.grad_cam(np.stack(images), [r["probability"] for r in good])
     taken = set()
     for result, cam in zip(good, cams):
         xray = report.display_image(result["path"])
         out = _unique_png(out_dir, result["path"], taken)
         title = (f"{Path(result['path']).name}\nP(pneumonia) = {result['probability']:.3f}, "
                  f"predicted {result['label']} (threshold {classifier.threshold:.3f})")
-        report.save_saliency_overlay(out, xray, cam, title)
+        report.save_saliency_overlay(out, xray, cam, title, classifier.image_size)
         result["saliency"] = str(out)
 
 
@@ -95,14 +99,11 @@ def write_saliency(results, images, classifier, out_dir):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fast.predict", description=DESCRIPTION,
-                                     epilog=EPILOG,
+                                     epilog=EPILOG, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="PATH",
                         help="chest X-ray image files, or folders of them (searched recursively)")
-    parser.add_argument("--model", metavar="RUN_DIR_OR_NPZ", default=None,
-                        help="a run directory (its model.npz is used) or a model .npz file; "
-                             f"default: the newest run under {RUNS_DIR}/ that has a {MODEL_FILE}, "
-                             f"else the shipped model (models/{SHIPPED_MODEL.name})")
+    parser.add_argument("--model", metavar="RUN_DIR_NPZ_OR_LATEST", default=None, help=MODEL_HELP)
     parser.add_argument("--csv", metavar="FILE", default=None,
                         help="also write one row per file to FILE: " + ",".join(CSV_FIELDS))
     parser.add_argument("--json", action="store_true",
@@ -110,7 +111,8 @@ def parse_args(argv=None):
                              '({"path", "error"} for a file that cannot be read)')
     parser.add_argument("--saliency", metavar="OUT_DIR", default=None,
                         help="also write a Grad-CAM heat map over each X-ray as "
-                             "OUT_DIR/<name>.saliency.png (red: regions that raise P(pneumonia))")
+                             "OUT_DIR/<name>.saliency.png (where the evidence for pneumonia lies, "
+                             "its peak as bright as P(pneumonia) is high)")
     return parser.parse_args(argv)
 
 
@@ -120,28 +122,33 @@ def format_result(result):
     return f"{result['path']}  {result['probability']:.4f}  {result['label']}"
 
 
+def target_problem(args):
+    """Why --csv or --saliency cannot be written, in words, or None: checked before any work."""
+    for flag, value, problem in (("--csv", args.csv, file_problem),
+                                 ("--saliency", args.saliency, folder_problem)):
+        found = value is not None and problem(value)
+        if found:
+            return f"{flag}: {found}"
+    return None
+
+
 def main(argv=None):
     args = parse_args(argv)
+    problem = target_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     classifier = open_classifier(args.model)
     if classifier is None:
-        return 2
-    if args.model is not None:
-        how = ""
-    elif classifier.path == SHIPPED_MODEL:
-        how = " (the shipped model; choose another with --model)"
-    else:
-        how = " (newest run; choose another with --model)"
-    print(f"model {classifier.path}{how}, threshold {classifier.threshold:.4f}", file=sys.stderr)
-
-    if args.csv is not None and not Path(args.csv).resolve().parent.is_dir():
-        print(f"error: cannot write {args.csv}: its folder does not exist", file=sys.stderr)
         return 2
     files = expand(args.images)
     if not files:
         print("error: no image files found in " + ", ".join(args.images), file=sys.stderr)
         return 1
-    results, images = classifier.predict_files(files, progress=len(files) >= PROGRESS_FROM
-                                               and sys.stderr.isatty(),
+    many, bar = len(files) >= PROGRESS_FROM, sys.stderr.isatty()
+    if many and not bar:  # no progress bar where stderr is not a terminal: say that work began
+        print(f"predicting {len(files)} files", file=sys.stderr, flush=True)
+    results, images = classifier.predict_files(files, progress=many and bar,
                                                keep_images=args.saliency is not None)
     if args.saliency is not None:
         write_saliency(results, images, classifier, args.saliency)

@@ -1,9 +1,11 @@
-"""Pictures of a training run: ``python -m fast.report RUN_DIR [--data PATH]``.
+"""Pictures of a training run or a model file: ``python -m fast.report RUN_DIR_OR_MODEL [--help]``.
 
 ``make_report`` reads a run directory (config.json, history.csv, metrics.json, model.npz,
-test_predictions.npz) and writes PNGs next to them: training curves, the first layer's
-filters, feature maps, the test ROC curve, the confusion matrix and Grad-CAM saliency.
-The pictures that show X-rays need the data folder; without it they are skipped with a note.
+test_predictions.npz) and writes PNGs next to them (or into ``out_dir``): training curves, the
+first layer's filters, feature maps, the test ROC curve, the confusion matrix, the reliability
+diagram and Grad-CAM saliency. The pictures that show X-rays need the data folder; without it
+they are skipped with a note. ``report_model`` does the same for a model file alone (the shipped
+one, say): it scores the test split itself and draws every picture but the training curves.
 
 This is the only module that imports matplotlib (headless, Agg backend).
 """
@@ -21,8 +23,8 @@ from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
 from fast import metrics
-from fast.data import CLASS_NAMES, DataError, ImageError, read_xray, resolve_data_root
-from fast.files import atomic_open
+from fast.data import CLASS_NAMES, DataError, ImageError, load_splits, read_xray, resolve_data_root
+from fast.files import atomic_open, folder_problem
 from fast.framing import LIMITS as FRAMING_LIMITS
 from fast.inference import load_classifier
 from fast.model import ModelFileError
@@ -268,13 +270,18 @@ def plot_confusion(y, prob, threshold, path, names=CLASS_NAMES):
     return _save(fig, path)
 
 
-def plot_reliability(curves, path):
+def plot_reliability(curves, path, threshold=None):
     """Reliability diagram: per bin of P(pneumonia), the share of PNEUMONIA against the mean
     probability, for each split in ``curves`` ({name: (y, prob)}); a calibrated model lies on
-    the diagonal. Bars show how many X-rays each bin holds."""
+    the diagonal. Bars show how many X-rays each bin holds; a vertical line marks the decision
+    ``threshold`` (PNEUMONIA at and right of it)."""
     fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(6.4, 7.6), sharex=True,
                                        gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfectly calibrated")
+    if threshold is not None:
+        for axis in (ax, ax_count):
+            axis.axvline(threshold, color="tab:red", linestyle="--", linewidth=1.2, zorder=1,
+                         label=f"threshold {threshold:.3f}: PNEUMONIA to the right" if axis is ax else None)
     width = 1 / 15
     for k, (name, (y, prob)) in enumerate(curves.items()):
         curve = metrics.reliability_curve(y, prob, bins=15)
@@ -313,16 +320,24 @@ def _overlay(ax, xray, cam):
 def _saliency_colorbar(fig, ax):
     mappable = cm.ScalarMappable(norm=Normalize(0, 1), cmap=SALIENCY_CMAP)
     fig.colorbar(mappable, ax=ax, shrink=0.7,
-                 label="Grad-CAM: evidence for PNEUMONIA\n(relative to the image's maximum)")
+                 label="Grad-CAM: where the evidence for PNEUMONIA lies\n"
+                       "(each map peaks at its X-ray's P(pneumonia))")
 
 
-def save_saliency_overlay(path, xray, cam, title):
-    """One X-ray beside its Grad-CAM overlay, as a PNG. xray: (H, W) in [0, 1]; cam: (h, w)."""
+def seen_as(display_size, model_size, sep="\n"):
+    """What an X-ray in a picture is: shown at one size, seen by the model at another."""
+    return (f"X-ray squared, shown at {display_size}x{display_size};{sep}"
+            f"the model sees it at {model_size}x{model_size} pixels")
+
+
+def save_saliency_overlay(path, xray, cam, title, model_size):
+    """One X-ray beside its Grad-CAM overlay, as a PNG. xray: (H, W) in [0, 1], as shown;
+    cam: (h, w) (``Classifier.grad_cam``); model_size: the side of the model's input."""
     fig, (ax_plain, ax_cam) = plt.subplots(1, 2, figsize=(9.5, 5.0), layout="constrained")
     ax_plain.imshow(xray, cmap="gray", vmin=0, vmax=1)
     ax_plain.set_xticks([])
     ax_plain.set_yticks([])
-    ax_plain.set_xlabel("X-ray (squared, as the model sees it)")
+    ax_plain.set_xlabel(seen_as(xray.shape[0], model_size))
     _overlay(ax_cam, xray, cam)
     ax_cam.set_xlabel("Grad-CAM over the X-ray")
     _saliency_colorbar(fig, [ax_plain, ax_cam])
@@ -333,13 +348,14 @@ def save_saliency_overlay(path, xray, cam, title):
 def plot_saliency(classifier, cases, path):
     """Grad-CAM of a few test X-rays, one row per kind (TP, FP, FN): X-ray, then overlay.
 
-    cases: {kind: [(caption, model-input image, display image), ...]}.
+    cases: {kind: [(caption, model-input image, display image, P(pneumonia)), ...]}.
     """
     cols = 2 * SALIENCY_PER_KIND
     fig, axes = plt.subplots(len(cases), cols, figsize=(2.7 * cols + 1.3, 3.1 * len(cases) + 0.8),
                              squeeze=False, layout="constrained")
     for row, (kind, items) in zip(axes, cases.items()):
-        cams = classifier.grad_cam(np.stack([i[1] for i in items])) if items else []
+        cams = (classifier.grad_cam(np.stack([i[1] for i in items]), [i[3] for i in items])
+                if items else [])
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -351,7 +367,7 @@ def plot_saliency(classifier, cases, path):
                 ax_plain.text(0.05, 0.5, "none in the test split" if k == 0 else "", fontsize=10,
                               transform=ax_plain.transAxes, va="center")
                 continue
-            caption, _, display = items[k]
+            caption, _, display, _ = items[k]
             ax_plain.imshow(display, cmap="gray", vmin=0, vmax=1)
             ax_plain.set_title(f"true {caption}", fontsize=8.5)
             _overlay(ax_cam, display, cams[k])
@@ -360,7 +376,8 @@ def plot_saliency(classifier, cases, path):
     _saliency_colorbar(fig, axes)
     fig.suptitle("Where the network sees pneumonia: Grad-CAM at the last conv layer,\n"
                  "for test X-rays it got right (true positives) and wrong (false positives, "
-                 "false negatives)", fontsize=12)
+                 f"false negatives)\n{seen_as(SALIENCY_SIZE, classifier.image_size, sep=' ')}",
+                 fontsize=12)
     return _save(fig, path)
 
 
@@ -397,35 +414,37 @@ def _most_confident(indices, score):
     return indices[np.argsort(-score[indices], kind="stable")]
 
 
-def make_report(run_dir, data_root=None, log=print):
+def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=None):
     """(Re)draw every picture of the run in ``run_dir`` -> list of the PNG paths written.
 
-    The data folder (for the pictures showing X-rays) is ``data_root``, else config.json's
-    ``data``, else the default; when it cannot be found, those pictures are skipped with a note.
-    Raises ReportError (or ModelFileError) when the run directory lacks a file it needs.
+    Into ``out_dir`` (made if missing), by default the run directory itself. ``classifier``:
+    the run's model.npz, when the caller has loaded it already. The data folder
+    (for the pictures showing X-rays) is ``data_root``, else config.json's ``data``, else the
+    default; when it cannot be found, those pictures are skipped with a note. Raises
+    ReportError (or ModelFileError) when the run directory lacks a file it needs.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory")
     missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
     if missing:
+        models = sorted(run_dir.glob("*.npz")) if "model.npz" in missing else []
+        if models:
+            raise ReportError(f"{run_dir} is not a run directory; for a model file, name it: "
+                              f"python -m fast.report {models[0]} --out DIR")
         raise ReportError(f"{run_dir}: not a finished run (missing {', '.join(missing)}); "
                           "pictures are drawn once training has finished")
+    out_dir = run_dir if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads((run_dir / "metrics.json").read_text())
-    classifier = load_classifier(run_dir / "model.npz")
+    classifier = load_classifier(run_dir / "model.npz") if classifier is None else classifier
     threshold = float(results.get("threshold", classifier.threshold))
     best_epoch = int(results.get("best_epoch") or 0)  # none for a K-fold run: no epoch was chosen
     with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as stored:
         prob, y, paths = stored["probability"], stored["label"].astype(np.int64), stored["paths"]
-    names = classifier.class_names
 
-    written = [
-        plot_training_curves(read_history(run_dir / "history.csv"), best_epoch,
-                             run_dir / PICTURES["curves"]),
-        plot_filters(classifier.model, run_dir / PICTURES["filters"]),
-        plot_roc(y, prob, threshold, run_dir / PICTURES["roc"]),
-        plot_confusion(y, prob, threshold, run_dir / PICTURES["confusion"], names),
-    ]
+    written = [plot_training_curves(read_history(run_dir / "history.csv"), best_epoch,
+                                    out_dir / PICTURES["curves"])]
     curves = {}
     for split in ("val", "test"):
         stored_path = run_dir / f"{split}_predictions.npz"
@@ -434,20 +453,67 @@ def make_report(run_dir, data_root=None, log=print):
             name = classifier.metadata.get("held_out", "validation") if split == "val" else split
             with np.load(stored_path, allow_pickle=False) as stored_split:
                 curves[name] = (stored_split["label"].astype(np.int64), stored_split["probability"])
-    written.append(plot_reliability(curves, run_dir / PICTURES["reliability"]))
     if results.get("framing"):
-        written.append(plot_framing(results["framing"], run_dir / PICTURES["framing"],
-                                    classifier.metadata.get("held_out", "held-out") + " X-rays", names))
+        written.append(plot_framing(results["framing"], out_dir / PICTURES["framing"],
+                                    classifier.metadata.get("held_out", "held-out") + " X-rays",
+                                    classifier.class_names))
+    written += _draw_model_pictures(classifier, curves, (y, prob, paths), threshold,
+                                    _data_root(run_dir, data_root), out_dir, log)
+    for path in written:
+        log(f"wrote {path}")
+    return written
 
-    root = _data_root(run_dir, data_root)
+
+def score_test_split(classifier, data_root=None, cache_dir=None, progress=False):
+    """The classifier's P(pneumonia) on the test split of ``data_root`` (else $XRAY_DATA, else
+    the default; DataError when there is none) -> (y, probability, paths, the data folder)."""
+    root = resolve_data_root(data_root)
+    splits, _ = load_splits(root, ("test",), classifier.image_size, cache_dir=cache_dir, progress=progress)
+    images, y, paths = splits["test"]
+    return y, classifier.probability(images), np.array(paths), root
+
+
+def report_model(classifier, out_dir, data_root=None, log=print, cache_dir=None, progress=False):
+    """The pictures of a model file alone (no run directory: the shipped model, say): scores
+    the test split, prints its metric table (the figures of the model's card) and draws every
+    picture but the training curves into ``out_dir`` -> (PNG paths written, test metrics).
+
+    The reliability diagram has the test split only: a model file keeps no held-out
+    predictions. Raises DataError when the data folder cannot be found.
+    """
+    out_dir = Path(out_dir)
+    y, prob, paths, root = score_test_split(classifier, data_root, cache_dir, progress)
+    scored = metrics.scored(y, prob, classifier.threshold)
+    log(f"test split of {root}: {scored['n']} images, threshold {classifier.threshold:.4f}")
+    log(metrics.format_metrics_table({"test": scored}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = _draw_model_pictures(classifier, {"test": (y, prob)}, (y, prob, paths), classifier.threshold,
+                                   root, out_dir, log)
+    for path in written:
+        log(f"wrote {path}")
+    return written, scored
+
+
+def _draw_model_pictures(classifier, curves, test, threshold, root, out_dir, log):
+    """The pictures of a model and its test predictions ``test`` = (y, prob, paths): filters,
+    ROC, confusion matrix, reliability (of ``curves``), and, when the X-rays can be read under
+    ``root``, feature maps and Grad-CAM -> the PNG paths written."""
+    y, prob, paths = test
+    names = classifier.class_names
+    written = [
+        plot_filters(classifier.model, out_dir / PICTURES["filters"]),
+        plot_roc(y, prob, threshold, out_dir / PICTURES["roc"]),
+        plot_confusion(y, prob, threshold, out_dir / PICTURES["confusion"], names),
+        plot_reliability(curves, out_dir / PICTURES["reliability"], threshold),
+    ]
     size = classifier.image_size
 
     def examples(indices, count):
-        """(caption, model-input image, display image) of up to ``count`` readable X-rays."""
+        """(caption, model-input image, display image, P) of up to ``count`` readable X-rays."""
         items = []
         for i, file, image in _readable(indices, paths, root, size, count):
             caption = f"{names[y[i]]} {file.name}\nP(pneumonia) = {prob[i]:.3f}"
-            items.append((caption, image, display_image(file)))
+            items.append((caption, image, display_image(file), float(prob[i])))
         return items
 
     # Margin from the threshold, negative when wrong: each class's clearest case comes first.
@@ -455,7 +521,8 @@ def make_report(run_dir, data_root=None, log=print):
     pair = (examples(_most_confident(np.flatnonzero(y == 0), margin), 1)
             + examples(_most_confident(np.flatnonzero(y == 1), margin), 1))
     if len(pair) == 2:
-        written.append(plot_feature_maps(classifier, pair, run_dir / PICTURES["features"]))
+        written.append(plot_feature_maps(classifier, [item[:3] for item in pair],
+                                         out_dir / PICTURES["features"]))
         positive = prob >= threshold
         cases = {
             "true positives": _most_confident(np.flatnonzero((y == 1) & positive), prob),
@@ -463,30 +530,75 @@ def make_report(run_dir, data_root=None, log=print):
             "false negatives": _most_confident(np.flatnonzero((y == 1) & ~positive), -prob),
         }
         cases = {kind: examples(idx, SALIENCY_PER_KIND) for kind, idx in cases.items()}
-        written.append(plot_saliency(classifier, cases, run_dir / PICTURES["saliency"]))
+        written.append(plot_saliency(classifier, cases, out_dir / PICTURES["saliency"]))
     else:
         where = root if root is not None else "no data folder found"
         log(f"note: the test X-rays cannot be read ({where}); skipped {PICTURES['features']} and "
             f"{PICTURES['saliency']} (pass --data PATH)")
-    for path in written:
-        log(f"wrote {path}")
     return written
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m fast.report",
-        description="Draw the pictures of a finished training run (training curves, first-layer "
-                    "filters, feature maps, test ROC curve, confusion matrix, Grad-CAM saliency) "
-                    "as PNG files in the run directory.")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by python -m fast.train")
+DESCRIPTION = """Draw the pictures of a finished training run, or of a model file alone, as PNG files.
+
+A run directory: training curves, first-layer filters, feature maps, the test ROC curve, the
+confusion matrix, the reliability diagram and Grad-CAM saliency, from the run's own files, into
+the run directory (or --out DIR).
+
+A model file (the shipped models/pneumonia_cnn.npz, say): the test split is scored first and
+its metric table printed (the test figures of the model's card); then every picture but the
+training curves goes into --out DIR."""
+
+EPILOG = """examples:
+  python -m fast.report runs/20240101-120000
+  python -m fast.report models/pneumonia_cnn.npz --out report/shipped"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fast.report", description=DESCRIPTION, epilog=EPILOG,
+                                     allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", metavar="RUN_DIR_OR_MODEL",
+                        help="a run directory written by python -m fast.train, or a model .npz file")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where the pictures go (made if missing); default: the run directory. "
+                             "Needed for a model file")
     parser.add_argument("--data", metavar="PATH", default=None,
-                        help="chest X-ray data folder, for the pictures that show X-rays "
-                             "(default: the run's config.json, else $XRAY_DATA, else data/chest_xray)")
-    args = parser.parse_args(argv)
+                        help="chest X-ray data folder, for the test split and the pictures that show "
+                             "X-rays (default: the run's config.json, else $XRAY_DATA, else data/chest_xray)")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None,
+                        help="a model file: reuse/store the decoded test images there (default: no cache)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    target = Path(args.target)
+    model_file = target.is_file()
+    problem = None
+    if not target.exists():
+        print(f"error: {target}: no such run directory or model file", file=sys.stderr)
+        return 1
+    if model_file and args.out is None:
+        problem = f"a model file's pictures need --out DIR (they do not go beside {target})"
+    elif args.out is not None:
+        problem = folder_problem(args.out)
+        problem = problem and f"--out: {problem}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        make_report(args.run_dir, args.data)
-    except (ReportError, ModelFileError) as err:
+        if not model_file:
+            run_model = target / "model.npz"
+            classifier = load_classifier(run_model) if run_model.is_file() else None
+            if classifier is not None:
+                print(f"model {classifier.describe()}", file=sys.stderr)
+            make_report(target, args.data, out_dir=args.out, classifier=classifier)
+            return 0
+        classifier = load_classifier(target)
+        print(f"model {classifier.describe()}", file=sys.stderr)
+        print(f"scoring the test split of {resolve_data_root(args.data)}", file=sys.stderr, flush=True)
+        report_model(classifier, args.out, args.data, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
+    except (ReportError, ModelFileError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

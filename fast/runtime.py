@@ -1,23 +1,93 @@
-"""Process-wide settings for training and benchmarking, made explicitly where a program starts.
+"""Thread settings: scoped around the network's work (``kernel_threads``), and the process-wide
+ones of training and benchmarking, made explicitly where a program starts (``configure_process``).
 
-Importing ``fast`` changes nothing global; ``python -m fast.train`` and the benchmarks call
-``configure_process()`` first thing, and it works whether NumPy is loaded already or not.
+Importing ``fast`` changes nothing global. Every pass of a network (``fast.model.ConvNet``) runs
+inside ``kernel_threads()``, so the CLI, the Python API, the tests and MPI processes all get the
+kernels' threads without BLAS's threads beside them; ``python -m fast.train`` and the benchmarks
+also call ``configure_process()`` first thing, and it works whether NumPy is loaded already or not.
 """
 import ctypes
 import ctypes.util
 import os
+import threading
+from contextlib import contextmanager
 
 
 THREADS_VARIABLE = "XRAY_THREADS"
 # Set by configure_process: BLAS runs on one thread and fast.kernels splits each GEMM between
-# the cores with the project's own threads.
+# the cores with the project's own threads, for the rest of the process.
 _own_gemm_threads = False
+# kernel_threads(): how many blocks are open (in any thread), and what undoes their BLAS limit
+_kernel_lock = threading.Lock()
+_kernel_depth = 0
+_kernel_splits = False
+_blas_limiter = None
+_blas_controller = None
 
 
 def splits_gemms():
-    """Whether ``fast.kernels`` splits GEMMs between the cores itself (after
-    ``configure_process``), rather than leaving it to BLAS's threads."""
-    return _own_gemm_threads
+    """Whether ``fast.kernels`` splits GEMMs between the cores itself (inside
+    ``kernel_threads`` or after ``configure_process``), rather than leaving it to BLAS's threads."""
+    return _own_gemm_threads or _kernel_splits
+
+
+def _blas():
+    """threadpoolctl's controller of the loaded BLAS libraries, made once (a scan of the loaded
+    libraries: a fraction of a millisecond); NumPy is loaded first, so its BLAS is among them."""
+    global _blas_controller
+    if _blas_controller is None:
+        import numpy  # noqa: F401, PLC0415 -- BLAS must be loaded for its threads to be seen
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+        _blas_controller = ThreadpoolController().select(user_api="blas")
+    return _blas_controller
+
+
+def _take_blas_control():
+    """Let this thread set OpenBLAS's thread count. threadpoolctl (from 3.8) lets one thread at a
+    time set OpenBLAS's process-wide pool and silently ignores the others; kernel_threads sets
+    it, under its lock, from whichever thread opens the first block or closes the last one."""
+    import threadpoolctl  # noqa: PLC0415
+    release = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+
+
+@contextmanager
+def kernel_threads():
+    """Within the block BLAS runs on one thread and ``fast.kernels`` splits each GEMM between
+    ``cpu_threads()`` threads of the project's own; on leaving, BLAS gets back the threads it had.
+
+    The kernels split their element-wise work between the cores; with BLAS's own threads
+    beside them (each of which spins for a while after a GEMM before it sleeps), a two-core
+    machine would run twice as many busy threads as it has cores, and prediction beside other
+    work slowed down several times. Re-entrant and safe to enter from several threads: the
+    limit is set when the first block opens and undone when the last one closes, whichever
+    threads those are. It is process-wide while it lasts (BLAS's thread count is), and costs
+    microseconds to enter: the network enters it once per pass, not per layer. When
+    threadpoolctl sees no BLAS it changes nothing and the GEMMs stay whole.
+    """
+    global _kernel_depth, _kernel_splits, _blas_limiter
+    with _kernel_lock:
+        if _kernel_depth == 0:
+            blas = _blas()
+            if blas.lib_controllers:
+                _take_blas_control()
+                _blas_limiter = blas.limit(limits=1)
+                _kernel_splits = True
+        _kernel_depth += 1
+    try:
+        yield
+    finally:
+        with _kernel_lock:
+            _kernel_depth -= 1
+            if _kernel_depth == 0 and _blas_limiter is not None:
+                _kernel_splits = False
+                _take_blas_control()
+                _blas_limiter.restore_original_limits()
+                _take_blas_control()  # and leave it to no thread, as before the block
+                _blas_limiter = None
+
+
 # How launchers tell a process how many processes they started, in all and on this machine:
 # MPICH/Hydra, Open MPI, PMIx.
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")

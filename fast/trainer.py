@@ -413,6 +413,8 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
 
         val_loss, val_prob = evaluate_split(model, x_val, y_val, class_weights, group)
         val_auc = metrics.roc_auc(y_val, val_prob)
+        # at 0.5, before calibration and threshold exist (chosen once training is over): the
+        # epoch line says so, as its figure can sit far from the run's final accuracy
         val_acc = float(np.mean((val_prob >= 0.5) == y_val))
         progress.epoch = epoch + 1
         progress.train_seconds += seconds
@@ -429,7 +431,7 @@ def run_epochs(run_dir, config, train_set, held_out, model, optimizer, class_wei
         else:
             progress.bad_epochs += 1
         log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {running / seen:.4f}  val loss {val_loss:.4f}  "
-            f"val acc {val_acc:.4f}  val AUC {val_auc:.4f}  lr {lr:.2e}  {seconds:.1f}s{marker}")
+            f"val acc@0.5 {val_acc:.4f}  val AUC {val_auc:.4f}  lr {lr:.2e}  {seconds:.1f}s{marker}")
         if group.lead:
             save_checkpoint(run_dir, model, best_params, optimizer, progress)
             write_history(run_dir, progress.history)

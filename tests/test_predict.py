@@ -271,8 +271,9 @@ def test_bad_model_files_are_refused_with_a_message_and_no_traceback(tiny_run, s
     assert not (tmp_path / "pwned").exists()
 
 
-def test_without_model_the_newest_run_is_used_and_named(tiny_run, stored, tmp_path, monkeypatch,
-                                                        capsys):
+def test_latest_is_the_newest_run_and_without_model_the_shipped_model_answers(
+        tiny_run, stored, tmp_path, monkeypatch, capsys):
+    """A training run (here two) never replaces the shipped model unless asked for."""
     paths, _, _ = stored
     for k, name in enumerate(("b-older", "a-newer")):
         (tmp_path / "runs" / name).mkdir(parents=True)
@@ -280,9 +281,41 @@ def test_without_model_the_newest_run_is_used_and_named(tiny_run, stored, tmp_pa
         os.utime(tmp_path / "runs" / name / "model.npz", (1e9 + k, 1e9 + k))
     (tmp_path / "runs" / "z-unfinished").mkdir()  # no model.npz: not a candidate
     monkeypatch.chdir(tmp_path)
-    assert predict.main([str(Path(paths[0]).resolve())]) == 0
+    image = str(Path(paths[0]).resolve())
+    assert predict.main(["--model", "latest", image]) == 0
     err = capsys.readouterr().err
     assert str(Path("runs") / "a-newer" / "model.npz") in err and "newest" in err
+    assert predict.main([image]) == 0
+    err = capsys.readouterr().err
+    assert f"model {inference.SHIPPED_MODEL} (the shipped model)" in err and "runs" not in err
+    assert inference.load_classifier().shipped
+    assert inference.load_classifier("latest").path == Path("runs") / "a-newer" / "model.npz"
+
+
+def test_latest_without_a_finished_run_is_refused_with_what_to_do(tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs" / "unfinished").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFileError, match="no finished run"):
+        inference.load_classifier("latest")
+    assert predict.main(["--model", "latest", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "python -m fast.train" in err
+
+
+def test_every_command_says_which_model_answers(tiny_run, capsys):
+    """File, input size, threshold, networks and views, on stderr; the repr says the same."""
+    classifier = inference.load_classifier(tiny_run)
+    line = (f"{tiny_run / 'model.npz'}: 32x32 px input, threshold {classifier.threshold:.4f}, "
+            "one network, 3 test-time views")
+    assert classifier.describe() == line and repr(classifier) == f"<Classifier {line}>"
+    shipped = inference.load_classifier()
+    members = len(shipped.members)
+    assert repr(shipped).startswith(f"<Classifier {inference.SHIPPED_MODEL} (the shipped model): "
+                                    f"{shipped.image_size}x{shipped.image_size} px input")
+    assert (f"an ensemble of {members} networks" if members > 1 else "one network") in repr(shipped)
+    from fast import cli
+    assert cli.open_classifier(str(tiny_run)) is not None
+    assert capsys.readouterr().err == f"model {line}\n"
 
 
 def test_without_model_runs_or_shipped_model_the_error_says_what_to_do(tmp_path, monkeypatch, capsys):
@@ -364,13 +397,21 @@ def test_last_conv_gradient_sums_to_the_numerical_gradient_of_the_last_conv_bias
     assert rel_error(dconv.sum(axis=(0, 2, 3)), expected) < 1e-7
 
 
-def test_grad_cam_maps_lie_in_0_1_with_each_peak_at_1_or_all_zero(classifier, stored):
-    paths, _, _ = stored
+def test_grad_cam_maps_peak_at_their_images_probability_or_are_all_zero(classifier, stored):
+    """So a healthy X-ray (low P) shows no bright spot: the brightness is the evidence's strength."""
+    paths, probability, _ = stored
     images = np.stack([read_xray(p, classifier.image_size) for p in paths[:6]])
     cam = classifier.grad_cam(images)
     size = classifier.image_size >> (len(classifier.model.arch.channels) - 1)
     assert cam.shape == (6, size, size) and cam.min() >= 0
-    assert all(np.isclose(m.max(), 1.0) or m.max() == 0 for m in cam)
+    assert all(np.isclose(m.max(), p, rtol=1e-4) or m.max() == 0 for m, p in zip(cam, probability[:6]))
+    assert any(m.max() > 0 for m in cam)
+    # the probabilities given are the ones used: a healthy-looking P gives a dim map
+    dim = classifier.grad_cam(images, np.full(6, 0.25))
+    assert dim.max() <= 0.25 + 1e-12
+    assert_allclose(dim, cam * (0.25 / probability[:6])[:, None, None], rtol=1e-4, atol=1e-12)
+    with pytest.raises(ValueError, match="one probability per image"):
+        classifier.grad_cam(images, [0.5])
 
 
 # --------------------------------------------------------------------------- folders and tables
@@ -416,7 +457,6 @@ def test_without_runs_the_shipped_model_is_used_and_named(tiny_run, stored, tmp_
     shipped.parent.mkdir()
     shutil.copy(tiny_run / "model.npz", shipped)
     monkeypatch.setattr(inference, "SHIPPED_MODEL", shipped)
-    monkeypatch.setattr(predict, "SHIPPED_MODEL", shipped)
     monkeypatch.chdir(tmp_path)  # no runs/ here
     assert inference.find_model(shipped=shipped) == shipped
     assert predict.main([str(Path(paths[0]).resolve())]) == 0
@@ -494,7 +534,8 @@ def test_evaluate_refuses_the_val_split_of_a_k_fold_ensemble(xray_root, tmp_path
                                 cache_dir=str(tmp_path / "cache")), log=lambda *a: None,
                     progress_bars=False)
     assert evaluate.main(["--model", str(run_dir), "--split", "val"]) == 1
-    assert "out-of-fold" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "out-of-fold" in err and f"in {run_dir / 'val_predictions.npz'}" in err  # it exists
     assert evaluate.main(["--model", str(run_dir), "--split", "test"]) == 0
     assert "equals the run's" in capsys.readouterr().out
 
@@ -514,3 +555,71 @@ def test_files_are_predicted_a_chunk_at_a_time_as_in_one_piece(classifier, store
             assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)  # float32 batches differ
             assert b["label"] == a["label"]
     assert_allclose([r["probability"] for r in chunked if "error" not in r], probability[:9], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- bad targets, progress
+
+def _everything_under(folder):
+    return sorted(p.relative_to(folder) for p in Path(folder).rglob("*"))
+
+
+@pytest.mark.parametrize("flag, target, complaint", [
+    ("--saliency", "a-file.txt", "exists and is not a folder"),
+    ("--saliency", "a-file.txt/heat", "is not a folder"),
+    ("--csv", "a-folder", "is a folder"),
+    ("--csv", "nowhere/out.csv", "its folder does not exist"),
+])
+def test_a_bad_output_target_is_refused_before_any_work_in_one_line(tiny_run, stored, tmp_path, monkeypatch,
+                                                                   capsys, flag, target, complaint):
+    paths, _, _ = stored
+    (tmp_path / "a-file.txt").write_text("already here\n")
+    (tmp_path / "a-folder").mkdir()
+    before = _everything_under(tmp_path)
+    loaded = []
+    monkeypatch.setattr(predict, "open_classifier", lambda spec: loaded.append(spec))  # no model work
+    assert predict_main("--model", tiny_run, flag, tmp_path / target, paths[0]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1
+    assert out.err.startswith(f"error: {flag}: ") and complaint in out.err
+    assert loaded == [] and _everything_under(tmp_path) == before  # nothing loaded, nothing written
+    assert (tmp_path / "a-file.txt").read_text() == "already here\n"
+
+
+def test_many_files_say_that_work_began_when_stderr_is_not_a_terminal(tiny_run, stored, capsys):
+    paths, _, _ = stored
+    many = paths[:predict.PROGRESS_FROM]
+    assert predict_main("--model", tiny_run, "--json", *many) == 0
+    err = capsys.readouterr().err
+    assert f"predicting {len(many)} files" in err
+
+
+def test_evaluate_says_it_began_before_decoding_the_images(tiny_run, xray_root, monkeypatch, capsys):
+    said = []
+
+    def split_images(*args, **kwargs):  # the slow part: the start line must already be out
+        said.append(capsys.readouterr().err)
+        raise evaluate.xray_data.DataError("stopped here by the test")
+
+    monkeypatch.setattr(evaluate, "split_images", split_images)
+    assert evaluate.main(["--model", str(tiny_run), "--data", str(xray_root)]) == 1
+    assert f"scoring the test split of {xray_root}" in said[0]
+
+
+def test_evaluate_counts_must_match_exactly_and_figures_to_a_millionth():
+    stored = {"n": 624, "brier": 0.1534, "ece": 0.1851, "roc_auc": 0.0, "confusion_matrix": [[147, 87], [5, 385]]}
+    rounding = {**stored, "brier": 0.1534 + 3e-9, "ece": 0.1851 - 3e-9}
+    assert evaluate._differences(rounding, stored) == []
+    assert evaluate._differences({**stored, "brier": 0.1534 * (1 + 2e-6)}, stored) == ["brier"]
+    assert evaluate._differences({**stored, "roc_auc": 1e-9}, stored) == ["roc_auc"]
+    assert evaluate._differences({**stored, "confusion_matrix": [[146, 88], [5, 385]]}, stored) == \
+        ["confusion_matrix"]
+
+
+def test_evaluate_val_of_an_ensemble_names_only_files_that_exist(tmp_path, tiny_run, capsys):
+    from fast.model import load_models
+    members, metadata = load_models(tiny_run / "model.npz")
+    save_model(tmp_path / "ensemble.npz", members * 2, metadata)  # a model file alone: no run files beside it
+    assert evaluate.main(["--model", str(tmp_path / "ensemble.npz"), "--split", "val"]) == 1
+    err = capsys.readouterr().err
+    assert "has no validation split" in err
+    assert "val_predictions.npz" not in err and "metrics.json" not in err

@@ -86,7 +86,7 @@ def test_saliency_overlay_is_a_readable_png(tmp_path):
     xray = (0.3 + 0.5 * np.exp(-((yy - 160) ** 2 + (xx - 120) ** 2) / 8000)).astype(np.float32)
     cam = np.zeros((8, 8))
     cam[3:5, 2:4] = 1.0
-    path = report.save_saliency_overlay(tmp_path / "one.png", xray, cam, "a title")
+    path = report.save_saliency_overlay(tmp_path / "one.png", xray, cam, "a title", 64)
     assert_readable_png(path)
 
 
@@ -100,3 +100,101 @@ def test_the_training_command_draws_every_picture_of_a_k_fold_run(xray_root, tmp
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     history = report.read_history(run_dir / "history.csv")
     assert set(history["fold"]) == {1.0, 2.0}
+
+
+# --------------------------------------------------------------------------- what the pictures say
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the report draws, kept open for inspection instead of saved: {file name: figure}."""
+    figures = {}
+
+    def keep(fig, path):
+        figures[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr(report, "_save", keep)
+    yield figures
+    for fig in figures.values():
+        report.plt.close(fig)
+
+
+def _texts(fig):
+    """Every piece of text in a figure: titles, labels, legends, captions."""
+    return [t.get_text() for t in fig.findobj(report.matplotlib.text.Text)]
+
+
+def test_the_reliability_diagram_marks_the_threshold(drawn, tmp_path):
+    rng = np.random.default_rng(0)
+    prob = rng.uniform(0, 1, 200)
+    y = (rng.uniform(0, 1, 200) < prob).astype(int)
+    report.plot_reliability({"test": (y, prob)}, tmp_path / "r.png", threshold=0.7429)
+    fig = drawn["r.png"]
+    marks = [line for ax in fig.axes for line in ax.get_lines()
+             if np.allclose(line.get_xdata(), 0.7429) and len(set(line.get_xdata())) == 1]
+    assert len(marks) == 2  # on the diagram and on the counts below it
+    assert any("threshold 0.743" in text for text in _texts(fig))
+
+
+def test_captions_say_the_size_the_model_sees(drawn, tmp_path):
+    xray = np.full((320, 320), 0.5, dtype=np.float32)
+    report.save_saliency_overlay(tmp_path / "one.png", xray, np.zeros((8, 8)), "a title", 64)
+    texts = " ".join(_texts(drawn["one.png"]))
+    assert "shown at 320x320" in texts and "the model sees it at 64x64 pixels" in texts
+    assert "as the model sees it" not in texts
+
+
+def test_the_saliency_grid_scales_each_map_by_its_probability(tiny_run, xray_root, drawn, tmp_path, monkeypatch):
+    """The report hands each X-ray's stored P(pneumonia) to Grad-CAM, and its captions give the
+    model's input size."""
+    calls = []
+    real = report.load_classifier(tiny_run / "model.npz")
+    grad_cam = real.grad_cam
+
+    def recorded(images, probability):
+        calls.append(list(probability))
+        return grad_cam(images, probability)
+
+    monkeypatch.setattr(real, "grad_cam", recorded)
+    run_dir = fresh_copy(tiny_run, tmp_path / "run")
+    report.make_report(run_dir, data_root=xray_root, log=lambda *a: None, classifier=real)
+    with np.load(run_dir / "test_predictions.npz") as npz:
+        stored = set(np.round(npz["probability"], 12))
+    assert calls and all(round(p, 12) in stored for call in calls for p in call)
+    assert any(f"the model sees it at {real.image_size}x{real.image_size}" in t
+               for t in _texts(drawn[report.PICTURES["saliency"]]))
+
+
+# --------------------------------------------------------------------------- where the pictures go
+
+def test_a_run_reports_into_another_folder_leaving_the_run_as_it_was(tiny_run, xray_root, tmp_path):
+    run_dir = fresh_copy(tiny_run, tmp_path / "run")
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert report.main([str(run_dir), "--out", str(tmp_path / "pictures"), "--data", str(xray_root)]) == 0
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == sorted(report.PICTURES.values())
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["{model}"], "need --out DIR"),
+    (["{model}", "--out", "{tmp}/a-file.txt"], "--out: "),
+    (["{run}", "--out", "{tmp}/a-file.txt/pictures"], "is not a folder"),
+])
+def test_a_bad_out_target_is_refused_before_any_work_in_one_line(tiny_run, tmp_path, capsys, monkeypatch,
+                                                                 argv, complaint):
+    run_dir = fresh_copy(tiny_run, tmp_path / "run")
+    (tmp_path / "a-file.txt").write_text("already here\n")
+    before = sorted(tmp_path.rglob("*"))
+    monkeypatch.setattr(report, "load_classifier", lambda *a: pytest.fail("loaded a model"))
+    argv = [a.format(model=run_dir / "model.npz", run=run_dir, tmp=tmp_path) for a in argv]
+    assert report.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and complaint in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_folder_of_model_files_is_pointed_to_the_model_file(tmp_path, capsys):
+    from fast.inference import SHIPPED_MODEL
+    assert report.main([str(SHIPPED_MODEL.parent)]) == 1
+    err = capsys.readouterr().err
+    assert "not a run directory" in err and f"python -m fast.report {SHIPPED_MODEL} --out DIR" in err

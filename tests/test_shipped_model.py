@@ -1,11 +1,11 @@
-"""The model shipped in models/: loads without pickle, and scores the card's test ROC AUC."""
+"""The model shipped in models/: loads without pickle, scores the card's test figures, draws its evidence."""
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fast import evaluate, metrics
+from fast import metrics, report
 from fast.inference import SHIPPED_MODEL, load_classifier
 
 CARD = SHIPPED_MODEL.parent / "MODEL_CARD.md"
@@ -30,12 +30,41 @@ def test_the_shipped_model_loads_without_pickle():
     assert 0 < classifier.threshold < 1 and classifier.image_size >= 32
 
 
-def test_the_shipped_model_reproduces_the_cards_test_figures(xray_root):
-    classifier = load_classifier(SHIPPED_MODEL)
-    images, y, _ = evaluate.split_images(xray_root, "test", classifier.image_size)
-    prob = classifier.probability(images)
-    scored = metrics.scored(y, prob, classifier.threshold)
-    assert scored["n"] == 624
-    assert scored["roc_auc"] == pytest.approx(_card_figure("test ROC AUC"), abs=5e-5)
-    assert scored["accuracy"] == pytest.approx(_card_figure("test accuracy"), abs=5e-5)
-    assert scored["ece"] == pytest.approx(_card_figure("test ECE"), abs=5e-5)
+def test_the_shipped_model_reproduces_the_cards_test_figures_and_draws_its_evidence(xray_root, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """``python -m fast.report models/pneumonia_cnn.npz --out DIR``, as the card says: the test
+    split scored to the card's figures, and the pictures of a model file drawn."""
+    scored = []
+
+    def report_model(*args, **kwargs):
+        written, figures = real_report_model(*args, **kwargs)
+        scored.append(figures)
+        return written, figures
+
+    real_report_model = report.report_model
+    monkeypatch.setattr(report, "report_model", report_model)
+    out = tmp_path / "evidence"
+    assert report.main([str(SHIPPED_MODEL), "--out", str(out), "--data", str(xray_root)]) == 0
+    (figures,) = scored
+    assert figures["n"] == 624
+    assert figures["roc_auc"] == pytest.approx(_card_figure("test ROC AUC"), abs=5e-5)
+    assert figures["accuracy"] == pytest.approx(_card_figure("test accuracy"), abs=5e-5)
+    assert figures["ece"] == pytest.approx(_card_figure("test ECE"), abs=5e-5)
+    printed = capsys.readouterr()
+    assert metrics.format_metrics_table({"test": figures}) in printed.out
+    assert f"model {SHIPPED_MODEL} (the shipped model)" in printed.err
+    # a model file has no training history and no held-out framing study of its own
+    drawn = {name for key, name in report.PICTURES.items() if key not in ("curves", "framing")}
+    assert {p.name for p in out.iterdir()} == drawn
+    for name in drawn:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_the_card_shows_how_to_draw_its_pictures_and_names_no_other():
+    """Every picture the card names is one the report command draws from the model file alone
+    (not a training run's, which does not ship), and the card gives that command."""
+    text = CARD.read_text()
+    assert "python -m fast.report models/pneumonia_cnn.npz --out" in text
+    named = set(re.findall(r"[\w-]+\.png", text))
+    assert named and named <= {name for key, name in report.PICTURES.items()
+                               if key not in ("curves", "framing")}

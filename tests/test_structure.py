@@ -6,6 +6,8 @@ circle is still a circle.
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Each module may import only modules of a lower level.
@@ -103,3 +105,25 @@ def test_importing_the_package_changes_nothing_global():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                             cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_command_line_parser_refuses_abbreviated_flags(capsys):
+    """``--sal x`` must not pass for ``--saliency x``: every parser in fast/ says allow_abbrev=False
+    (checked in the source), and each command refuses an abbreviation (checked by running it)."""
+    lacking = []
+    for path in sorted((REPO_ROOT / "fast").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "ArgumentParser":
+                keywords = {k.arg: k.value for k in node.keywords}
+                refused = isinstance(keywords.get("allow_abbrev"), ast.Constant) and \
+                    keywords["allow_abbrev"].value is False
+                if not refused:
+                    lacking.append(f"{path.name}:{node.lineno}")
+    assert lacking == []
+    from fast import evaluate, predict, report, train
+    for parse, argv in ((predict.parse_args, ["--sal", "out", "x.png"]), (evaluate.parse_args, ["--spl", "val"]),
+                        (report.parse_args, ["run", "--ou", "x"]), (train.parse_args, ["--epoch", "2"])):
+        with pytest.raises(SystemExit) as exit_info:
+            parse(argv)
+        assert exit_info.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err

@@ -348,3 +348,16 @@ def test_a_k_fold_runs_test_predictions_come_back_through_the_classifier(xray_ro
     with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as npz:
         paths, stored = [str(p) for p in npz["paths"]], npz["probability"]
     np.testing.assert_allclose(classifier.predict_proba(paths), stored, rtol=0, atol=1e-6)
+
+
+def test_the_epoch_line_says_its_accuracy_is_taken_at_0_5(xray_root, tmp_path):
+    """Before calibration and threshold exist the epoch's accuracy is at P = 0.5: the line says so,
+    as the figure can sit far from the run's final accuracy."""
+    lines = []
+    run_dir = train(_config(xray_root, tmp_path, epochs=1, limit=60, image_size=16, channels=(4,), hidden=8),
+                    log=lambda *parts: lines.append(" ".join(map(str, parts))), progress_bars=False)
+    (epoch_line,) = [line for line in lines if line.lstrip().startswith("epoch")]
+    import csv
+    with open(run_dir / "history.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert f"val acc@0.5 {float(row['val_accuracy']):.4f}" in epoch_line
