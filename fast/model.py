@@ -37,8 +37,10 @@ class Architecture:
     max-pool(pool) (pool 1: no pooling). Then the head: the last block's maps flattened, or
     averaged over each channel (``head="gap"``); [affine(hidden) - ReLU when hidden > 0];
     dropout(p = ``dropout``); affine(num_classes). The first conv is the stem (``conv_shape``).
+    The defaults describe a plain 64 px network with the training default's blocks and head; the
+    training default itself (224 px, 4x4 patches) is built from ``TrainConfig`` by the trainer.
     """
-    input_shape: tuple = (1, TrainConfig.image_size, TrainConfig.image_size)
+    input_shape: tuple = (1, 64, 64)
     channels: tuple = TrainConfig.channels
     kernel: int = 3
     stride: int = 1
@@ -50,8 +52,10 @@ class Architecture:
     batchnorm: bool = TrainConfig.batchnorm
     head: str = TrainConfig.head
     dropout: float = TrainConfig.dropout
-    stem_stride: int = TrainConfig.stem_stride
-    stem_kernel: int = TrainConfig.stem_kernel
+    # the stem's own defaults are a plain conv, whatever the training default is: an
+    # architecture that says nothing of its stem (tests, older files) has an ordinary first conv
+    stem_stride: int = 1
+    stem_kernel: int = 3
 
     def __post_init__(self):
         if self.head not in HEADS:

@@ -530,7 +530,7 @@ def test_evaluate_refuses_the_val_split_of_a_k_fold_ensemble(xray_root, tmp_path
     from fast.config import TrainConfig
     from fast.trainer import train
     run_dir = train(TrainConfig(data=str(xray_root), out=str(tmp_path / "run"), image_size=16, limit=80,
-                                epochs=1, folds=2, channels=(4,), hidden=8,
+                                stem_stride=1, stem_kernel=3, epochs=1, folds=2, channels=(4,), hidden=8,
                                 cache_dir=str(tmp_path / "cache")), log=lambda *a: None,
                     progress_bars=False)
     assert evaluate.main(["--model", str(run_dir), "--split", "val"]) == 1

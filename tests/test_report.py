@@ -94,7 +94,7 @@ def test_the_training_command_draws_every_picture_of_a_k_fold_run(xray_root, tmp
     from fast.train import main
     run_dir = tmp_path / "run"
     assert main(["--data", str(xray_root), "--out", str(run_dir), "--limit", "80", "--image-size", "16",
-                 "--epochs", "1", "--folds", "2", "--channels", "4,8", "--hidden", "0", "--head", "gap",
+                 "--stem-stride", "1", "--stem-kernel", "3", "--epochs", "1", "--folds", "2", "--channels", "4,8", "--hidden", "0", "--head", "gap",
                  "--batchnorm", "--dropout", "0.2", "--cache-dir", str(tmp_path / "cache")]) == 0
     for name in report.PICTURES.values():
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
