@@ -3,10 +3,11 @@ import sys
 import warnings
 from contextlib import contextmanager
 
-from fast.inference import LATEST, MODEL_FILE, RUNS_DIR, SHIPPED_MODEL, load_classifier
-from fast.model import ModelFileError
+from fast.inference import LATEST, SHIPPED_MODEL, load_classifier
+from fast.nn.model_file import ModelFileError
+from fast.runs import RUNS_DIR, RunDir
 
-MODEL_HELP = (f"a run directory (its {MODEL_FILE}), a model .npz file, or {LATEST!r} for the newest "
+MODEL_HELP = (f"a run directory (its {RunDir.MODEL}), a model .npz file, or {LATEST!r} for the newest "
               f"run under {RUNS_DIR}/ (default: the shipped model, models/{SHIPPED_MODEL.name})")
 
 

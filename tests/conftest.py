@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fast.config import TrainConfig
-from fast.trainer import train
+from fast.training.config import TrainConfig
+from fast.training.trainer import train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,12 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast import calibration
-from fast.calibration import (EPS, T_MAX, T_MIN, apply_temperature, fit_temperature, log_odds,
-                              negative_log_likelihood)
-from fast.data import list_split, patient_folds, patient_id
-from fast.metrics import (brier_score, expected_calibration_error, reliability_curve,
-                          sensitivity_threshold)
+from fast.scoring import calibration
+from fast.scoring.calibration import EPS, T_MAX, T_MIN, apply_temperature, fit_temperature, log_odds, negative_log_likelihood
+from fast.data.folders import list_split
+from fast.data.splits import patient_folds, patient_id
+from fast.scoring.metrics import brier_score, expected_calibration_error, reliability_curve, sensitivity_threshold
 
 # --------------------------------------------------------------------------- ECE and Brier
 

@@ -13,10 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-import fast.data
-from fast.data import (CLASS_NAMES, DataError, ImageError, Inputs, Pixels, decode_xray_bytes,
-                       from_pixels, list_split, load_dataset, load_images, normalise, patient_id,
-                       read_pixels, read_xray, resolve_data_root, split_by_patient, standardise)
+import fast.data.cache
+from fast.data.cache import load_images
+from fast.data.dataset import load_dataset
+from fast.data.errors import DataError, ImageError
+from fast.data.folders import CLASS_NAMES, list_split, resolve_data_root
+from fast.data.images import decode_xray_bytes, from_pixels, read_pixels, read_xray
+from fast.data.normalise import normalise, standardise
+from fast.data.pixels import Inputs, Pixels
+from fast.data.splits import patient_id, split_by_patient
 
 SIZE = 16
 
@@ -249,7 +254,7 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
 
     def must_not_decode(path, size):
         raise AssertionError(f"decoded {path} although it is cached")
-    monkeypatch.setattr(fast.data, "read_pixels", must_not_decode)
+    monkeypatch.setattr(fast.data.cache, "read_pixels", must_not_decode)
     with pytest.warns(UserWarning, match="empty.jpeg"):  # skipped files are re-reported
         again, kept_again = load_images(paths, SIZE, cache_dir=cache, progress=False)
     assert_array_equal(again, first)
@@ -273,7 +278,7 @@ def test_second_load_is_served_from_cache_and_rebuilt_when_a_file_changes(tmp_pa
     def counting_read(path, size):
         decoded.append(path)
         return read_pixels(path, size)
-    monkeypatch.setattr(fast.data, "read_pixels", counting_read)
+    monkeypatch.setattr(fast.data.cache, "read_pixels", counting_read)
     with pytest.warns(UserWarning):
         changed, _ = load_images(paths, SIZE, cache_dir=cache, progress=False)
     assert len(decoded) == len(paths)
@@ -304,7 +309,7 @@ def test_decoding_runs_on_as_many_threads_as_cores(tmp_path, monkeypatch):
         threads.add(threading.get_ident())
         time.sleep(0.05)  # long enough that one thread cannot take every file
         return read_pixels(path, size)
-    monkeypatch.setattr(fast.data, "read_pixels", slow_read)
+    monkeypatch.setattr(fast.data.cache, "read_pixels", slow_read)
     monkeypatch.setenv("XRAY_THREADS", "2")
     images, kept = load_images(paths, SIZE, progress=False)
     assert kept.all() and len(threads) == 2
@@ -492,7 +497,8 @@ def test_load_dataset_standardises_with_training_statistics_only(tmp_path):
     assert train_patients.isdisjoint(patient_id(p) for p in ds.paths_val)
     # the default normalises each image by itself; the statistics are still the training split's
     with pytest.warns(UserWarning, match="IM-9999-0001.jpeg"):
-        by_image = load_dataset(tmp_path, SIZE, val_fraction=0.2, seed=0, cache_dir=None, progress=False)
+        by_image = load_dataset(tmp_path, SIZE, val_fraction=0.2, seed=0, normalisation="image",
+                                cache_dir=None, progress=False)
     assert by_image.x_val.how == "image" and by_image.mean == ds.mean and by_image.std == ds.std
     assert_allclose(np.asarray(by_image.x_val)[:, 0], normalise(raw_val.copy(), "image"), rtol=0, atol=1e-6)
 
@@ -501,7 +507,8 @@ def test_load_dataset_uses_a_val_folder_when_present(tmp_path):
     make_tree(tmp_path, "train")
     make_tree(tmp_path, "val", ["IM-0100-0001.png"], ["person100_virus_1.png"])
     make_tree(tmp_path, "test")
-    ds = load_dataset(tmp_path, SIZE, cache_dir=None, progress=False)
+    ds = load_dataset(tmp_path, SIZE, val_fraction=0.1, seed=0, normalisation="image", cache_dir=None,
+                      progress=False)
     assert [Path(p).name for p in ds.paths_val] == ["IM-0100-0001.png", "person100_virus_1.png"]
     assert len(ds.paths_train) == 4
 
@@ -510,19 +517,20 @@ def test_load_dataset_limit_takes_a_fixed_stratified_subset(tmp_path):
     make_tree(tmp_path, "train", [f"IM-{k:04d}-0001.png" for k in range(6)],
               [f"person{k}_virus_{k}.png" for k in range(18)])
     make_tree(tmp_path, "test")
-    first = load_dataset(tmp_path, SIZE, val_fraction=0.0, limit=8, cache_dir=None,
-                         progress=False)
+    first = load_dataset(tmp_path, SIZE, val_fraction=0.0, seed=0, normalisation="image", limit=8,
+                         cache_dir=None, progress=False)
     assert np.bincount(first.y_train).tolist() == [2, 6]
     assert len(first.y_test) == 4
-    again = load_dataset(tmp_path, SIZE, val_fraction=0.0, limit=8, cache_dir=None,
-                         progress=False)
+    again = load_dataset(tmp_path, SIZE, val_fraction=0.0, seed=0, normalisation="image", limit=8,
+                         cache_dir=None, progress=False)
     assert again.paths_train == first.paths_train
 
 
 def test_load_dataset_on_a_small_real_subset(xray_root, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the real data decodes without a single warning
-        ds = load_dataset(xray_root, 32, limit=40, cache_dir=tmp_path, progress=False)
+        ds = load_dataset(xray_root, 32, val_fraction=0.1, seed=0, normalisation="image", limit=40,
+                          cache_dir=tmp_path, progress=False)
     assert len(ds.y_train) + len(ds.y_val) == 40 and len(ds.y_test) == 40
     assert set(ds.y_val.tolist()) == {0, 1} and ds.skipped == []
     assert 0.0 < ds.mean < 1.0 and ds.std > 0.0

@@ -23,8 +23,11 @@ from pydicom.uid import (HTJ2K, JPEG2000, MPEG2MPML, ExplicitVRLittleEndian, JPE
                          JPEGLSLossless, RLELossless, SecondaryCaptureImageStorage,
                          generate_uid)
 
-from fast.data import ImageError, list_split, load_images, read_xray
-from fast.dicom import is_dicom, read_dicom
+from fast.data.cache import load_images
+from fast.data.errors import ImageError
+from fast.data.folders import list_split
+from fast.data.images import read_xray
+from fast.data.dicom import is_dicom, read_dicom
 from test_data import make_tree
 
 SIZE = 64
@@ -393,7 +396,7 @@ def test_read_dicom_without_pydicom_says_how_to_install_it(tmp_path, monkeypatch
 
 def test_the_project_imports_without_pydicom():
     code = ("import sys; sys.modules['pydicom'] = None\n"
-            "import fast.data, fast.dicom, fast.predict, fast.report, fast.train\n")
+            "import fast.data.images, fast.data.dicom, fast.predict, fast.report, fast.train\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
                    cwd=Path(__file__).resolve().parent.parent)
 

@@ -12,12 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-import fast.layers
-import fast.trainer
-from fast import distributed, runtime
-from fast.augment import augment_batch
-from fast.model import Architecture, ConvNet, load_model, load_models
-from fast.trainer import train
+import fast.nn.layers
+import fast.training.loop
+from fast.training import distributed
+from fast import runtime
+from fast.data.augment import augment_batch
+from fast.nn.model import Architecture, ConvNet
+from fast.nn.model_file import load_model, load_models
+from fast.training.trainer import train
 from test_trainer import _config, _quiet
 
 
@@ -156,14 +158,15 @@ def test_synchronised_batch_norm_is_batch_norm_of_the_whole_batch(n, size):
     gamma, beta = rng.normal(1, 0.3, 3), rng.normal(0, 0.3, 3)
     dout = rng.normal(0, 1, x.shape)
     stats = np.zeros(3), np.ones(3)
-    whole, cache = fast.layers.batchnorm_forward(x, gamma, beta, *stats, training=True)
-    dx, dgamma, dbeta = fast.layers.batchnorm_backward(dout, cache)
+    whole, cache = fast.nn.layers.batchnorm_forward(x, gamma, beta, *stats, training=True)
+    dx, dgamma, dbeta = fast.nn.layers.batchnorm_backward(dout, cache)
 
     def part(group):
         lo, hi = group.part(n)
         running = np.zeros(3), np.ones(3)
-        out, c = distributed.batchnorm_forward(x[lo:hi], gamma, beta, *running, group)
-        return out, running, distributed.batchnorm_backward(dout[lo:hi], c)
+        norm = distributed.sync_batchnorm(group)  # through the layer contract, as the model calls it
+        out, c = norm.forward(x[lo:hi], gamma, beta, *running, True)
+        return out, running, norm.backward(dout[lo:hi], c)
 
     results = on_threads(size, part)
     assert_allclose(np.concatenate([r[0] for r in results]), whole, rtol=0, atol=1e-12)
@@ -174,6 +177,12 @@ def test_synchronised_batch_norm_is_batch_norm_of_the_whole_batch(n, size):
     # each part's dgamma, dbeta are its share: the gradient all-reduce adds them up
     assert_allclose(sum(r[2][1] for r in results), dgamma, rtol=1e-12)
     assert_allclose(sum(r[2][2] for r in results), dbeta, rtol=1e-12)
+
+
+def test_synchronised_batch_norm_refuses_evaluation_mode():
+    norm = distributed.sync_batchnorm(distributed.Group())
+    with pytest.raises(ValueError, match="training"):
+        norm.forward(np.ones((2, 3, 2, 2)), np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), False)
 
 
 def test_shared_draws_give_each_part_its_rows_of_the_whole_batchs_draw():
@@ -280,7 +289,7 @@ def test_two_mpi_processes_end_with_the_weights_of_one(xray_root, tmp_path):
 def test_a_run_interrupted_in_one_process_resumes_under_mpi(xray_root, tmp_path, monkeypatch):
     config = _config(xray_root, tmp_path / "whole", limit=150, epochs=2)
     whole = train(config, log=_quiet, progress_bars=False)
-    real_augment, calls = fast.trainer.augment_batch, []
+    real_augment, calls = fast.training.loop.augment_batch, []
 
     def interrupting_augment(x, rng, rows=None, **kwargs):
         calls.append(1)
@@ -288,7 +297,7 @@ def test_a_run_interrupted_in_one_process_resumes_under_mpi(xray_root, tmp_path,
             raise KeyboardInterrupt
         return real_augment(x, rng, rows, **kwargs)
 
-    monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
+    monkeypatch.setattr(fast.training.loop, "augment_batch", interrupting_augment)
     cut = _config(xray_root, tmp_path / "cut", limit=150, epochs=2, cache_dir=config.cache_dir)
     with pytest.raises(KeyboardInterrupt):
         train(cut, log=_quiet, progress_bars=False)

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast import framing
-from fast.augment import framed
-from fast.data import Inputs, Pixels, normalise
+from fast.training import framing
+from fast.training.framing import framed
+from fast.data.normalise import normalise
+from fast.data.pixels import Inputs, Pixels
 
 
 def _inputs(n=5, size=16, how="image"):

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import contract
-import fast.kernels
-import fast.layers
+import fast.nn.kernels
+import fast.nn.layers
 import fast.runtime
 import reference.layers
 from gradcheck import assert_matches_reference, numerical_gradient, rel_error
 
-IMPLS = pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
+IMPLS = pytest.mark.parametrize("impl", [reference.layers, fast.nn.layers], ids=["reference", "fast"])
 DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 
 GRAD_TOL = 1e-7  # symmetric relative error allowed between analytic and numerical gradients
@@ -270,11 +270,11 @@ def _fast_and_reference_inputs(dtype, *arrays):
 @given(case=conv_cases())
 def test_fast_conv_matches_reference_on_random_shapes(dtype, case):
     (x, w, b, g), (x64, w64, b64, g64) = _fast_and_reference_inputs(dtype, *_conv_arrays(case))
-    out, cache = fast.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
+    out, cache = fast.nn.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
     want_out, want_cache = reference.layers.conv2d_forward(
         x64, w64, b64, stride=case.stride, pad=case.pad)
     assert_matches_reference(out, want_out, dtype)
-    for got, want in zip(fast.layers.conv2d_backward(g, cache),
+    for got, want in zip(fast.nn.layers.conv2d_backward(g, cache),
                          reference.layers.conv2d_backward(g64, want_cache)):
         assert_matches_reference(got, want, dtype)
 
@@ -284,11 +284,11 @@ def test_fast_conv_matches_reference_on_random_shapes(dtype, case):
 @given(case=pool_cases())
 def test_fast_maxpool_matches_reference_on_random_shapes(dtype, case):
     (x, g), (x64, g64) = _fast_and_reference_inputs(dtype, *_pool_arrays(case))
-    out, cache = fast.layers.maxpool2d_forward(x, size=case.size, stride=case.stride)
+    out, cache = fast.nn.layers.maxpool2d_forward(x, size=case.size, stride=case.stride)
     want_out, want_cache = reference.layers.maxpool2d_forward(
         x64, size=case.size, stride=case.stride)
     assert_matches_reference(out, want_out, dtype)
-    assert_matches_reference(fast.layers.maxpool2d_backward(g, cache),
+    assert_matches_reference(fast.nn.layers.maxpool2d_backward(g, cache),
                               reference.layers.maxpool2d_backward(g64, want_cache), dtype)
 
 
@@ -299,10 +299,10 @@ def test_fast_maxpool_breaks_ties_like_reference(case):
     rng = np.random.default_rng(case.seed)
     x = rng.integers(0, 3, size=(case.n, case.c, case.h, case.w)).astype(np.float64)
     g = rng.standard_normal(case.out_shape)
-    out, cache = fast.layers.maxpool2d_forward(x, size=case.size, stride=case.stride)
+    out, cache = fast.nn.layers.maxpool2d_forward(x, size=case.size, stride=case.stride)
     want_out, want_cache = reference.layers.maxpool2d_forward(x, size=case.size, stride=case.stride)
     assert_array_equal(out, want_out)
-    assert_allclose(fast.layers.maxpool2d_backward(g, cache),
+    assert_allclose(fast.nn.layers.maxpool2d_backward(g, cache),
                     reference.layers.maxpool2d_backward(g, want_cache), rtol=1e-12, atol=1e-12)
 
 
@@ -311,10 +311,10 @@ def test_fast_maxpool_breaks_ties_like_reference(case):
 @given(arrays=relu_arrays())
 def test_fast_relu_matches_reference_on_random_shapes(dtype, arrays):
     (x, g), (x64, g64) = _fast_and_reference_inputs(dtype, *arrays)
-    out, cache = fast.layers.relu_forward(x)
+    out, cache = fast.nn.layers.relu_forward(x)
     want_out, want_cache = reference.layers.relu_forward(x64)
     assert_matches_reference(out, want_out, dtype)
-    assert_matches_reference(fast.layers.relu_backward(g, cache),
+    assert_matches_reference(fast.nn.layers.relu_backward(g, cache),
                               reference.layers.relu_backward(g64, want_cache), dtype)
 
 
@@ -323,10 +323,10 @@ def test_fast_relu_matches_reference_on_random_shapes(dtype, arrays):
 @given(arrays=affine_arrays())
 def test_fast_affine_matches_reference_on_random_shapes(dtype, arrays):
     (x, w, b, g), (x64, w64, b64, g64) = _fast_and_reference_inputs(dtype, *arrays)
-    out, cache = fast.layers.affine_forward(x, w, b)
+    out, cache = fast.nn.layers.affine_forward(x, w, b)
     want_out, want_cache = reference.layers.affine_forward(x64, w64, b64)
     assert_matches_reference(out, want_out, dtype)
-    for got, want in zip(fast.layers.affine_backward(g, cache),
+    for got, want in zip(fast.nn.layers.affine_backward(g, cache),
                          reference.layers.affine_backward(g64, want_cache)):
         assert_matches_reference(got, want, dtype)
 
@@ -337,7 +337,7 @@ def test_fast_affine_matches_reference_on_random_shapes(dtype, arrays):
 def test_fast_cross_entropy_matches_reference_on_random_cases(dtype, case):
     logits, y, weights = case
     (logits,), (logits64,) = _fast_and_reference_inputs(dtype, logits)
-    loss, dlogits = fast.layers.softmax_cross_entropy(logits, y, class_weights=weights)
+    loss, dlogits = fast.nn.layers.softmax_cross_entropy(logits, y, class_weights=weights)
     want_loss, want_dlogits = reference.layers.softmax_cross_entropy(
         logits64, y, class_weights=weights)
     assert_matches_reference(loss, want_loss, dtype)
@@ -351,10 +351,10 @@ def test_fast_accepts_non_contiguous_inputs():
     x = base[:, :, ::2, ::-1]  # (2, 3, 5, 8), negative and doubled strides
     w, b = rng.standard_normal((2, 3, 2, 3)), rng.standard_normal(2)
     contiguous = np.ascontiguousarray(x)
-    assert_allclose(fast.layers.conv2d_forward(x, w, b, stride=2, pad=1)[0],
+    assert_allclose(fast.nn.layers.conv2d_forward(x, w, b, stride=2, pad=1)[0],
                     reference.layers.conv2d_forward(contiguous, w, b, stride=2, pad=1)[0],
                     rtol=1e-10, atol=1e-12)
-    assert_array_equal(fast.layers.maxpool2d_forward(x, size=3, stride=2)[0],
+    assert_array_equal(fast.nn.layers.maxpool2d_forward(x, size=3, stride=2)[0],
                        reference.layers.maxpool2d_forward(contiguous, size=3, stride=2)[0])
 
 
@@ -364,11 +364,11 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     # <im2col(x), c> == <x, col2im(c)> for any c: true whatever the column layout is.
     rng = np.random.default_rng(case.seed)
     x = rng.standard_normal((case.n, case.c, case.h, case.w))
-    cols = fast.kernels.im2col(x, case.kh, case.kw, case.stride, case.pad)
+    cols = fast.nn.kernels.im2col(x, case.kh, case.kw, case.stride, case.pad)
     _, _, oh, ow = case.out_shape
     assert cols.size == case.n * oh * ow * case.c * case.kh * case.kw
     c = rng.standard_normal(cols.shape)
-    back = fast.kernels.col2im(c, x.shape, case.kh, case.kw, case.stride, case.pad)
+    back = fast.nn.kernels.col2im(c, x.shape, case.kh, case.kw, case.stride, case.pad)
     assert back.shape == x.shape
     assert_allclose(np.sum(x * back), np.sum(cols * c),
                     rtol=1e-10, atol=1e-12 * np.sum(np.abs(cols * c)))
@@ -377,9 +377,9 @@ def test_col2im_is_the_adjoint_of_im2col(case):
 @DTYPES
 def test_im2col_and_col2im_keep_the_dtype(dtype):
     x = np.random.default_rng(8).standard_normal((1, 2, 4, 5)).astype(dtype)
-    cols = fast.kernels.im2col(x, 2, 3, 1, 1)
+    cols = fast.nn.kernels.im2col(x, 2, 3, 1, 1)
     assert cols.dtype == dtype
-    assert fast.kernels.col2im(cols, x.shape, 2, 3, 1, 1).dtype == dtype
+    assert fast.nn.kernels.col2im(cols, x.shape, 2, 3, 1, 1).dtype == dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -669,19 +669,19 @@ def _own_functions(module):
 
 
 def test_both_implementations_define_the_same_functions_with_the_same_parameters():
-    ours = _own_functions(fast.layers)
+    ours = _own_functions(fast.nn.layers)
     assert ours == _own_functions(reference.layers)
     assert {"conv2d_forward", "maxpool_relu_backward", "softmax_cross_entropy"} <= set(ours)
 
 
 def test_the_implementations_share_only_the_contract_module():
     # Neither layer module imports the other: what they share is contract's checks alone.
-    for module in (fast.layers, reference.layers):
+    for module in (fast.nn.layers, reference.layers):
         imported = {v.__name__ for v in vars(module).values() if inspect.ismodule(v)}
         imported |= {v.__module__ for v in vars(module).values()
                      if inspect.isfunction(v) and v.__module__ != module.__name__}
-        assert not {"fast.layers", "reference.layers"} & imported
-        assert imported <= {"contract", "fast.kernels", "numpy", "math", "typing"}
+        assert not {"fast.nn.layers", "reference.layers"} & imported
+        assert imported <= {"contract", "fast.nn.kernels", "numpy", "math", "typing"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -809,18 +809,18 @@ def test_cross_entropy_equals_the_log_sum_exp_formula(impl, case):
 # ---------------------------------------------------------------------------------------------
 
 class _SplitAcrossCores:
-    """Within this block fast.layers splits every job, however small, between three threads,
+    """Within this block fast.nn.layers splits every job, however small, between three threads,
     GEMMs included (as after ``runtime.configure_process``)."""
 
     def __enter__(self):
-        self.saved = (fast.kernels.PARALLEL_MIN_ELEMENTS, fast.runtime._own_gemm_threads,
+        self.saved = (fast.nn.kernels.PARALLEL_MIN_ELEMENTS, fast.runtime._own_gemm_threads,
                       os.environ.get(fast.runtime.THREADS_VARIABLE))
-        fast.kernels.PARALLEL_MIN_ELEMENTS = 0
+        fast.nn.kernels.PARALLEL_MIN_ELEMENTS = 0
         fast.runtime._own_gemm_threads = True
         os.environ[fast.runtime.THREADS_VARIABLE] = "3"
 
     def __exit__(self, *exc):
-        fast.kernels.PARALLEL_MIN_ELEMENTS, fast.runtime._own_gemm_threads, threads = self.saved
+        fast.nn.kernels.PARALLEL_MIN_ELEMENTS, fast.runtime._own_gemm_threads, threads = self.saved
         if threads is None:
             del os.environ[fast.runtime.THREADS_VARIABLE]
         else:
@@ -832,17 +832,17 @@ class _SplitAcrossCores:
 def test_fast_layers_split_across_cores_match_reference(case, pool):
     x, w, b, g = _conv_arrays(case)
     with _SplitAcrossCores():
-        out, cache = fast.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
-        grads = fast.layers.conv2d_backward(g, cache)
+        out, cache = fast.nn.layers.conv2d_forward(x, w, b, stride=case.stride, pad=case.pad)
+        grads = fast.nn.layers.conv2d_backward(g, cache)
         px, pg = _pool_arrays(pool._replace(n=case.n + 2))
-        pooled, pool_cache = fast.layers.maxpool2d_forward(px, size=pool.size, stride=pool.stride)
-        pool_dx = fast.layers.maxpool2d_backward(pg, pool_cache)
-        rectified, relu_cache = fast.layers.relu_forward(out)  # conv's channel-major layout
-        relu_dx = fast.layers.relu_backward(g, relu_cache)
+        pooled, pool_cache = fast.nn.layers.maxpool2d_forward(px, size=pool.size, stride=pool.stride)
+        pool_dx = fast.nn.layers.maxpool2d_backward(pg, pool_cache)
+        rectified, relu_cache = fast.nn.layers.relu_forward(out)  # conv's channel-major layout
+        relu_dx = fast.nn.layers.relu_backward(g, relu_cache)
         rng = np.random.default_rng(out.size)
         aw, ab = rng.standard_normal((out[0].size, 3)), rng.standard_normal(3)  # the conv output, flattened
-        affine, affine_cache = fast.layers.affine_forward(out, aw, ab)
-        affine_grads = fast.layers.affine_backward(affine, affine_cache)
+        affine, affine_cache = fast.nn.layers.affine_forward(out, aw, ab)
+        affine_grads = fast.nn.layers.affine_backward(affine, affine_cache)
     want_affine, want_affine_cache = reference.layers.affine_forward(out, aw, ab)
     assert_matches_reference(affine, want_affine, np.float64)
     for got, want in zip(affine_grads, reference.layers.affine_backward(want_affine, want_affine_cache)):
@@ -867,13 +867,13 @@ def test_fast_conv_output_feeds_pooling_in_its_channel_major_layout():
     x[0] = 0  # constant images: every pooling window is a tie
     w, b = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
     results = []
-    for layers in (fast.layers, reference.layers):
+    for layers in (fast.nn.layers, reference.layers):
         out, conv_cache = layers.conv2d_forward(x, w, b, 1, 1)
         pooled, pool_cache = layers.maxpool2d_forward(out, 2)
         g = np.arange(pooled.size, dtype=np.float64).reshape(pooled.shape) / pooled.size
         d_out = layers.maxpool2d_backward(g, pool_cache)
         results.append((pooled, d_out, *layers.conv2d_backward(d_out, conv_cache)))
-    assert fast.kernels.is_channel_major(fast.layers.conv2d_forward(x, w, b, 1, 1)[0])
+    assert fast.nn.kernels.is_channel_major(fast.nn.layers.conv2d_forward(x, w, b, 1, 1)[0])
     for got, want in zip(*results):
         assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
@@ -887,7 +887,7 @@ def _in_layout(a, layout):
     """a's values in a given memory layout: C order, channel-major (conv's output), or a
     view whose planes are not back to back (which must take the general path)."""
     if layout == "channel-major":
-        out = fast.kernels.channel_major(a.shape, a.dtype)
+        out = fast.nn.kernels.channel_major(a.shape, a.dtype)
         out[...] = a
         return out
     if layout == "gapped":
@@ -909,15 +909,15 @@ def test_fast_2x2_pool_matches_reference_with_ties_in_every_layout(n, c, h, w, x
     g = rng.standard_normal((n, c, h, w))
     x = _in_layout(values, x_layout)
     with (_SplitAcrossCores() if split else _NoSplit()):
-        out, cache = fast.layers.maxpool2d_forward(x, 2)
-        dx = fast.layers.maxpool2d_backward(_in_layout(g, g_layout), cache)
+        out, cache = fast.nn.layers.maxpool2d_forward(x, 2)
+        dx = fast.nn.layers.maxpool2d_backward(_in_layout(g, g_layout), cache)
     want_out, want_cache = reference.layers.maxpool2d_forward(values, 2)
     assert_array_equal(out, want_out)
     assert_array_equal(dx, reference.layers.maxpool2d_backward(g, want_cache))
     # the output and the gradient keep the input's layout, for the conv next to them (with one
     # image or one channel the two layouts are the same memory)
     if n > 1 and c > 1:
-        assert fast.kernels.is_channel_major(out) == fast.kernels.is_channel_major(dx) \
+        assert fast.nn.kernels.is_channel_major(out) == fast.nn.kernels.is_channel_major(dx) \
             == (x_layout == "channel-major")
 
 
@@ -938,8 +938,8 @@ def test_fast_same_size_conv_matches_reference(dtype, n, c, f, h, w, half_kh, ha
     g = rng.standard_normal((n, f, _output_size(h, kh, 1, pad), _output_size(w, kw, 1, pad)))
     (x, wt, b, g), (x64, w64, b64, g64) = _fast_and_reference_inputs(dtype, x, wt, b, g)
     with (_SplitAcrossCores() if split else _NoSplit()):
-        out, cache = fast.layers.conv2d_forward(x, wt, b, 1, pad)
-        grads = fast.layers.conv2d_backward(g, cache)
+        out, cache = fast.nn.layers.conv2d_forward(x, wt, b, 1, pad)
+        grads = fast.nn.layers.conv2d_backward(g, cache)
     want_out, want_cache = reference.layers.conv2d_forward(x64, w64, b64, 1, pad)
     assert_matches_reference(out, want_out, dtype)
     for got, want in zip(grads, reference.layers.conv2d_backward(g64, want_cache)):
@@ -954,20 +954,20 @@ class _NoSplit:
         pass
 
 
-@pytest.mark.parametrize("run", [fast.kernels.RUN, 1000])
+@pytest.mark.parametrize("run", [fast.nn.kernels.RUN, 1000])
 @pytest.mark.parametrize("split", [False, True])
 def test_fast_first_layer_runs_of_positions_match_reference(monkeypatch, run, split):
     # One input channel and few filters: the output is computed, and the weight gradient summed,
     # over runs of positions (split between threads). 2 * 60 * 60 = 7200 positions, so the runs
     # end part-way and the last one is partial.
-    monkeypatch.setattr(fast.kernels, "RUN", run)
+    monkeypatch.setattr(fast.nn.kernels, "RUN", run)
     rng = np.random.default_rng(3)
     x, w, b = rng.standard_normal((2, 1, 60, 60)), rng.standard_normal((4, 1, 3, 3)), rng.standard_normal(4)
-    assert 10 * 4 <= fast.kernels.SMALL_WEIGHTS  # this case takes the paths by runs
+    assert 10 * 4 <= fast.nn.kernels.SMALL_WEIGHTS  # this case takes the paths by runs
     g = rng.standard_normal((2, 4, 60, 60))
     with (_SplitAcrossCores() if split else _NoSplit()):
-        out, cache = fast.layers.conv2d_forward(x, w, b, 1, 1)
-        grads = fast.layers.conv2d_backward(g, cache, need_dx=False)[1:]
+        out, cache = fast.nn.layers.conv2d_forward(x, w, b, 1, 1)
+        grads = fast.nn.layers.conv2d_backward(g, cache, need_dx=False)[1:]
     want_out, want_cache = reference.layers.conv2d_forward(x, w, b, 1, 1)
     assert_matches_reference(out, want_out, np.float64)
     for got, want in zip(grads, reference.layers.conv2d_backward(g, want_cache)[1:]):
@@ -986,9 +986,9 @@ def test_fast_fused_pool_relu_matches_reference_pool_then_relu(n, c, h, w, size,
     values = rng.integers(-1, 3, size=(n, c, h, w)).astype(np.float64)
     x = _in_layout(values, x_layout)
     with (_SplitAcrossCores() if split else _NoSplit()):
-        out, cache = fast.layers.maxpool_relu_forward(x, size)
+        out, cache = fast.nn.layers.maxpool_relu_forward(x, size)
         g = rng.standard_normal(out.shape)
-        dx = fast.layers.maxpool_relu_backward(g, cache)
+        dx = fast.nn.layers.maxpool_relu_backward(g, cache)
     pooled, pool_cache = reference.layers.maxpool2d_forward(values, size)
     want_out, relu_cache = reference.layers.relu_forward(pooled)
     assert_array_equal(out, want_out)

@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast.metrics import (binary_metrics, confusion_matrix, format_metrics_table, prevalence_threshold,
-                          roc_auc, roc_curve, youden_threshold)
+from fast.scoring.metrics import binary_metrics, confusion_matrix, format_metrics_table, prevalence_threshold, roc_auc, roc_curve, youden_threshold
 
 # The 6-sample example, worked by hand:
 #   score  0.1  0.3  0.4  0.6  0.7  0.9

@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from fast.data import list_split, load_images
-from fast.model import (Architecture, ConvNet, ModelFileError, load_model, load_models, save_model,
-                        simple_convnet)
-from fast.optim import Adam
+from fast.data.cache import load_images
+from fast.data.folders import list_split
+from fast.nn.model import Architecture, ConvNet, simple_convnet
+from fast.nn.model_file import ModelFileError, load_model, load_models, save_model
+from fast.training.optim import Adam
 from gradcheck import numerical_gradient, rel_error
 
 IMPLS = ["reference", "fast"]

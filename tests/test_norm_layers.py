@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-import fast.kernels
-import fast.layers
+import fast.nn.kernels
+import fast.nn.layers
 import reference.layers
 from gradcheck import assert_matches_reference, numerical_gradient, rel_error
 
-IMPLS = pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
+IMPLS = pytest.mark.parametrize("impl", [reference.layers, fast.nn.layers], ids=["reference", "fast"])
 DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 MODES = pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 
@@ -113,7 +113,7 @@ def dropout_cases(draw):
 
 def _channel_major_copy(a):
     """a's values in channel-major memory, as a conv's output holds them."""
-    out = fast.kernels.channel_major(a.shape, a.dtype)
+    out = fast.nn.kernels.channel_major(a.shape, a.dtype)
     out[...] = a
     return out
 
@@ -201,9 +201,9 @@ def test_fast_batchnorm_matches_reference_with_running_statistics(dtype, case, t
     arrays = BatchNormArrays(*(a.astype(dtype) for a in _batchnorm_arrays(case)))
     want = BatchNormArrays(*(a.astype(np.float64) for a in arrays))  # float64 copies
     x = _in_layout(arrays.x, x_layout)
-    out, cache = fast.layers.batchnorm_forward(x, arrays.gamma, arrays.beta, arrays.running_mean,
+    out, cache = fast.nn.layers.batchnorm_forward(x, arrays.gamma, arrays.beta, arrays.running_mean,
                                                arrays.running_var, training)
-    dx, dgamma, dbeta = fast.layers.batchnorm_backward(_in_layout(arrays.g, g_layout), cache)
+    dx, dgamma, dbeta = fast.nn.layers.batchnorm_backward(_in_layout(arrays.g, g_layout), cache)
     want_out, want_cache = reference.layers.batchnorm_forward(
         want.x, want.gamma, want.beta, want.running_mean, want.running_var, training)
     assert_matches_reference(out, want_out, dtype)
@@ -224,11 +224,11 @@ def test_fast_dropout_matches_reference_and_draws_the_same_mask(dtype, case):
     x, g, p, seed = case
     x, g = x.astype(dtype), g.astype(dtype)
     rng_fast, rng_reference = np.random.default_rng(seed), np.random.default_rng(seed)
-    out, cache = fast.layers.dropout_forward(x, p, rng_fast, training=True)
+    out, cache = fast.nn.layers.dropout_forward(x, p, rng_fast, training=True)
     want_out, want_cache = reference.layers.dropout_forward(x.astype(np.float64), p, rng_reference,
                                                             training=True)
     assert_matches_reference(out, want_out, dtype)
-    assert_matches_reference(fast.layers.dropout_backward(g, cache),
+    assert_matches_reference(fast.nn.layers.dropout_backward(g, cache),
                               reference.layers.dropout_backward(g.astype(np.float64), want_cache),
                               dtype)
     # The mask is the contract's: rng.random(x.shape) >= p from a generator in the same state
@@ -246,10 +246,10 @@ def test_fast_global_avgpool_matches_reference(dtype, case, x_layout):
     rng = np.random.default_rng(case.seed)
     x = rng.standard_normal(case.shape).astype(dtype)
     g = rng.standard_normal((case.n, case.c)).astype(dtype)
-    out, cache = fast.layers.global_avgpool_forward(_in_layout(x, x_layout))
+    out, cache = fast.nn.layers.global_avgpool_forward(_in_layout(x, x_layout))
     want_out, want_cache = reference.layers.global_avgpool_forward(x.astype(np.float64))
     assert_matches_reference(out, want_out, dtype)
-    dx = fast.layers.global_avgpool_backward(g, cache)
+    dx = fast.nn.layers.global_avgpool_backward(g, cache)
     assert_matches_reference(dx, reference.layers.global_avgpool_backward(g.astype(np.float64),
                                                                            want_cache), dtype)
     assert _has_layout(dx, x_layout)
@@ -259,8 +259,8 @@ def test_fast_global_avgpool_matches_reference(dtype, case, x_layout):
 def test_fast_dropout_keeps_the_layout_of_x(x_layout):
     rng = np.random.default_rng(20)
     x = _in_layout(rng.standard_normal((2, 3, 4, 5)), x_layout)
-    out, cache = fast.layers.dropout_forward(x, 0.5, rng, training=True)
-    dx = fast.layers.dropout_backward(rng.standard_normal(x.shape), cache)
+    out, cache = fast.nn.layers.dropout_forward(x, 0.5, rng, training=True)
+    dx = fast.nn.layers.dropout_backward(rng.standard_normal(x.shape), cache)
     assert _has_layout(out, x_layout) and _has_layout(dx, x_layout)
 
 
@@ -270,7 +270,7 @@ def test_fast_batchnorm_is_accurate_in_float32_when_the_mean_dwarfs_the_spread()
     rng = np.random.default_rng(21)
     x = (1e4 + rng.standard_normal((4, 2, 8, 8))).astype(np.float32)
     gamma, beta = np.ones(2, np.float32), np.zeros(2, np.float32)
-    out, _ = fast.layers.batchnorm_forward(x, gamma, beta, np.zeros(2, np.float32),
+    out, _ = fast.nn.layers.batchnorm_forward(x, gamma, beta, np.zeros(2, np.float32),
                                            np.ones(2, np.float32), training=True)
     want, _ = reference.layers.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64),
                                                  beta.astype(np.float64), np.zeros(2), np.ones(2),
@@ -583,21 +583,21 @@ def test_fast_batchnorm_rows_split_between_cores_in_blocks_match_reference(monke
     # A conv's channel-major output takes the row-by-row path; forced here to split its
     # channels between threads, in blocks of a few channels, on a small array. A large mean
     # (1e3) against a unit spread checks that centring in float32 loses nothing to it.
-    monkeypatch.setattr(fast.kernels, "PARALLEL_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(fast.kernels, "BLOCK_ELEMENTS", 2 * 3 * 4 * 5)
+    monkeypatch.setattr(fast.nn.kernels, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast.nn.kernels, "BLOCK_ELEMENTS", 2 * 3 * 4 * 5)
     rng = np.random.default_rng(7)
     shape = (3, 7, 4, 5)
     values = 1e3 + rng.standard_normal(shape)
-    x = fast.kernels.channel_major(shape, dtype)
+    x = fast.nn.kernels.channel_major(shape, dtype)
     x[...] = values
-    g = fast.kernels.channel_major(shape, dtype)
+    g = fast.nn.kernels.channel_major(shape, dtype)
     g[...] = rng.standard_normal(shape)
     gamma, beta = rng.uniform(0.5, 2, 7), rng.standard_normal(7)
     stats = [rng.uniform(999, 1001, 7), rng.uniform(0.5, 2, 7)]
     ours = [a.astype(dtype) for a in stats]
-    out, cache = fast.layers.batchnorm_forward(x, gamma.astype(dtype), beta.astype(dtype), *ours,
+    out, cache = fast.nn.layers.batchnorm_forward(x, gamma.astype(dtype), beta.astype(dtype), *ours,
                                                training)
-    grads = fast.layers.batchnorm_backward(g, cache)
+    grads = fast.nn.layers.batchnorm_backward(g, cache)
     # the reference sees the values x holds (float32 rounds 1e3 + noise to about 6e-5)
     want, want_cache = reference.layers.batchnorm_forward(np.asarray(x, np.float64), gamma, beta,
                                                           *stats, training)
@@ -608,4 +608,4 @@ def test_fast_batchnorm_rows_split_between_cores_in_blocks_match_reference(monke
         np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"] * max(1, np.abs(expected).max()))
     for got, expected in zip(ours, stats):
         np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"])
-    assert fast.kernels.is_channel_major(out) and fast.kernels.is_channel_major(grads[0])
+    assert fast.nn.kernels.is_channel_major(out) and fast.nn.kernels.is_channel_major(grads[0])

@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from fast import evaluate, inference, predict
-from fast.data import read_xray
-from fast.model import Architecture, ConvNet, ModelFileError, load_model, save_model
+from fast import evaluate
+from fast import inference
+from fast import predict
+from fast.data.images import read_xray
+from fast.nn.model import Architecture, ConvNet
+from fast.data.errors import DataError
+from fast.nn.model_file import ModelFileError, load_model, load_models, save_model
 from gradcheck import numerical_gradient, rel_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +92,7 @@ def test_evaluate_reproduces_the_runs_test_metrics(tiny_run, capsys):
     assert evaluate.main(["--model", str(tiny_run)]) == 0
     out = capsys.readouterr().out
     test_metrics = json.loads((tiny_run / "metrics.json").read_text())["test"]
-    from fast.metrics import format_metrics_table
+    from fast.scoring.metrics import format_metrics_table
     assert format_metrics_table({"test": test_metrics}) in out
     assert "equals the run's" in out
 
@@ -490,34 +494,39 @@ def test_the_api_reads_integer_images_as_files_are_read_and_refuses_values_outsi
         classifier.predict_proba(pixels.astype(np.float32))  # 0..255 as floats
 
 
+def _classifier(members, metadata):
+    """A classifier of ``members`` whose record reads as the model file's ``metadata``."""
+    return inference.Classifier(members, inference.ModelRecord.from_dict(members[0].arch, metadata))
+
+
 def test_a_classifier_without_stored_calibration_or_with_a_temperature_applies_it(tiny_run, tmp_path):
-    from fast.calibration import apply_temperature
-    members, metadata = inference.load_models(tiny_run / "model.npz")
+    from fast.scoring.calibration import apply_temperature
+    members, metadata = load_models(tiny_run / "model.npz")
     plain = {k: v for k, v in metadata.items() if k != "calibration"}
     images = np.random.default_rng(0).uniform(0, 1, (3, 32, 32))
-    raw = inference.Classifier(members, plain).probability(images)  # nothing stored: as it comes
-    classifier = inference.Classifier(members, plain)
+    raw = _classifier(members, plain).probability(images)  # nothing stored: as it comes
+    classifier = _classifier(members, plain)
     assert_allclose(raw, inference.ensemble_proba(members, classifier.prepare(images), zooms=classifier.zooms),
                     rtol=0, atol=1e-9)
-    warmed = inference.Classifier(members, {**plain, "temperature": 2.0}).probability(images)
+    warmed = _classifier(members, {**plain, "temperature": 2.0}).probability(images)
     assert_allclose(warmed, apply_temperature(raw, 2.0), rtol=1e-9)
 
 
 def test_a_classifier_prepares_and_views_images_as_its_model_file_says(tiny_run):
-    from fast.data import normalise
-    members, metadata = inference.load_models(tiny_run / "model.npz")
+    from fast.data.normalise import normalise
+    members, metadata = load_models(tiny_run / "model.npz")
     images = np.random.default_rng(3).uniform(0, 1, (4, 32, 32)).astype(np.float32)
     for how in ("dataset", "image", "equalise"):
-        prepared = inference.Classifier(members, {**metadata, "normalise": how}).prepare(images)
+        prepared = _classifier(members, {**metadata, "normalise": how}).prepare(images)
         assert_allclose(prepared[:, 0], normalise(images.copy(), how, metadata["mean"], metadata["std"]))
     older = {k: v for k, v in metadata.items() if k not in ("normalise", "test_time_zooms")}
-    assert inference.Classifier(members, older).normalisation == "dataset"  # files from before the choices
-    assert inference.Classifier(members, older).zooms == (1.0,)
+    assert _classifier(members, older).record.normalise == "dataset"  # files from before the choices
+    assert _classifier(members, older).zooms == (1.0,)
     assert metadata["test_time_zooms"] == [1.0, 0.95, 1.05]  # the trainer's default
-    with pytest.raises(ModelFileError, match="unusable test-time zooms"):
-        inference.Classifier(members, {**metadata, "test_time_zooms": [0.0]})
-    with pytest.raises(ModelFileError, match="unknown normalisation 'clahe'"):
-        inference.Classifier(members, {**metadata, "normalise": "clahe"})
+    with pytest.raises(ValueError, match="unusable test-time zooms"):
+        _classifier(members, {**metadata, "test_time_zooms": [0.0]})
+    with pytest.raises(ValueError, match="unknown normalisation 'clahe'"):
+        _classifier(members, {**metadata, "normalise": "clahe"})
 
 
 def test_csv_into_a_missing_folder_is_refused_before_any_work(tiny_run, stored, tmp_path, capsys):
@@ -527,8 +536,8 @@ def test_csv_into_a_missing_folder_is_refused_before_any_work(tiny_run, stored, 
 
 
 def test_evaluate_refuses_the_val_split_of_a_k_fold_ensemble(xray_root, tmp_path, capsys):
-    from fast.config import TrainConfig
-    from fast.trainer import train
+    from fast.training.config import TrainConfig
+    from fast.training.trainer import train
     run_dir = train(TrainConfig(data=str(xray_root), out=str(tmp_path / "run"), image_size=16, limit=80,
                                 epochs=1, folds=2, channels=(4,), hidden=8,
                                 cache_dir=str(tmp_path / "cache")), log=lambda *a: None,
@@ -598,7 +607,7 @@ def test_evaluate_says_it_began_before_decoding_the_images(tiny_run, xray_root, 
 
     def split_images(*args, **kwargs):  # the slow part: the start line must already be out
         said.append(capsys.readouterr().err)
-        raise evaluate.xray_data.DataError("stopped here by the test")
+        raise DataError("stopped here by the test")
 
     monkeypatch.setattr(evaluate, "split_images", split_images)
     assert evaluate.main(["--model", str(tiny_run), "--data", str(xray_root)]) == 1
@@ -616,7 +625,7 @@ def test_evaluate_counts_must_match_exactly_and_figures_to_a_millionth():
 
 
 def test_evaluate_val_of_an_ensemble_names_only_files_that_exist(tmp_path, tiny_run, capsys):
-    from fast.model import load_models
+    from fast.nn.model_file import load_models
     members, metadata = load_models(tiny_run / "model.npz")
     save_model(tmp_path / "ensemble.npz", members * 2, metadata)  # a model file alone: no run files beside it
     assert evaluate.main(["--model", str(tmp_path / "ensemble.npz"), "--split", "val"]) == 1

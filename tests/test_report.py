@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fast import report
+from fast.runs import RunDir
 from test_predict import PNG_SIGNATURE, REPO_ROOT
 
 MIN_SIDE = 300  # pixels: anything smaller is not readable
@@ -18,7 +19,7 @@ MIN_SIDE = 300  # pixels: anything smaller is not readable
 def fresh_copy(run_dir, folder):
     """The run's own files, without any picture already drawn, in ``folder``."""
     folder.mkdir()
-    for name in report.RUN_FILES:
+    for name in RunDir.FINISHED:
         shutil.copy(run_dir / name, folder / name)
     return folder
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fast import metrics, report
+from fast.scoring import metrics
+from fast import report
 from fast.inference import SHIPPED_MODEL, load_classifier
 
 CARD = SHIPPED_MODEL.parent / "MODEL_CARD.md"

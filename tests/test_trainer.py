@@ -5,13 +5,17 @@ import math
 import numpy as np
 import pytest
 
-import fast.trainer
-from fast import framing, metrics
-from fast.config import TrainConfig
-from fast.model import ConvNet, ensemble_proba, load_model
-from fast.optim import SGD, Adam, Momentum, learning_rate
+import fast.training.loop
+from fast.training import framing
+from fast.scoring import metrics
+from fast.training.config import TrainConfig
+from fast.inference import ensemble_proba
+from fast.nn.model import ConvNet
+from fast.nn.model_file import load_model
+from fast.training.optim import SGD, Adam, Momentum, learning_rate
 from fast.train import main, parse_args
-from fast.trainer import TrainingError, balanced_class_weights, train
+from fast.training.loop import TrainingError, balanced_class_weights
+from fast.training.trainer import train
 
 
 def _quiet(*_):
@@ -75,7 +79,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_roo
     whole = train(_config(xray_root, tmp_path / "a", **layers), log=_quiet, progress_bars=False)
 
     # Interrupt the second run in the middle of its second epoch, as Ctrl-C would.
-    real_augment, calls = fast.trainer.augment_batch, []
+    real_augment, calls = fast.training.loop.augment_batch, []
 
     def interrupting_augment(x, rng, rows=None, **kwargs):
         calls.append(1)
@@ -83,12 +87,12 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(xray_roo
             raise KeyboardInterrupt
         return real_augment(x, rng, rows, **kwargs)
 
-    monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
+    monkeypatch.setattr(fast.training.loop, "augment_batch", interrupting_augment)
     config = _config(xray_root, tmp_path / "b", **layers)
     with pytest.raises(KeyboardInterrupt):
         train(config, log=_quiet, progress_bars=False)
     assert not (tmp_path / "b" / "run" / "model.npz").exists()
-    monkeypatch.setattr(fast.trainer, "augment_batch", real_augment)
+    monkeypatch.setattr(fast.training.loop, "augment_batch", real_augment)
 
     resumed = train(config, resume=tmp_path / "b" / "run", log=_quiet, progress_bars=False)
     a, b = _weights(whole), _weights(resumed)
@@ -223,11 +227,12 @@ def test_learning_rate_schedules():
 def test_trained_threshold_is_youden_on_calibrated_validation_probabilities(xray_root, tmp_path, method):
     run_dir = train(_config(xray_root, tmp_path, epochs=2, calibration=method, threshold_rule="youden"),
                     log=_quiet, progress_bars=False)
-    from fast.calibration import apply_platt, apply_temperature, fit_platt, fit_temperature
-    from fast.data import load_dataset
+    from fast.scoring.calibration import apply_platt, apply_temperature, fit_platt, fit_temperature
+    from fast.data.dataset import load_dataset
     config = _config(xray_root, tmp_path, epochs=2)
-    ds = load_dataset(xray_root, config.image_size, seed=config.seed, cache_dir=config.cache_dir,
-                      limit=config.limit, progress=False)
+    ds = load_dataset(xray_root, config.image_size, val_fraction=config.carved_fraction, seed=config.seed,
+                      normalisation=config.normalise, cache_dir=config.cache_dir, limit=config.limit,
+                      progress=False)
     model, meta = load_model(run_dir / "model.npz")
     # the held-out probabilities are averaged over the image and its test-time zooms
     assert meta["test_time_zooms"] == [1.0, 0.95, 1.05]
@@ -256,17 +261,17 @@ def test_target_sensitivity_threshold_reaches_the_target_on_validation(xray_root
 
 
 def test_train_step_updates_on_a_finite_loss_and_leaves_the_weights_on_a_nan():
-    model = ConvNet(fast.trainer.make_model(TrainConfig(image_size=16)).arch, seed=0)
+    model = ConvNet(fast.training.loop.make_model(TrainConfig(image_size=16)).arch, seed=0)
     rng = np.random.default_rng(0)  # also draws any dropout mask
     x, y = rng.standard_normal((4, 1, 16, 16)).astype(np.float32), np.array([0, 1, 1, 0])
     before = {k: v.copy() for k, v in model.params.items()}
-    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1, rng=rng)
+    loss = fast.training.loop.train_step(model, SGD(), x, y, lr=0.1, rng=rng)
     assert math.isfinite(loss)
     assert any(not np.array_equal(before[k], model.params[k]) for k in before)
 
     before = {k: v.copy() for k, v in model.params.items()}
     x[0, 0, 0, 0] = np.nan
-    loss = fast.trainer.train_step(model, SGD(), x, y, lr=0.1, rng=rng)
+    loss = fast.training.loop.train_step(model, SGD(), x, y, lr=0.1, rng=rng)
     assert not math.isfinite(loss)
     assert all(np.array_equal(before[k], model.params[k]) for k in before)
 
@@ -275,8 +280,8 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
     config = _config(xray_root, tmp_path, folds=3, epochs=2)
     run_dir = train(config, log=_quiet, progress_bars=False)
     results = json.loads((run_dir / "metrics.json").read_text())
-    from fast.data import list_split
-    from fast.model import load_models
+    from fast.data.folders import list_split
+    from fast.nn.model_file import load_models
     members, meta = load_models(run_dir / "model.npz")
     assert len(members) == 3 and results["models"] == 3 and meta["held_out"] == "out-of-fold"
     # the held-out ("val") figures are out-of-fold: every training image of the run, once
@@ -308,7 +313,7 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
 
 def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch):
     whole = train(_config(xray_root, tmp_path / "a", folds=2, epochs=2), log=_quiet, progress_bars=False)
-    real_augment, calls = fast.trainer.augment_batch, []
+    real_augment, calls = fast.training.loop.augment_batch, []
 
     def interrupting_augment(x, rng, rows=None, **kwargs):  # 2 folds of about 150 images: 5 batches an epoch
         calls.append(1)
@@ -316,16 +321,16 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real_augment(x, rng, rows, **kwargs)
 
-    monkeypatch.setattr(fast.trainer, "augment_batch", interrupting_augment)
+    monkeypatch.setattr(fast.training.loop, "augment_batch", interrupting_augment)
     config = _config(xray_root, tmp_path / "b", folds=2, epochs=2)
     with pytest.raises(KeyboardInterrupt):
         train(config, log=_quiet, progress_bars=False)
     # fold 1 finished, fold 2 stopped after its first epoch
     assert (tmp_path / "b" / "run" / "fold2" / "checkpoint.npz").is_file()
     assert not (tmp_path / "b" / "run" / "model.npz").exists()
-    monkeypatch.setattr(fast.trainer, "augment_batch", real_augment)
+    monkeypatch.setattr(fast.training.loop, "augment_batch", real_augment)
     resumed = train(config, resume=tmp_path / "b" / "run", log=_quiet, progress_bars=False)
-    from fast.model import load_models
+    from fast.nn.model_file import load_models
     a, b = load_models(whole / "model.npz")[0], load_models(resumed / "model.npz")[0]
     for m, n in zip(a, b, strict=True):
         for k, v in m.state().items():

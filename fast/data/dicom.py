@@ -1,6 +1,6 @@
 """DICOM X-rays -> (H, W) grey images in [0, 1], bright = dense, as a JPEG X-ray reads.
 
-``fast.data.read_xray`` sends a file here when it is DICOM (by content, or by a .dcm name) and
+``fast.data.images.read_pixels`` sends a file here when it is DICOM (by content, or by a .dcm name) and
 resizes the result exactly as it resizes every other format.
 
 pydicom (3.0 or newer) is optional: it is imported only when a DICOM file is read, so the rest
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fast.errors import ImageError
+from fast.data.errors import ImageError
 
 DICOM_EXTENSION = ".dcm"
 _PREAMBLE = 128

@@ -1,7 +1,13 @@
-"""All training defaults in one place: a frozen dataclass whose fields become the CLI flags."""
+"""All training defaults in one place: a frozen dataclass whose fields become the CLI flags.
+
+The network's own settings default to the model's (``fast.nn.model.Architecture``), and the
+configuration builds the network's architecture from them (``TrainConfig.architecture``).
+"""
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+
+from fast.nn.model import Architecture
 
 
 def _number(convert, accepts, requirement, name):
@@ -49,6 +55,12 @@ def _opt(default, help, type=None, choices=None):
     return field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
+def carved_fraction(folds, val_fraction):
+    """The share of the training patients carved out as a validation split: ``val_fraction`` for
+    one model, none for K fold models (K > 1), whose held-out images are their folds."""
+    return 0.0 if folds > 1 else val_fraction
+
+
 # What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
 LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False,
           "crop_area": None, "stem_stride": 1, "stem_kernel": 3, "reframe": 1.0}
@@ -61,7 +73,7 @@ class TrainConfig:
     out: str = _opt(None, "run directory for config, history, model and metrics (default: runs/<timestamp>)")
     impl: str = _opt("fast", "layer implementation: fast (im2col, float32) or reference (loops, float64, slow)",
                      choices=("fast", "reference"))
-    image_size: int = _opt(64, "images are resized to SIZE x SIZE pixels", type=_image_size)
+    image_size: int = _opt(Architecture.input_shape[-1], "images are resized to SIZE x SIZE pixels", type=_image_size)
     batch_size: int = _opt(32, "mini-batch size", type=_positive_int)
     epochs: int = _opt(11, "epochs of training (of each fold model; one model may stop early)",
                        type=_positive_int)
@@ -95,18 +107,18 @@ class TrainConfig:
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
                              "noise, by random amounts (part of --augment)")
-    stem_stride: int = _opt(1, "stride of the first conv (the stem): 2 takes in an image twice the "
+    stem_stride: int = _opt(Architecture.stem_stride, "stride of the first conv (the stem): 2 takes in an image twice the "
                             "side at about the cost of the image at half the side", type=_positive_int)
-    stem_kernel: int = _opt(3, "kernel side of the first conv: with --stem-kernel 4 --stem-stride 4 it "
+    stem_kernel: int = _opt(Architecture.stem_kernel, "kernel side of the first conv: with --stem-kernel 4 --stem-stride 4 it "
                             "reads the image as non-overlapping 4x4 patches", type=_positive_int)
-    channels: tuple = _opt((16, 32, 64), "filters of each conv block, comma-separated", type=_channels)
-    convs_per_block: int = _opt(1, "3x3 convs in each block (the block's last one is pooled)",
+    channels: tuple = _opt(Architecture.channels, "filters of each conv block, comma-separated", type=_channels)
+    convs_per_block: int = _opt(Architecture.convs_per_block, "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)
-    batchnorm: bool = _opt(True, "batch normalisation after each conv")
-    head: str = _opt("flatten", "what the classifier sees of the last block: its maps flattened, or "
+    batchnorm: bool = _opt(Architecture.batchnorm, "batch normalisation after each conv")
+    head: str = _opt(Architecture.head, "what the classifier sees of the last block: its maps flattened, or "
                      "each channel's global average (gap)", choices=("flatten", "gap"))
-    hidden: int = _opt(128, "units of the hidden affine layer (0: none)", type=_non_negative_int)
-    dropout: float = _opt(0.3, "dropout probability before the last affine layer",
+    hidden: int = _opt(Architecture.hidden, "units of the hidden affine layer (0: none)", type=_non_negative_int)
+    dropout: float = _opt(Architecture.dropout, "dropout probability before the last affine layer",
                           type=_probability)
     seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)",
                      type=_non_negative_int)
@@ -132,6 +144,19 @@ class TrainConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    def architecture(self):
+        """The network these settings train."""
+        return Architecture(input_shape=(1, self.image_size, self.image_size),
+                            channels=tuple(self.channels), hidden=self.hidden,
+                            convs_per_block=self.convs_per_block, batchnorm=self.batchnorm,
+                            head=self.head, dropout=self.dropout, stem_stride=self.stem_stride,
+                            stem_kernel=self.stem_kernel)
+
+    @property
+    def carved_fraction(self):
+        """The share of the training patients carved out for validation (``carved_fraction``)."""
+        return carved_fraction(self.folds, self.val_fraction)
 
     def conflict(self):
         """What is wrong with this combination of settings, in words, or None."""

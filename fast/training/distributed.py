@@ -6,19 +6,24 @@ and gradients of its part, weighted by its part's share of the batch's loss, and
 all-reduce over a single flat buffer sums them, so every process applies the same update.
 What the batch draws at random is drawn for the whole batch by every process, each keeping
 its own rows (``SharedDraws``, and ``augment_batch``'s ``rows``), and batch normalisation
-normalises with the whole batch's statistics (``batchnorm_forward`` here, two all-reduces
-forward and one backward). So the weights do not depend on N, up to float round-off.
+normalises with the whole batch's statistics (``sync_batchnorm``: ``batchnorm_forward`` here, two
+all-reduces forward and one backward, handed to the model through the layer contract). So the
+weights do not depend on N, up to float round-off. Only the lead process reads and writes the run
+directory (``Group.lead_first``).
 
 Without mpi4py, or launched as one process, ``world()`` is the plain one-process ``Group``
 and nothing is communicated. mpi4py is imported only when ``mpiexec`` started more than one
 process (an optional extra: ``pip install -e '.[mpi]'``).
 """
+import hashlib
 import sys
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 
-from fast.errors import DataError
+from fast.data.errors import DataError
+from fast.nn.model import BatchNorm
 from fast.runtime import launched_processes
 
 
@@ -38,6 +43,14 @@ class Group:
         in rank order (a part may be empty when n < size)."""
         return n * self.rank // self.size, n * (self.rank + 1) // self.size
 
+    def own_part(self, x):
+        """This process's rows of x (``fast.data.pixels.Inputs``): its ``part``; all of x for one
+        process."""
+        if self.size == 1:
+            return x
+        lo, hi = self.part(len(x))
+        return x.subset(np.arange(lo, hi))
+
     def sum(self, buffer):
         """Sum ``buffer`` (a contiguous array) over the processes, in place -> buffer."""
         return buffer
@@ -53,6 +66,37 @@ class Group:
     def abort(self, status):
         """End every process of the group now (after an error on this one, so that no other
         waits for it for ever); nothing for one process."""
+
+    def lead_first(self, job, only_lead=False):
+        """``job()`` on the lead process, then (unless ``only_lead``, when its result is
+        broadcast) on the others; an exception on the lead is raised on every process."""
+        if self.size == 1:
+            return job()
+        result = error = None
+        if self.lead:
+            try:
+                result = job()
+            except Exception as err:  # handed to every process, so none waits forever
+                error = err
+        error = self.broadcast(error)
+        if error is not None:
+            raise error
+        if only_lead:
+            return self.broadcast(result)
+        return result if self.lead else job()
+
+    def check_same_data(self, ds):
+        """Every process must train on the same images in the same order (else their batches,
+        and their collective calls, would differ): DataError when this one's data set
+        (``fast.data.dataset.Dataset``) differs from the lead's."""
+        if self.size == 1:
+            return
+        digest = hashlib.sha256(repr((ds.paths_train, ds.y_train.tolist(), ds.paths_val, ds.paths_test,
+                                      ds.mean, ds.std)).encode()).hexdigest()
+        if self.broadcast(digest) != digest:
+            raise DataError(f"process {self.rank} read other images than process 0 (their file "
+                            "lists, labels or pixels differ): every machine needs the same data "
+                            "folder, with the same files")
 
 
 class MPIGroup(Group):
@@ -144,15 +188,10 @@ class Shard(NamedTuple):
                    else np.asarray(class_weights, dtype=np.float64)[self.batch_labels])
         share = weights[self.lo:self.hi].sum() / weights.sum()
         draws = None if rng is None else SharedDraws(rng, self.lo, self.hi, len(self.batch_labels))
-        logits, caches = model.forward(x, training=True, rng=draws, group=self.group)
-        if len(x):
-            loss, dlogits = model.layers.softmax_cross_entropy(logits, y, class_weights)
-            dlogits *= dlogits.dtype.type(share)
-        else:
-            loss, dlogits = 0.0, np.zeros_like(logits)
-        grads, _ = model.backward(dlogits, caches)
+        loss, grads = model.loss(x, y, class_weights, rng=draws, batchnorm=sync_batchnorm(self.group),
+                                 scale=share)
         keys = list(model.params)
-        flat = np.concatenate([grads[k].ravel() for k in keys] + [np.array([loss * share], grads[keys[0]].dtype)])
+        flat = np.concatenate([grads[k].ravel() for k in keys] + [np.array([loss], grads[keys[0]].dtype)])
         self.group.sum(flat)
         offset = 0
         for k in keys:
@@ -175,14 +214,26 @@ def _per_channel(v, dtype=None):
     return np.asarray(v if dtype is None else v.astype(dtype)).reshape(1, -1, 1, 1)
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, group, momentum=0.1, eps=1e-5):
+def sync_batchnorm(group):
+    """Batch normalisation of a batch split between ``group``'s processes, as the layer contract's
+    pair of functions (``fast.nn.model.BatchNorm``), for a model's training pass."""
+    return BatchNorm(partial(batchnorm_forward, group=group), batchnorm_backward)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5, *,
+                      group):
     """Training-mode spatial batch normalisation of a batch split between ``group``'s
     processes, x (n, C, H, W) being this process's part -> (out, SyncBatchNormCache).
 
-    The numbers of ``fast.layers.batchnorm_forward`` on the whole batch, up to round-off: the
+    The numbers of ``fast.nn.layers.batchnorm_forward`` on the whole batch, up to round-off: the
     mean and then the biased variance of the centred values (two passes, float64 sums, each
     summed over the processes), the running statistics updated alike on every process.
+    Evaluation mode needs no other process (the running statistics are every process's): it is
+    the layers' own, and refused here.
     """
+    if not training:
+        raise ValueError("synchronised batch norm normalises training batches; evaluation mode "
+                         "uses the layers' own")
     n, C, H, W = x.shape
     sums = np.append(x.sum(axis=(0, 2, 3), dtype=np.float64), n * H * W)
     group.sum(sums)

@@ -16,7 +16,7 @@ import numpy as np
 
 from contract import (check_affine_args, check_batchnorm_args, check_conv_args, check_dropout_p,
                       check_global_avgpool_args, check_labels, check_pool_args)
-from fast import kernels
+from fast.nn import kernels
 
 
 class ConvCache(NamedTuple):

@@ -16,7 +16,7 @@ random strength (up to 0.1 standard deviations) is added, as exposures differ in
 A network that could tell the classes apart by sharpness or noise texture, not by the lungs,
 loses that shortcut.
 
-With ``crop_area`` set (the default since the framing study; see ``fast.framing``), the
+With ``crop_area`` set (the default since the framing study; see ``fast.training.framing``), the
 geometry is wider: each image is cropped to a random window keeping ``crop_area`` to all of
 its area, or shrunk as far the other way with the border replicated around it (a zoom-out),
 the window's aspect ratio jittered by up to 4:3 and the window placed anywhere in the image.
@@ -104,7 +104,7 @@ def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_imag
     ``labels`` (of the whole batch, all ``total`` rows) and ``reframe``: with ``crop_area``, the
     windows of class-0 (NORMAL) images keep 1 / ``reframe`` of the area they would otherwise
     keep, so that they are framed as tightly, on average, as the PNEUMONIA images are in the
-    training split (see ``fast.framing``). The draws are the same whatever ``reframe`` is.
+    training split (see ``fast.training.framing``). The draws are the same whatever ``reframe`` is.
     """
     n, c, h, w = x.shape
     lo, hi, total = (0, n, n) if rows is None else rows
@@ -141,37 +141,4 @@ def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_imag
         # one draw for the whole batch, so a part gets its rows of it
         grain = rng.standard_normal((total, c, h, w), dtype=np.float32)[lo:hi].astype(x.dtype, copy=False)
         out += noise[:, None, None, None] * grain
-    return out
-
-
-TEST_TIME_ZOOMS = (1.0, 0.95, 1.05)
-
-
-def zoomed(x, zoom):
-    """x (N, C, H, W) zoomed about the image centre by ``zoom`` (> 1 enlarges), the border
-    replicated, as in training: one of the fixed views a prediction can be averaged over
-    (test-time augmentation). ``zoom`` 1 returns x itself."""
-    if zoom == 1:
-        return x
-    h, w = x.shape[-2:]
-    m = about_centre(np.diag([zoom, zoom]), w, h)
-    out = np.empty_like(x)
-    for i in range(len(x)):
-        warp(x[i], m, out=out[i])
-    return out
-
-
-
-def framed(images, zoom, centre=(0.0, 0.0)):
-    """(N, H, W) images in [0, 1] as if framed otherwise: zoom > 1 keeps a window of 1/zoom of
-    the side (a tighter collimation), resized back to H x W; zoom < 1 shrinks the image to
-    zoom of the side, the border replicated around it. ``centre``: where the window's centre
-    sits, as a share of the room it has to move (-1 to 1 across and down; 0 is the middle,
-    (0, -1) a window against the top edge). The framing study's views (``fast.framing``)."""
-    h, w = images.shape[-2:]
-    shift = np.array(centre) * abs(zoom - 1) / 2 * (w, h)
-    # a window (zoom > 1) moves against its shift, a shrunken image (zoom < 1) with it
-    m = about_centre(np.diag([zoom, zoom]), w, h, -shift * np.sign(zoom - 1))
-    out = np.empty_like(images)
-    warp(images, m, out=out)
     return out

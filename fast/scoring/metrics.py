@@ -1,7 +1,7 @@
 """Clinical metrics for a binary classifier, in plain NumPy. Positive class: PNEUMONIA = 1.
 
 y_true: (N,) of 0/1; scores: (N,) finite reals, higher meaning more likely PNEUMONIA; a sample
-is predicted positive when ``score >= threshold``.
+is predicted positive when ``score >= threshold`` (``called_positive``).
 """
 import math
 import numbers
@@ -31,6 +31,13 @@ def _check_scores(y_true, scores):
     if n_pos == 0 or n_pos == len(y):
         raise ValueError(f"need both classes in y_true, got {n_pos} positives out of {len(y)}")
     return y, s
+
+
+def called_positive(scores, threshold):
+    """Which scores are called positive (PNEUMONIA) -> bool array: those at or above
+    ``threshold``, a score exactly at it included. The one decision rule: metrics, labels,
+    pictures and the framing study all call it."""
+    return np.asarray(scores) >= threshold
 
 
 def confusion_matrix(y_true, y_pred):
@@ -127,7 +134,7 @@ def binary_metrics(y_true, scores, threshold):
     predicted positive). Needs both classes (for sensitivity, specificity and AUC).
     """
     y, s = _check_scores(y_true, scores)
-    cm = confusion_matrix(y, (s >= threshold).astype(np.int64))
+    cm = confusion_matrix(y, called_positive(s, threshold).astype(np.int64))
     (tn, fp), (fn, tp) = cm.tolist()
     return {
         "n": int(len(y)),
@@ -210,6 +217,27 @@ def sensitivity_threshold(y_true, scores, target):
     need = -(-t.numerator * n_pos // t.denominator)
     # tps rises as the threshold falls: the first index reaching ``need`` is the highest one.
     return float(thresholds[np.searchsorted(tps, need, side="left")])
+
+
+THRESHOLD_RULES = ("youden", "prevalence")
+
+
+def choose_threshold(y_true, prob, rule, target_sensitivity=None, held_out="validation"):
+    """The decision threshold chosen on held-out probabilities -> (threshold, the rule in words).
+
+    ``target_sensitivity``: the highest threshold whose sensitivity is at least that
+    (``sensitivity_threshold``); otherwise ``rule``: "prevalence" (``prevalence_threshold``) or
+    "youden" (``youden_threshold``). ``held_out`` names the predictions in the words.
+    """
+    if target_sensitivity is not None:
+        words = (f"the highest threshold with sensitivity >= {target_sensitivity} on "
+                 f"{held_out} predictions")
+        return sensitivity_threshold(y_true, prob, target_sensitivity), words
+    if rule == "prevalence":
+        return prevalence_threshold(y_true), f"the share of PNEUMONIA among the {held_out} images"
+    if rule == "youden":
+        return youden_threshold(y_true, prob), f"Youden's J on {held_out} predictions"
+    raise ValueError(f"unknown threshold rule {rule!r}; choose from {', '.join(THRESHOLD_RULES)}")
 
 
 # --------------------------------------------------------------------------- calibration

@@ -8,7 +8,7 @@ it unchanged. The ranking of the scores (and so the ROC curve) never changes.
 """
 import numpy as np
 
-from fast.metrics import check_labelled_probabilities, check_probabilities
+from fast.scoring.metrics import check_labelled_probabilities, check_probabilities
 
 # Probabilities are clipped to [EPS, 1 - EPS] before taking log-odds, so 0 and 1 (a saturated
 # float32 sigmoid gives both) map to about -/+27.6 instead of infinity. 1e-12 is far below

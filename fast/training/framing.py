@@ -19,15 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fast import metrics
-from fast.augment import framed
-from fast.data import CLASS_NAMES, normalise
+from fast.data.augment import about_centre, warp
+from fast.data.folders import CLASS_NAMES
+from fast.data.normalise import normalise
+from fast.scoring import metrics
+from fast.scoring.metrics import called_positive
 
 
 @dataclass(frozen=True)
 class View:
     """A way of framing an X-ray: ``zoom`` > 1 keeps a window of 1/zoom of the side, < 1
-    shrinks the image; ``centre`` places the window (``augment.framed``)."""
+    shrinks the image; ``centre`` places the window (``framed``)."""
     name: str
     zoom: float = 1.0
     centre: tuple = (0.0, 0.0)
@@ -46,8 +48,23 @@ LIMITS = {"crop 0.9": {"NORMAL": 0.05, "PNEUMONIA": 0.05},
 PER_CLASS = 600
 
 
+def framed(images, zoom, centre=(0.0, 0.0)):
+    """(N, H, W) images in [0, 1] as if framed otherwise: zoom > 1 keeps a window of 1/zoom of
+    the side (a tighter collimation), resized back to H x W; zoom < 1 shrinks the image to
+    zoom of the side, the border replicated around it. ``centre``: where the window's centre
+    sits, as a share of the room it has to move (-1 to 1 across and down; 0 is the middle,
+    (0, -1) a window against the top edge). The framing study's views (``VIEWS``)."""
+    h, w = images.shape[-2:]
+    shift = np.array(centre) * abs(zoom - 1) / 2 * (w, h)
+    # a window (zoom > 1) moves against its shift, a shrunken image (zoom < 1) with it
+    m = about_centre(np.diag([zoom, zoom]), w, h, -shift * np.sign(zoom - 1))
+    out = np.empty_like(images)
+    warp(images, m, out=out)
+    return out
+
+
 class FramedInputs:
-    """``data.Inputs`` seen through a ``View``: ``framed[index]`` is (n, 1, S, S) float32, the
+    """``fast.data.pixels.Inputs`` seen through a ``View``: ``framed[index]`` is (n, 1, S, S) float32, the
     stored images framed as the view says, then normalised as ``inputs`` normalises."""
 
     dtype = np.dtype(np.float32)
@@ -105,8 +122,8 @@ def summarise(y, probability, threshold, class_names=CLASS_NAMES):
         row = {}
         for c, cls in enumerate(class_names):
             mine, base_mine = prob[y == c], base[y == c]
-            share = float(np.mean(mine >= threshold)) if len(mine) else float("nan")
-            change = share - float(np.mean(base_mine >= threshold)) if len(mine) else float("nan")
+            share = float(np.mean(called_positive(mine, threshold))) if len(mine) else float("nan")
+            change = share - float(np.mean(called_positive(base_mine, threshold))) if len(mine) else float("nan")
             row[cls] = {"called_pneumonia": share, "mean_probability": float(np.mean(mine)) if len(mine)
                         else float("nan"), "change": change}
             limit = LIMITS.get(name, {}).get(cls)
