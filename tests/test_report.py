@@ -10,10 +10,10 @@ import pytest
 
 from fast import report
 from fast.runs import RunDir
-from test_predict import PNG_SIGNATURE, REPO_ROOT
+
+from helpers import PNG_SIGNATURE, REPO_ROOT
 
 MIN_SIDE = 300  # pixels: anything smaller is not readable
-
 
 
 def fresh_copy(run_dir, folder):
@@ -34,6 +34,7 @@ def assert_readable_png(path):
     assert image.std() > 5, f"{path} is blank"
 
 
+@pytest.mark.slow
 def test_make_report_draws_every_picture_as_a_readable_png(tiny_run, xray_root, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     notes = []
@@ -45,6 +46,7 @@ def test_make_report_draws_every_picture_as_a_readable_png(tiny_run, xray_root, 
     assert not any(n.startswith("note") for n in notes)
 
 
+@pytest.mark.slow
 def test_report_cli_on_an_existing_run_directory(tiny_run, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     # The run's config.json names the data folder, so --data is not needed.
@@ -56,6 +58,7 @@ def test_report_cli_on_an_existing_run_directory(tiny_run, tmp_path):
         assert_readable_png(run_dir / name)
 
 
+@pytest.mark.slow
 def test_without_the_data_the_report_skips_only_the_xray_pictures(tiny_run, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     # The stored test paths lead nowhere, and so does the data folder given.
@@ -71,6 +74,7 @@ def test_without_the_data_the_report_skips_only_the_xray_pictures(tiny_run, tmp_
     assert any(n.startswith("note") and "--data" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_report_refuses_an_unfinished_run_naming_what_is_missing(tiny_run, tmp_path, capsys):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     (run_dir / "metrics.json").unlink()
@@ -90,20 +94,6 @@ def test_saliency_overlay_is_a_readable_png(tmp_path):
     path = report.save_saliency_overlay(tmp_path / "one.png", xray, cam, "a title", 64)
     assert_readable_png(path)
 
-
-def test_the_training_command_draws_every_picture_of_a_k_fold_run(xray_root, tmp_path):
-    from fast.train import main
-    run_dir = tmp_path / "run"
-    assert main(["--data", str(xray_root), "--out", str(run_dir), "--limit", "80", "--image-size", "16",
-                 "--epochs", "1", "--folds", "2", "--channels", "4,8", "--hidden", "0", "--head", "gap",
-                 "--batchnorm", "--dropout", "0.2", "--cache-dir", str(tmp_path / "cache")]) == 0
-    for name in report.PICTURES.values():
-        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    history = report.read_history(run_dir / "history.csv")
-    assert set(history["fold"]) == {1.0, 2.0}
-
-
-# --------------------------------------------------------------------------- what the pictures say
 
 @pytest.fixture
 def drawn(monkeypatch):
@@ -145,6 +135,7 @@ def test_captions_say_the_size_the_model_sees(drawn, tmp_path):
     assert "as the model sees it" not in texts
 
 
+@pytest.mark.slow
 def test_the_saliency_grid_scales_each_map_by_its_probability(tiny_run, xray_root, drawn, tmp_path, monkeypatch):
     """The report hands each X-ray's stored P(pneumonia) to Grad-CAM, and its captions give the
     model's input size."""
@@ -166,8 +157,7 @@ def test_the_saliency_grid_scales_each_map_by_its_probability(tiny_run, xray_roo
                for t in _texts(drawn[report.PICTURES["saliency"]]))
 
 
-# --------------------------------------------------------------------------- where the pictures go
-
+@pytest.mark.slow
 def test_a_run_reports_into_another_folder_leaving_the_run_as_it_was(tiny_run, xray_root, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     before = sorted(p.name for p in run_dir.iterdir())
@@ -176,6 +166,7 @@ def test_a_run_reports_into_another_folder_leaving_the_run_as_it_was(tiny_run, x
     assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == sorted(report.PICTURES.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, complaint", [
     (["{model}"], "need --out DIR"),
     (["{model}", "--out", "{tmp}/a-file.txt"], "--out: "),

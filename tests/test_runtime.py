@@ -8,11 +8,11 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fast.nn.layers
-from fast.nn import kernels
 from fast import runtime
+from fast.nn import kernels
 from fast.nn.model import Architecture, ConvNet
 
-from test_structure import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def blas_threads():

@@ -1,18 +1,17 @@
 """The README's results table: the default training run for seeds 0, 1 and 2, scored once.
 
-    python bench/three_seeds.py                 # trains runs/seed0..2 (skips finished ones), prints the table
-    python bench/three_seeds.py --flags "--image-size 96"   # the same for another setting
+    python -m studies.three_seeds                 # trains runs/seed0..2 (skips finished ones), prints the table
+    python -m studies.three_seeds --flags "--image-size 96"   # the same for another setting
 
 Each run is ``python -m fast.train --seed S --out OUT/seedS`` plus ``--flags``, in its own
 process. The table is computed here from each run's ``test_predictions.npz`` (the calibrated
 test probabilities and the labels) and its stored threshold, independently of the trainer's own
 metrics.json, with mean and standard deviation over the seeds. A second table gives each run's
-held-out figures: the out-of-fold ROC AUC and the framing study (``fast.framing``): how far the
+held-out figures: the out-of-fold ROC AUC and the framing study (``fast.training.framing``): how far the
 share of each class called PNEUMONIA moves when the held-out X-rays are cropped. A benchmark, not a
 test: each seed is one full default training run.
 """
 import argparse
-import json
 import shlex
 import statistics
 import subprocess
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fast import metrics
+from fast.runs import RunDir
+from fast.scoring import metrics
 
 COLUMNS = ("roc_auc", "accuracy", "sensitivity", "specificity", "ece", "brier")
 # the framing study's changes reported: (view, class)
@@ -32,7 +32,7 @@ FRAMING = (("crop 0.9", "NORMAL"), ("crop 0.8", "NORMAL"), ("crop 0.7", "NORMAL"
 
 def held_out(run_dir):
     """(out-of-fold ROC AUC, {(view, class): change in the share called PNEUMONIA}, breaches)."""
-    results = json.loads((run_dir / "metrics.json").read_text())
+    results = RunDir(run_dir).read_metrics()
     views = results["framing"]["views"]
     return (results["val"]["roc_auc"], {(v, c): views[v][c]["change"] for v, c in FRAMING},
             results["framing"]["breaches"])
@@ -40,15 +40,17 @@ def held_out(run_dir):
 
 def score(run_dir):
     """The test figures of a finished run, recomputed from its predictions."""
-    with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as npz:
+    run = RunDir(run_dir)
+    with np.load(run.predictions("test"), allow_pickle=False) as npz:
         prob, y = npz["probability"], npz["label"].astype(np.int64)
-    threshold = json.loads((run_dir / "metrics.json").read_text())["threshold"]
+    threshold = run.read_metrics()["threshold"]
     return metrics.scored(y, prob, threshold), threshold
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python bench/three_seeds.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m studies.three_seeds", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     parser.add_argument("--out", default="runs", help="folder for the runs (default: runs)")
     parser.add_argument("--flags", default="", help="extra flags for python -m fast.train")
@@ -57,10 +59,10 @@ def main(argv=None):
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         run_dir = Path(args.out) / f"seed{seed}"
-        if not (run_dir / "metrics.json").is_file():
+        if not RunDir(run_dir).metrics.is_file():
             command = [sys.executable, "-m", "fast.train", "--seed", str(seed), "--out", str(run_dir),
                        *shlex.split(args.flags)]
-            if (run_dir / "config.json").is_file():  # interrupted earlier: continue it
+            if RunDir(run_dir).config.is_file():  # interrupted earlier: continue it
                 command = [sys.executable, "-m", "fast.train", "--resume", str(run_dir)]
             start = time.perf_counter()
             subprocess.run(command, check=True)

@@ -1,7 +1,7 @@
-"""The framing stress study (``fast.framing``) of a saved model, on X-rays it never saw.
+"""The framing stress study (``fast.training.framing``) of a saved model, on X-rays it never saw.
 
-    python bench/framing_study.py                                   # the shipped model, out of fold
-    python bench/framing_study.py --model runs/X --split test       # an ensemble on the test split
+    python -m studies.framing_study                                 # the shipped model, out of fold
+    python -m studies.framing_study --model runs/X --split test     # an ensemble on the test split
 
 ``--split train`` (the default) needs an ensemble of K fold models saved by a K-fold run: fold
 model k predicts the training X-rays of fold k, the fold it did not train on, with the folds
@@ -17,18 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from fast import data as xray_data
-from fast import framing
-from fast.calibration import apply_platt
-from fast.inference import SHIPPED_MODEL, load_classifier
-from fast.model import ensemble_proba
+from fast.data.folders import resolve_data_root
+from fast.data.pixels import Inputs
+from fast.data.splits import load_splits, patient_folds
+from fast.inference import SHIPPED_MODEL, ensemble_proba, load_classifier
+from fast.runs import RunDir
+from fast.training import framing
 
 
 def held_out_predictions(classifier, inputs, y, paths, seed):
     """{view name: calibrated P(pneumonia)} of the study's training X-rays, each predicted by
     the fold model that did not train on it -> (that dict, their labels)."""
     members = classifier.members
-    folds = xray_data.patient_folds(paths, y, len(members), seed)
+    folds = patient_folds(paths, y, len(members), seed)
     rows = framing.study_rows(y, seed)
     raw = {name: np.empty(rows.sum()) for name in [framing.AS_IS.name, *framing.views_of(inputs)]}
     for k, member in enumerate(members):
@@ -41,8 +42,9 @@ def held_out_predictions(classifier, inputs, y, paths, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python bench/framing_study.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m studies.framing_study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help="a model file or run directory "
                         "(default: the shipped model)")
     parser.add_argument("--split", choices=("train", "test"), default="train")
@@ -55,14 +57,13 @@ def main(argv=None):
 
     path = Path(args.model)
     classifier = load_classifier(path)
-    config = classifier.path.parent / "config.json"
-    seed = args.seed if args.seed is not None else (
-        json.loads(config.read_text()).get("seed", 0) if config.is_file() else 0)
-    root = xray_data.resolve_data_root(args.data)
-    splits, _ = xray_data.load_splits(root, (args.split,), classifier.image_size, seed=seed,
-                                      val_fraction=0.0, cache_dir=args.cache_dir, progress=False)
+    seed = args.seed if args.seed is not None else RunDir(classifier.path.parent).read_config().get("seed", 0)
+    root = resolve_data_root(args.data)
+    splits, _ = load_splits(root, (args.split,), classifier.image_size, seed=seed, val_fraction=0.0,
+                            cache_dir=args.cache_dir, progress=False)
     pixels, y, paths = splits[args.split]
-    inputs = xray_data.Inputs(pixels, classifier.mean, classifier.std, classifier.normalisation)
+    record = classifier.record
+    inputs = Inputs(pixels, record.mean, record.std, record.normalise)
     if args.split == "train":
         if len(classifier.members) < 2:
             parser.error(f"{classifier.path} holds one model, not fold models: use --split test")
@@ -72,7 +73,7 @@ def main(argv=None):
         views = {framing.AS_IS.name: inputs, **framing.views_of(inputs)}
         raw = {name: ensemble_proba(classifier.members, x, zooms=classifier.zooms) for name, x in views.items()}
         where = "test X-rays (a measurement, not a choice)"
-    calibrated = {name: apply_platt(p, *classifier.calibration) for name, p in raw.items()}
+    calibrated = {name: record.calibration.apply(p) for name, p in raw.items()}
     summary = framing.summarise(y, calibrated, classifier.threshold, classifier.class_names)
     print(f"model {classifier.path}, {where}:")
     print(framing.format_summary(summary, classifier.class_names))

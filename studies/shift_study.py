@@ -16,9 +16,9 @@ Scored on both held-out halves together (the two models' probabilities pooled): 
 specificity at the highest threshold that keeps sensitivity >= 0.95, and the log loss and ECE
 of the probabilities (uncalibrated: both models train with balanced class weights).
 
-    python bench/shift_study.py --name baseline
-    python bench/shift_study.py --name image-norm --set normalise=image
-    python bench/shift_study.py --name control --mix     # halves drawn regardless of batch
+    python -m studies.shift_study --name baseline
+    python -m studies.shift_study --name image-norm --set normalise=image
+    python -m studies.shift_study --name control --mix     # halves drawn regardless of batch
 
 ``--mix`` deals the NORMAL patients to the halves at random instead (no batch shift): the
 control that shows how much of the drop is the shift. ``--split numbers`` tries another shift:
@@ -31,21 +31,24 @@ import argparse
 import dataclasses
 import json
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fast import metrics  # noqa: E402
-from fast import data as xray_data  # noqa: E402
-from fast.config import TrainConfig  # noqa: E402
-from fast.distributed import Group  # noqa: E402
-from fast.runtime import configure_process  # noqa: E402
-from fast.trainer import fit, held_out_proba, test_time_zooms  # noqa: E402
+from fast.data.cache import load_images
+from fast.data.folders import list_split, resolve_data_root
+from fast.data.normalise import pixel_mean_std
+from fast.data.pixels import Inputs
+from fast.data.splits import patient_id
+from fast.runs import RunDir
+from fast.runtime import configure_process
+from fast.scoring import metrics
+from fast.training.config import TrainConfig
+from fast.training.distributed import Group
+from fast.training.loop import fit
+from fast.training.trainer import held_out_proba, test_time_zooms
 
 
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")  # 'person12' -> ('person', '12'), 'IM-0115' -> ('IM-', '0115')
@@ -85,7 +88,7 @@ def halves(paths, labels, seed, mix, split="batch"):
     numbers against the upper half (if numbers follow the order of acquisition, a shift in time).
     """
     rng = np.random.default_rng(seed)
-    patients = [xray_data.patient_id(p) for p in paths]
+    patients = [patient_id(p) for p in paths]
     side = np.empty(len(paths), dtype=np.int64)
     for label in (0, 1):
         ids = sorted({pid for pid, y in zip(patients, labels) if y == label})
@@ -120,7 +123,8 @@ def parse_setting(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.shift_study", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--name", required=True, help="label of this candidate in the log")
     parser.add_argument("--set", type=parse_setting, action="append", default=[], metavar="SETTING=VALUE",
                         help="a training setting that differs from the default (repeatable)")
@@ -134,9 +138,9 @@ def main(argv=None):
         parser.error("--mix is the control of --split batch")
     configure_process()
     config = dataclasses.replace(TrainConfig(), **dict(args.set))
-    root = xray_data.resolve_data_root(config.data)
-    paths, labels = xray_data.list_split(root, "train")
-    pixels, kept = xray_data.load_images(paths, config.image_size, config.cache_dir, progress=False)
+    root = resolve_data_root(config.data)
+    paths, labels = list_split(root, "train")
+    pixels, kept = load_images(paths, config.image_size, config.cache_dir, progress=False)
     paths = [p for p, k in zip(paths, kept) if k]
     labels = labels[kept]
     side = halves(paths, labels, config.seed, args.mix, args.split)
@@ -146,11 +150,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for d in (0, 1):
             inside, outside = side == d, side != d
-            mean, std = xray_data._pixel_mean_std(pixels.subset(inside))
-            x_in = xray_data.Inputs(pixels.subset(inside), mean, std, config.normalise)
-            x_out = xray_data.Inputs(pixels.subset(outside), mean, std, config.normalise)
+            mean, std = pixel_mean_std(pixels.subset(inside))
+            x_in = Inputs(pixels.subset(inside), mean, std, config.normalise)
+            x_out = Inputs(pixels.subset(outside), mean, std, config.normalise)
             start = time.perf_counter()
-            model, _ = fit(Path(tmp) / f"half{d}", config, (x_in, labels[inside]),
+            model, _ = fit(RunDir(Path(tmp) / f"half{d}"), config, (x_in, labels[inside]),
                            (x_out, labels[outside]), config.seed + d, (config.seed, d + 1),
                            keep_best=False, log=lambda *a: None, progress_bars=False)
             seconds += time.perf_counter() - start

@@ -1,6 +1,6 @@
-"""What bounds the benchmark network's step, and two levers measured: ``python bench/levers.py``.
+"""What bounds the benchmark network's step, and two levers measured: ``python -m studies.levers``.
 
-The step (``bench/test_speed.py``: 32 X-rays of 128 px, three conv blocks, 7.95 GFLOP) runs at about
+The step (``bench.network``, timed in ``bench/test_speed.py``: 32 X-rays of 128 px, three conv blocks, 7.95 GFLOP) runs at about
 a fifth of the float32 GEMM yardstick. This study times, in one process and in turn:
 
 1. the step through ``train_step`` and the yardstick (2048^3, every core);
@@ -18,25 +18,19 @@ a fifth of the float32 GEMM yardstick. This study times, in one process and in t
 Medians of ``--repeats`` timings, after one untimed call. A study, not a test: about 20 seconds.
 """
 import argparse
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
-from fast.runtime import configure_process  # noqa: E402
+import numpy as np
+from threadpoolctl import threadpool_limits
 
-configure_process()
-
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-import fast.layers as L  # noqa: E402
-from fast import kernels  # noqa: E402
-from fast.model import ConvNet  # noqa: E402
-from fast.optim import SGD  # noqa: E402
-from fast.trainer import train_step  # noqa: E402
-from test_speed import BATCH, BENCH_ARCH, _median_seconds, network_flops  # noqa: E402
-from yardstick import FLOP, Yardstick  # noqa: E402
+import fast.nn.layers as L
+from bench.network import BATCH, BENCH_ARCH, median_seconds, network_flops
+from bench.yardstick import FLOP, Yardstick
+from fast.nn import kernels
+from fast.nn.model import ConvNet
+from fast.runtime import configure_process
+from fast.training.loop import train_step
+from fast.training.optim import SGD
 
 # (N, C, H, F) of the benchmark network's convolutions that carry its FLOPs
 CONV2, CONV3 = (BATCH, 16, 64, 32), (BATCH, 32, 32, 64)
@@ -44,7 +38,7 @@ CONV2, CONV3 = (BATCH, 16, 64, 32), (BATCH, 32, 32, 64)
 
 def median_ms(fn, repeats):
     """The median of ``repeats`` timings of fn(), after an untimed call, in ms."""
-    return _median_seconds(fn, repeats) * 1e3
+    return median_seconds(fn, repeats) * 1e3
 
 
 def conv_inputs(shape, seed=0):
@@ -240,9 +234,11 @@ def column_runs(repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.levers", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
+    configure_process()  # as training runs: BLAS on one thread, the kernels splitting the GEMMs
     r = args.repeats
 
     yardstick = Yardstick()

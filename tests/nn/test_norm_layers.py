@@ -4,37 +4,28 @@ For both implementations: centred-difference gradients in float64 (through L = s
 with a fixed random upstream gradient g) on shapes hypothesis draws, ``fast`` equal to
 ``reference`` in float64 and float32 (running statistics and channel-major inputs included),
 hand-worked tiny cases, dtype kept, ``dout`` and the inputs untouched, and every boundary the
-docstrings state: evaluation mode, p == 0, m == 1, momentum 0 and 1, invalid arguments, layout.
-"""
+docstrings state: evaluation mode, p == 0, m == 1, momentum 0 and 1, invalid arguments, layout."""
 from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fast.nn.kernels
 import fast.nn.layers
 import reference.layers
-from gradcheck import assert_matches_reference, numerical_gradient, rel_error
 
-IMPLS = pytest.mark.parametrize("impl", [reference.layers, fast.nn.layers], ids=["reference", "fast"])
-DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+from helpers import (COMPARE, DTYPES, GRAD_TOL, GRADCHECK, IMPLS, assert_matches_reference, in_layout,
+                     numerical_gradient, rel_error)
+
 MODES = pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 
-GRAD_TOL = 1e-7  # symmetric relative error allowed between analytic and numerical gradients
-# As many examples as test_layers.py: the shapes are tiny, and this file runs in seconds.
-GRADCHECK = settings(max_examples=100, deadline=None)
-COMPARE = settings(max_examples=200, deadline=None)
 
 seeds = st.integers(0, 2**32 - 1)
 
-
-# ---------------------------------------------------------------------------------------------
-# Drawn cases.
-# ---------------------------------------------------------------------------------------------
 
 class Case(NamedTuple):
     n: int
@@ -111,17 +102,6 @@ def dropout_cases(draw):
     return rng.standard_normal(shape), rng.standard_normal(shape), p, seed
 
 
-def _channel_major_copy(a):
-    """a's values in channel-major memory, as a conv's output holds them."""
-    out = fast.nn.kernels.channel_major(a.shape, a.dtype)
-    out[...] = a
-    return out
-
-
-def _in_layout(a, layout):
-    return _channel_major_copy(a) if layout == "channel-major" else np.ascontiguousarray(a)
-
-
 def _has_layout(a, layout):
     """Whether a's memory is laid out as (C, N, H, W) ("channel-major") or (N, C, H, W) ("C").
     With one image or one channel both are true: they are the same memory order."""
@@ -130,10 +110,6 @@ def _has_layout(a, layout):
 
 layouts = st.sampled_from(["C", "channel-major"])
 
-
-# ---------------------------------------------------------------------------------------------
-# Oracle 1: numerical gradients (float64).
-# ---------------------------------------------------------------------------------------------
 
 @IMPLS
 @MODES
@@ -188,11 +164,6 @@ def test_global_avgpool_backward_matches_numerical_gradient(impl, case):
     assert rel_error(dx, numeric) < GRAD_TOL
 
 
-# ---------------------------------------------------------------------------------------------
-# Oracle 2: fast equals reference. fast runs in dtype, in the drawn layout; reference runs in
-# float64 on the very same values, so float32 measures only fast's rounding.
-# ---------------------------------------------------------------------------------------------
-
 @DTYPES
 @COMPARE
 @given(case=cases(), training=st.booleans(), x_layout=layouts, g_layout=layouts)
@@ -200,10 +171,10 @@ def test_fast_batchnorm_matches_reference_with_running_statistics(dtype, case, t
                                                                    g_layout):
     arrays = BatchNormArrays(*(a.astype(dtype) for a in _batchnorm_arrays(case)))
     want = BatchNormArrays(*(a.astype(np.float64) for a in arrays))  # float64 copies
-    x = _in_layout(arrays.x, x_layout)
+    x = in_layout(arrays.x, x_layout)
     out, cache = fast.nn.layers.batchnorm_forward(x, arrays.gamma, arrays.beta, arrays.running_mean,
                                                arrays.running_var, training)
-    dx, dgamma, dbeta = fast.nn.layers.batchnorm_backward(_in_layout(arrays.g, g_layout), cache)
+    dx, dgamma, dbeta = fast.nn.layers.batchnorm_backward(in_layout(arrays.g, g_layout), cache)
     want_out, want_cache = reference.layers.batchnorm_forward(
         want.x, want.gamma, want.beta, want.running_mean, want.running_var, training)
     assert_matches_reference(out, want_out, dtype)
@@ -246,7 +217,7 @@ def test_fast_global_avgpool_matches_reference(dtype, case, x_layout):
     rng = np.random.default_rng(case.seed)
     x = rng.standard_normal(case.shape).astype(dtype)
     g = rng.standard_normal((case.n, case.c)).astype(dtype)
-    out, cache = fast.nn.layers.global_avgpool_forward(_in_layout(x, x_layout))
+    out, cache = fast.nn.layers.global_avgpool_forward(in_layout(x, x_layout))
     want_out, want_cache = reference.layers.global_avgpool_forward(x.astype(np.float64))
     assert_matches_reference(out, want_out, dtype)
     dx = fast.nn.layers.global_avgpool_backward(g, cache)
@@ -258,7 +229,7 @@ def test_fast_global_avgpool_matches_reference(dtype, case, x_layout):
 @pytest.mark.parametrize("x_layout", ["C", "channel-major"])
 def test_fast_dropout_keeps_the_layout_of_x(x_layout):
     rng = np.random.default_rng(20)
-    x = _in_layout(rng.standard_normal((2, 3, 4, 5)), x_layout)
+    x = in_layout(rng.standard_normal((2, 3, 4, 5)), x_layout)
     out, cache = fast.nn.layers.dropout_forward(x, 0.5, rng, training=True)
     dx = fast.nn.layers.dropout_backward(rng.standard_normal(x.shape), cache)
     assert _has_layout(out, x_layout) and _has_layout(dx, x_layout)
@@ -277,10 +248,6 @@ def test_fast_batchnorm_is_accurate_in_float32_when_the_mean_dwarfs_the_spread()
                                                  training=True)
     assert_allclose(out, want, rtol=0, atol=1e-4)
 
-
-# ---------------------------------------------------------------------------------------------
-# Oracle 3: hand-worked tiny cases.
-# ---------------------------------------------------------------------------------------------
 
 @IMPLS
 def test_batchnorm_of_a_two_value_channel_by_hand(impl):
@@ -397,10 +364,6 @@ def test_global_avgpool_of_a_2x2_plane_by_hand(impl):
     assert_allclose(dx, [[np.full((2, 2), 2.0), np.full((2, 2), -0.25)]], rtol=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------
-# Boundaries: modes, p == 0, momentum at its ends, empty batches.
-# ---------------------------------------------------------------------------------------------
-
 @IMPLS
 def test_batchnorm_evaluation_mode_leaves_the_running_statistics_untouched(impl):
     arrays = _batchnorm_arrays(Case(2, 3, 2, 2, seed=30))
@@ -468,10 +431,6 @@ def test_dropout_without_dropping_returns_x_and_leaves_rng_alone(impl, training,
     assert_array_equal(impl.dropout_backward(g, cache), g)
 
 
-# ---------------------------------------------------------------------------------------------
-# Dtype kept, dout and inputs untouched.
-# ---------------------------------------------------------------------------------------------
-
 class LayerRun(NamedTuple):
     results: tuple  # the output and every gradient
     inputs: tuple  # the forward's arrays (running statistics aside) and dout, after the run
@@ -512,6 +471,8 @@ LAYER_RUNS = {
     "dropout-evaluation": partial(_run_dropout, training=False),
     "global_avgpool": _run_global_avgpool,
 }
+
+
 RUNS = pytest.mark.parametrize("run", LAYER_RUNS.values(), ids=LAYER_RUNS.keys())
 
 
@@ -531,10 +492,6 @@ def test_backward_leaves_dout_untouched_and_forward_leaves_inputs_untouched(impl
     for array, before in zip(layer_run.inputs, layer_run.before, strict=True):
         assert_array_equal(array, before)
 
-
-# ---------------------------------------------------------------------------------------------
-# Errors name what is wrong.
-# ---------------------------------------------------------------------------------------------
 
 def _batchnorm_call(x_shape=(2, 3, 4, 4), gamma=3, beta=3, mean=3, var=3, training=True,
                     momentum=0.1, eps=1e-5):
@@ -575,37 +532,3 @@ ERROR_CASES = {
 def test_invalid_arguments_raise_value_error_saying_what_is_wrong(impl, call, message):
     with pytest.raises(ValueError, match=message):
         call(impl)
-
-
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fast_batchnorm_rows_split_between_cores_in_blocks_match_reference(monkeypatch, training, dtype):
-    # A conv's channel-major output takes the row-by-row path; forced here to split its
-    # channels between threads, in blocks of a few channels, on a small array. A large mean
-    # (1e3) against a unit spread checks that centring in float32 loses nothing to it.
-    monkeypatch.setattr(fast.nn.kernels, "PARALLEL_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(fast.nn.kernels, "BLOCK_ELEMENTS", 2 * 3 * 4 * 5)
-    rng = np.random.default_rng(7)
-    shape = (3, 7, 4, 5)
-    values = 1e3 + rng.standard_normal(shape)
-    x = fast.nn.kernels.channel_major(shape, dtype)
-    x[...] = values
-    g = fast.nn.kernels.channel_major(shape, dtype)
-    g[...] = rng.standard_normal(shape)
-    gamma, beta = rng.uniform(0.5, 2, 7), rng.standard_normal(7)
-    stats = [rng.uniform(999, 1001, 7), rng.uniform(0.5, 2, 7)]
-    ours = [a.astype(dtype) for a in stats]
-    out, cache = fast.nn.layers.batchnorm_forward(x, gamma.astype(dtype), beta.astype(dtype), *ours,
-                                               training)
-    grads = fast.nn.layers.batchnorm_backward(g, cache)
-    # the reference sees the values x holds (float32 rounds 1e3 + noise to about 6e-5)
-    want, want_cache = reference.layers.batchnorm_forward(np.asarray(x, np.float64), gamma, beta,
-                                                          *stats, training)
-    want_grads = reference.layers.batchnorm_backward(np.asarray(g, np.float64), want_cache)
-    tol = dict(rtol=1e-10, atol=1e-9) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-4)
-    np.testing.assert_allclose(out, want, **tol)
-    for got, expected in zip(grads, want_grads):
-        np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"] * max(1, np.abs(expected).max()))
-    for got, expected in zip(ours, stats):
-        np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"])
-    assert fast.nn.kernels.is_channel_major(out) and fast.nn.kernels.is_channel_major(grads[0])

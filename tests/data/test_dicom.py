@@ -11,24 +11,23 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-
-import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import (HTJ2K, JPEG2000, MPEG2MPML, ExplicitVRLittleEndian, JPEGBaseline8Bit,
-                         JPEGLSLossless, RLELossless, SecondaryCaptureImageStorage,
-                         generate_uid)
+from pydicom.uid import (HTJ2K, JPEG2000, MPEG2MPML, ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLSLossless,
+                         RLELossless, SecondaryCaptureImageStorage, generate_uid)
 
 from fast.data.cache import load_images
+from fast.data.dicom import is_dicom, read_dicom
 from fast.data.errors import ImageError
 from fast.data.folders import list_split
 from fast.data.images import read_xray
-from fast.data.dicom import is_dicom, read_dicom
-from test_data import make_tree
+
+from helpers import make_tree
 
 SIZE = 64
 
@@ -462,6 +461,7 @@ def test_pydicoms_reading_warnings_are_passed_on_with_the_path():
 
 # --------------------------------------------------------------------------- the same probability
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_a_radiograph_as_dicom_gets_the_probability_of_its_jpeg(tmp_path, radiograph, tiny_run, name):
     """Through a trained model: every DICOM encoding of the radiograph, windowed or not, scores
@@ -479,6 +479,7 @@ def test_a_radiograph_as_dicom_gets_the_probability_of_its_jpeg(tmp_path, radiog
         results[0]["probability"] - classifier.threshold) <= 0.02
 
 
+@pytest.mark.slow
 def test_predict_gives_each_broken_dicom_its_own_error_and_predicts_the_rest(
         tmp_path, radiograph, tiny_run, no_decoders, capsys):
     from fast import predict

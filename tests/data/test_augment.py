@@ -1,11 +1,9 @@
-"""Augmentation: each transform does what its docstring says, and nothing else."""
+"""Augmentation (``fast.data.augment``): each transform does what its docstring says, and nothing else."""
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast import inference
 from fast.data import augment
-from fast.training import framing
 from fast.data.augment import augment_batch
 
 
@@ -70,32 +68,6 @@ def test_noise_has_the_drawn_strength(monkeypatch):
     assert_allclose(out.std(axis=(1, 2, 3)), strengths, rtol=0.08, atol=2e-3)
 
 
-def test_a_zoomed_view_enlarges_about_the_centre():
-    ramp = np.tile(np.arange(16, dtype=np.float32) - 7.5, (16, 1))  # value = column - centre
-    x = np.stack([ramp, ramp.T])[:, None]  # (2, 1, 16, 16): one ramp across, one down
-    assert inference.zoomed(x, 1.0) is x
-    twice = inference.zoomed(x, 2.0)
-    assert twice.shape == x.shape and twice.dtype == np.float32
-    # enlarged twice about the centre: the slope halves and the centre stays where it was
-    assert_allclose(twice[0, 0], ramp / 2, atol=1e-5)
-    assert_allclose(twice[1, 0], ramp.T / 2, atol=1e-5)
-    assert_array_equal(inference.zoomed(np.full((1, 1, 8, 8), 3.0, np.float32), 0.9), 3.0)
-
-
-def test_an_ensemble_with_zooms_averages_every_member_over_every_view():
-    from fast.inference import ensemble_proba
-    from fast.nn.model import Architecture, ConvNet
-    arch = Architecture(input_shape=(1, 16, 16), channels=(4,), hidden=8, batchnorm=True, dropout=0.2)
-    members = [ConvNet(arch, seed=s) for s in (0, 1)]
-    x = np.random.default_rng(0).normal(size=(5, 1, 16, 16)).astype(np.float32)
-    zooms = (1.0, 0.9, 1.2)
-    expected = np.mean([m.predict_proba(inference.zoomed(x, z))[:, 1] for z in zooms for m in members], axis=0)
-    assert_allclose(ensemble_proba(members, x, chunk=2, zooms=zooms), expected, rtol=1e-6)
-    assert_allclose(ensemble_proba(members, x), np.mean([m.predict_proba(x)[:, 1] for m in members], axis=0),
-                    rtol=1e-6)
-    assert not np.allclose(ensemble_proba(members, x, zooms=zooms), ensemble_proba(members, x))
-
-
 def test_random_windows_keep_the_stated_share_of_the_area_and_stay_in_the_image():
     rng = np.random.default_rng(0)
     w, h = 64, 48
@@ -128,30 +100,6 @@ def test_with_per_image_normalisation_each_cropped_image_is_standardised_again(m
     assert_allclose(out.std(axis=(1, 2, 3)), 1, atol=1e-4)
     kept = augment_batch(x, np.random.default_rng(2), crop_area=0.5, per_image=False)
     assert np.abs(kept.mean(axis=(1, 2, 3))).max() > 0.5
-
-
-def _rows(h=8, w=8):
-    """An image whose every pixel holds its row number: a window's rows read off directly."""
-    return np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)[None]
-
-
-def test_a_framed_window_against_the_top_edge_shows_the_top_half():
-    # zoom 2 keeps a window of half the side; centre (0, -1) puts it against the top edge:
-    # output row r reads source row r / 2 - 0.25 (pixel centres), the first clamped to row 0
-    out = framing.framed(_rows(), 2.0, (0.0, -1.0))
-    expected = np.maximum(np.arange(8) / 2 - 0.25, 0)
-    assert_allclose(out[0, :, 3], expected, atol=1e-5)
-    bottom = framing.framed(_rows(), 2.0, (0.0, 1.0))
-    assert_allclose(bottom[0, :, 3], np.minimum(np.arange(8) / 2 + 3.75, 7), atol=1e-5)
-
-
-def test_a_centred_frame_crops_the_middle_and_a_zoom_out_shrinks_the_image():
-    centre = framing.framed(_rows(), 2.0)
-    assert_allclose(centre[0, :, 0], np.arange(8) / 2 + 1.75, atol=1e-5)  # rows 1.75 .. 5.25
-    # zoom 0.5: output row r reads source row 2 (r - 3.5) + 3.5, clamped to the image
-    shrunk = framing.framed(_rows(), 0.5)
-    assert_allclose(shrunk[0, :, 0], np.clip(2 * (np.arange(8) - 3.5) + 3.5, 0, 7), atol=1e-5)
-    assert_array_equal(framing.framed(_rows(), 1.0), _rows())
 
 
 def test_reframing_makes_the_normal_windows_tighter_by_its_factor_with_the_same_draws():

@@ -1,4 +1,4 @@
-"""Which test-time views help, judged out of fold: ``python bench/tta_study.py RUN_DIR``.
+"""Which test-time views help, judged out of fold: ``python -m studies.tta_study RUN_DIR``.
 
 RUN_DIR is a finished K-fold run of ``python -m fast.train`` (its model file holds the K fold
 models, member k trained without fold k). Each member predicts its own held-out fold again, as
@@ -6,18 +6,19 @@ the image is and as fixed zooms and shifts of it; the mean probability of each s
 scored over all training X-rays (ROC AUC, log loss, ECE; uncalibrated). The test split is not read.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fast import data as xray_data  # noqa: E402
-from fast import metrics  # noqa: E402
-from fast.augment import about_centre, warp  # noqa: E402
-from fast.model import ensemble_proba, load_models  # noqa: E402
+from fast.data.augment import about_centre, warp
+from fast.data.cache import load_images
+from fast.data.folders import list_split, resolve_data_root
+from fast.data.pixels import Inputs
+from fast.data.splits import patient_folds
+from fast.inference import ensemble_proba, read_classifier
+from fast.runs import RunDir
+from fast.scoring import metrics
 
 # (zoom, shift across, shift down), shifts as fractions of the side
 VIEWS = ((1.0, 0, 0), (0.95, 0, 0), (1.05, 0, 0), (1.0, 0.03, 0), (1.0, -0.03, 0), (1.0, 0, 0.03), (1.0, 0, -0.03))
@@ -36,20 +37,22 @@ def view(x, zoom, across, down):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.tta_study", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("run", type=Path)
     args = parser.parse_args(argv)
-    config = json.loads((args.run / "config.json").read_text())
+    run = RunDir(args.run)
+    config = run.read_config()
     if config.get("limit") is not None or config.get("folds", 1) < 2:
         sys.exit(f"{args.run}: a K-fold run on the whole training split is needed (this one has "
                  f"--limit {config.get('limit')}, --folds {config.get('folds')})")
-    members, meta = load_models(args.run / "model.npz")
-    root = xray_data.resolve_data_root(config["data"])
-    paths, labels = xray_data.list_split(root, "train")
-    pixels, kept = xray_data.load_images(paths, config["image_size"], config["cache_dir"], progress=False)
+    members, record = read_classifier(run.model)
+    root = resolve_data_root(config["data"])
+    paths, labels = list_split(root, "train")
+    pixels, kept = load_images(paths, config["image_size"], config["cache_dir"], progress=False)
     paths, labels = [str(p) for p, k in zip(paths, kept) if k], labels[kept]
-    folds = xray_data.patient_folds(paths, labels, len(members), config["seed"])
-    x = xray_data.Inputs(pixels, meta["mean"], meta["std"], meta.get("normalise", "dataset"))
+    folds = patient_folds(paths, labels, len(members), config["seed"])
+    x = Inputs(pixels, record.mean, record.std, record.normalise)
     prob = np.empty((len(VIEWS), len(labels)))
     for k, member in enumerate(members):
         held = np.flatnonzero(folds == k)

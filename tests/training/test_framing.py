@@ -1,12 +1,36 @@
-"""The framing stress study: its views, the images it picks and its figures, by hand."""
+"""The framing stress study (``fast.training.framing``): its views by hand, its draw, its summary."""
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast.training import framing
-from fast.training.framing import framed
 from fast.data.normalise import normalise
 from fast.data.pixels import Inputs, Pixels
+from fast.training import framing
+from fast.training.framing import framed
+
+
+def _rows(h=8, w=8):
+    """An image whose every pixel holds its row number: a window's rows read off directly."""
+    return np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)[None]
+
+
+def test_a_framed_window_against_the_top_edge_shows_the_top_half():
+    # zoom 2 keeps a window of half the side; centre (0, -1) puts it against the top edge:
+    # output row r reads source row r / 2 - 0.25 (pixel centres), the first clamped to row 0
+    out = framing.framed(_rows(), 2.0, (0.0, -1.0))
+    expected = np.maximum(np.arange(8) / 2 - 0.25, 0)
+    assert_allclose(out[0, :, 3], expected, atol=1e-5)
+    bottom = framing.framed(_rows(), 2.0, (0.0, 1.0))
+    assert_allclose(bottom[0, :, 3], np.minimum(np.arange(8) / 2 + 3.75, 7), atol=1e-5)
+
+
+def test_a_centred_frame_crops_the_middle_and_a_zoom_out_shrinks_the_image():
+    centre = framing.framed(_rows(), 2.0)
+    assert_allclose(centre[0, :, 0], np.arange(8) / 2 + 1.75, atol=1e-5)  # rows 1.75 .. 5.25
+    # zoom 0.5: output row r reads source row 2 (r - 3.5) + 3.5, clamped to the image
+    shrunk = framing.framed(_rows(), 0.5)
+    assert_allclose(shrunk[0, :, 0], np.clip(2 * (np.arange(8) - 3.5) + 3.5, 0, 7), atol=1e-5)
+    assert_array_equal(framing.framed(_rows(), 1.0), _rows())
 
 
 def _inputs(n=5, size=16, how="image"):

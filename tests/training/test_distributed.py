@@ -8,19 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fast.nn.layers
 import fast.training.loop
-from fast.training import distributed
 from fast import runtime
 from fast.data.augment import augment_batch
 from fast.nn.model import Architecture, ConvNet
 from fast.nn.model_file import load_model, load_models
+from fast.training import distributed
 from fast.training.trainer import train
-from test_trainer import _config, _quiet
+
+from helpers import quiet, small_config
 
 
 class ThreadGroup(distributed.Group):
@@ -268,9 +269,9 @@ def assert_same_weights(a, b):
 def test_two_mpi_processes_end_with_the_weights_of_one(xray_root, tmp_path):
     # batch norm, dropout and augmentation on (the defaults), two folds; batches of 13 leave
     # parts of 6 and 7 images, and 75-image folds a last batch of 10
-    config = _config(xray_root, tmp_path / "one", limit=150, epochs=2, folds=2, batch_size=13)
+    config = small_config(xray_root, tmp_path / "one", limit=150, epochs=2, folds=2, batch_size=13)
     one = _run(_train_command(config), 1)
-    two_config = _config(xray_root, tmp_path / "two", limit=150, epochs=2, folds=2, batch_size=13,
+    two_config = small_config(xray_root, tmp_path / "two", limit=150, epochs=2, folds=2, batch_size=13,
                          cache_dir=config.cache_dir)
     two = _run(_train_command(two_config), 2)
     assert "data-parallel over 2 processes" in two and "data-parallel" not in one
@@ -287,8 +288,8 @@ def test_two_mpi_processes_end_with_the_weights_of_one(xray_root, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_interrupted_in_one_process_resumes_under_mpi(xray_root, tmp_path, monkeypatch):
-    config = _config(xray_root, tmp_path / "whole", limit=150, epochs=2)
-    whole = train(config, log=_quiet, progress_bars=False)
+    config = small_config(xray_root, tmp_path / "whole", limit=150, epochs=2)
+    whole = train(config, log=quiet, progress_bars=False)
     real_augment, calls = fast.training.loop.augment_batch, []
 
     def interrupting_augment(x, rng, rows=None, **kwargs):
@@ -298,9 +299,9 @@ def test_a_run_interrupted_in_one_process_resumes_under_mpi(xray_root, tmp_path,
         return real_augment(x, rng, rows, **kwargs)
 
     monkeypatch.setattr(fast.training.loop, "augment_batch", interrupting_augment)
-    cut = _config(xray_root, tmp_path / "cut", limit=150, epochs=2, cache_dir=config.cache_dir)
+    cut = small_config(xray_root, tmp_path / "cut", limit=150, epochs=2, cache_dir=config.cache_dir)
     with pytest.raises(KeyboardInterrupt):
-        train(cut, log=_quiet, progress_bars=False)
+        train(cut, log=quiet, progress_bars=False)
     out = _run(_train_command(cut, resume=cut.out), 2)
     assert "continuing" in out and "after epoch 1" in out
     assert_same_weights(load_model(whole / "model.npz")[0].state(),
