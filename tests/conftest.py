@@ -49,8 +49,8 @@ def tiny_run(tmp_path_factory, xray_root):
     test X-rays, trained once per session."""
     base = tmp_path_factory.getbasetemp()
     run_dir = base / "tiny_run"
-    config = TrainConfig(limit=60, image_size=32, epochs=1, folds=1, out=str(run_dir),
-                         data=str(xray_root), cache_dir=str(base / "tiny_run_cache"))
+    config = TrainConfig(limit=60, image_size=32, stem_stride=1, stem_kernel=3, epochs=1, folds=1,
+                         out=str(run_dir), data=str(xray_root), cache_dir=str(base / "tiny_run_cache"))
     train(config, progress_bars=False, log=lambda *a: None)
     return run_dir
 

@@ -239,10 +239,14 @@ def quiet(*_):
     """A log that says nothing."""
 
 
+# small test images get a plain first conv, not the default 4x4 patches of 224 px images
+SMALL_STEM = dict(stem_stride=1, stem_kernel=3)
+
+
 def small_config(root, tmp_path, **changes):
     """A quick run's settings: 32 px, at most 300 images, a small network, one model."""
     fields = dict(data=str(root), out=str(tmp_path / "run"), image_size=32, limit=300, epochs=3,
-                  channels=(8, 16), hidden=32, folds=1, cache_dir=str(tmp_path / "cache"))
+                  channels=(8, 16), hidden=32, folds=1, cache_dir=str(tmp_path / "cache"), **SMALL_STEM)
     fields.update(changes)
     return TrainConfig(**fields)
 

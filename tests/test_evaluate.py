@@ -8,7 +8,7 @@ from fast import evaluate
 from fast.data.errors import DataError
 from fast.nn.model_file import save_model
 
-from helpers import run_cli
+from helpers import SMALL_STEM, run_cli
 
 
 @pytest.mark.slow
@@ -54,6 +54,7 @@ def test_evaluate_refuses_the_val_split_of_a_k_fold_ensemble(xray_root, tmp_path
     from fast.training.config import TrainConfig
     from fast.training.trainer import train
     run_dir = train(TrainConfig(data=str(xray_root), out=str(tmp_path / "run"), image_size=16, limit=80,
+                                **SMALL_STEM,
                                 epochs=1, folds=2, channels=(4,), hidden=8,
                                 cache_dir=str(tmp_path / "cache")), log=lambda *a: None,
                     progress_bars=False)

@@ -20,7 +20,7 @@ def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 
 def test_more_folds_than_patients_is_a_clear_error_not_a_traceback(xray_root, tmp_path, capsys):
     argv = ["--data", str(xray_root), "--out", str(tmp_path / "run"), "--limit", "20",
-            "--image-size", "16", "--folds", "12", "--cache-dir", str(tmp_path / "cache")]
+            "--image-size", "16", "--stem-stride", "1", "--stem-kernel", "3", "--folds", "12", "--cache-dir", str(tmp_path / "cache")]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "12 folds" in err and "NORMAL patients" in err and "Traceback" not in err
@@ -44,6 +44,7 @@ def test_the_training_command_draws_every_picture_of_a_k_fold_run(xray_root, tmp
     from fast.train import main
     run_dir = tmp_path / "run"
     assert main(["--data", str(xray_root), "--out", str(run_dir), "--limit", "80", "--image-size", "16",
+                 "--stem-stride", "1", "--stem-kernel", "3",
                  "--epochs", "1", "--folds", "2", "--channels", "4,8", "--hidden", "0", "--head", "gap",
                  "--batchnorm", "--dropout", "0.2", "--cache-dir", str(tmp_path / "cache")]) == 0
     for name in report.PICTURES.values():

@@ -39,6 +39,8 @@ class Architecture:
     max-pool(pool) (pool 1: no pooling). Then the head: the last block's maps flattened, or
     averaged over each channel (``head="gap"``); [affine(hidden) - ReLU when hidden > 0];
     dropout(p = ``dropout``); affine(num_classes). The first conv is the stem (``conv_shape``).
+    The defaults describe a plain 64 px network with the training default's blocks and head; the
+    training default itself (224 px, 4x4 patches) is built by ``TrainConfig.architecture``.
     """
     input_shape: tuple = (1, 64, 64)
     channels: tuple = (16, 32, 64)
@@ -52,6 +54,8 @@ class Architecture:
     batchnorm: bool = True
     head: str = "flatten"
     dropout: float = 0.3
+    # the stem's own defaults are a plain conv, whatever the training default is: an
+    # architecture that says nothing of its stem (tests, older files) has an ordinary first conv
     stem_stride: int = 1
     stem_kernel: int = 3
 

@@ -1,7 +1,9 @@
 """All training defaults in one place: a frozen dataclass whose fields become the CLI flags.
 
-The network's own settings default to the model's (``fast.nn.model.Architecture``), and the
-configuration builds the network's architecture from them (``TrainConfig.architecture``).
+The network's blocks, head and regularisation default to the model's own
+(``fast.nn.model.Architecture``); its input size and stem are the training default's: 224 px read
+as 4x4 patches, where an ``Architecture`` that says nothing of its stem has a plain first conv.
+The configuration builds the network's architecture (``TrainConfig.architecture``).
 """
 import argparse
 import dataclasses
@@ -73,7 +75,9 @@ class TrainConfig:
     out: str = _opt(None, "run directory for config, history, model and metrics (default: runs/<timestamp>)")
     impl: str = _opt("fast", "layer implementation: fast (im2col, float32) or reference (loops, float64, slow)",
                      choices=("fast", "reference"))
-    image_size: int = _opt(Architecture.input_shape[-1], "images are resized to SIZE x SIZE pixels", type=_image_size)
+    image_size: int = _opt(224, "images are resized to SIZE x SIZE pixels (the data's own size is 224; "
+                           "with the default stem the network reads them as 4x4 patches)",
+                           type=_image_size)
     batch_size: int = _opt(32, "mini-batch size", type=_positive_int)
     epochs: int = _opt(11, "epochs of training (of each fold model; one model may stop early)",
                        type=_positive_int)
@@ -98,20 +102,24 @@ class TrainConfig:
                             "with an aspect jitter up to 4:3, so how tightly an X-ray is framed says "
                             "nothing of its class; none: the small zooms (0.9 to 1.1) of earlier "
                             "versions", type=_area_or_none)
-    reframe: float = _opt(1.0, "with --crop-area, NORMAL training X-rays are framed tighter: their "
+    reframe: float = _opt(1.4, "with --crop-area, NORMAL training X-rays are framed tighter: their "
                           "random windows keep 1/R of the area they would otherwise keep, so that "
                           "they are framed as tightly as the PNEUMONIA ones, which the training split "
-                          "frames tighter (1: no difference between the classes)",
+                          "frames tighter (1: no difference between the classes; without --crop-area "
+                          "there are no random windows to reframe)",
                           type=_number(float, lambda v: v >= 1, "a number >= 1", "number"))
     tta: bool = _opt(True, "test-time augmentation: every final prediction (out-of-fold, test, and the "
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
                              "noise, by random amounts (part of --augment)")
-    stem_stride: int = _opt(Architecture.stem_stride, "stride of the first conv (the stem): 2 takes in an image twice the "
-                            "side at about the cost of the image at half the side", type=_positive_int)
-    stem_kernel: int = _opt(Architecture.stem_kernel, "kernel side of the first conv: with --stem-kernel 4 --stem-stride 4 it "
-                            "reads the image as non-overlapping 4x4 patches", type=_positive_int)
-    channels: tuple = _opt(Architecture.channels, "filters of each conv block, comma-separated", type=_channels)
+    stem_stride: int = _opt(4, "stride of the first conv (the stem): S takes in an image S times the "
+                            "side at about the cost of the image at 1/S of it (1 and --stem-kernel 3: "
+                            "a plain first conv, for small images)", type=_positive_int)
+    stem_kernel: int = _opt(4, "kernel side of the first conv: 4 with --stem-stride 4 reads the image as "
+                            "non-overlapping 4x4 patches; 3 with --stem-stride 2, overlapping windows",
+                            type=_positive_int)
+    channels: tuple = _opt(Architecture.channels, "filters of each conv block, comma-separated",
+                           type=_channels)
     convs_per_block: int = _opt(Architecture.convs_per_block, "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)
     batchnorm: bool = _opt(Architecture.batchnorm, "batch normalisation after each conv")
@@ -165,8 +173,11 @@ class TrainConfig:
             return ("--threshold-rule prevalence needs calibrated probabilities, which --calibration "
                     "temperature does not give (it keeps the class weights' tilt towards NORMAL); "
                     "use --calibration platt, or --threshold-rule youden")
-        if self.reframe != 1 and (self.crop_area is None or not self.augment):
-            return "--reframe reframes the random crops: it needs --augment and a --crop-area"
+        side = self.image_size // self.stem_stride // 2 ** len(self.channels)
+        if side < 1:
+            return (f"--image-size {self.image_size} with --stem-stride {self.stem_stride} and "
+                    f"{len(self.channels)} pooled blocks leaves no pixel for the last block; use a "
+                    "larger --image-size, a smaller --stem-stride or fewer --channels")
         if self.acquisition and not self.augment:
             return "--acquisition is part of the augmentation; it needs --augment"
         return None

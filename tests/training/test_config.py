@@ -36,8 +36,7 @@ def test_cli_defaults_come_from_the_config_dataclass():
 @pytest.mark.parametrize("argv, complaint", [
     (["--calibration", "temperature"], "--threshold-rule prevalence needs calibrated probabilities"),
     (["--acquisition", "--no-augment"], "--acquisition is part of the augmentation"),
-    (["--reframe", "1.3", "--crop-area", "none"], "it needs --augment and a --crop-area"),
-    (["--reframe", "1.3", "--no-augment"], "it needs --augment and a --crop-area"),
+    (["--image-size", "16"], "--image-size 16 with --stem-stride 4 and 3 pooled blocks leaves no pixel"),
 ])
 def test_conflicting_settings_are_refused_in_one_line(argv, complaint, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:

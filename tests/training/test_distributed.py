@@ -246,7 +246,8 @@ def _train_command(config, resume=None):
     if resume is not None:
         return [sys.executable, "-m", "fast.train", "--resume", str(resume)]
     flags = [sys.executable, "-m", "fast.train"]
-    for name in ("data", "out", "image_size", "limit", "epochs", "folds", "cache_dir", "batch_size"):
+    for name in ("data", "out", "image_size", "stem_stride", "stem_kernel", "limit", "epochs", "folds",
+                 "cache_dir", "batch_size"):
         flags += [f"--{name.replace('_', '-')}", str(getattr(config, name))]
     return flags + ["--channels", ",".join(map(str, config.channels)), "--hidden", str(config.hidden)]
 

@@ -14,7 +14,7 @@ from fast.training.loop import TrainingError, balanced_class_weights
 from fast.training.optim import SGD
 from fast.training.trainer import train
 
-from helpers import quiet, small_config
+from helpers import SMALL_STEM, quiet, small_config
 
 
 def _weights(run_dir):
@@ -30,7 +30,7 @@ def test_balanced_class_weights_equalise_the_classes():
 
 
 def test_train_step_updates_on_a_finite_loss_and_leaves_the_weights_on_a_nan():
-    model = ConvNet(fast.training.loop.make_model(TrainConfig(image_size=16)).arch, seed=0)
+    model = ConvNet(fast.training.loop.make_model(TrainConfig(image_size=16, **SMALL_STEM)).arch, seed=0)
     rng = np.random.default_rng(0)  # also draws any dropout mask
     x, y = rng.standard_normal((4, 1, 16, 16)).astype(np.float32), np.array([0, 1, 1, 0])
     before = {k: v.copy() for k, v in model.params.items()}
