@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fast.cli import MODEL_HELP, one_line_warnings, open_classifier
+from fast.cli import MODEL_HELP, add_data_flags, one_line_warnings, open_classifier
 from fast.data.errors import DataError
 from fast.data.folders import resolve_data_root
 from fast.data.splits import load_splits
@@ -76,9 +76,7 @@ def parse_args(argv=None):
                                      allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", metavar="RUN_DIR_NPZ_OR_LATEST", default=None, help=MODEL_HELP)
-    parser.add_argument("--data", metavar="PATH", default=None,
-                        help="data folder holding train/ and test/ (default: the run's config.json, "
-                             "else $XRAY_DATA, else data/chest_xray)")
+    add_data_flags(parser, "holding train/ and test/", "the images")
     parser.add_argument("--split", choices=SPLITS, default="test", help="split to score (default: test)")
     parser.add_argument("--limit", type=int, default=None,
                         help="score the trainer's stratified subset of at most this many images "
@@ -88,8 +86,6 @@ def parse_args(argv=None):
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="share of train patients carved out as val (default: the run's, else "
                              f"{TrainConfig.val_fraction})")
-    parser.add_argument("--cache-dir", metavar="DIR", default=None,
-                        help="reuse/store decoded images there (default: no cache)")
     return parser.parse_args(argv)
 
 

@@ -232,7 +232,7 @@ class Classifier:
         return normalise(images, r.normalise, r.mean, r.std)[:, None]
 
     def probability(self, images, chunk=256):
-        """(N, S, S) images in [0, 1] (an array, or ``data.Pixels``) -> (N,) float64
+        """(N, S, S) images in [0, 1] (an array, or ``fast.data.pixels.Pixels``) -> (N,) float64
         P(PNEUMONIA): the mean over the members and the stored test-time views (``zooms``),
         calibrated. Read and prepared ``chunk`` at a time."""
         raw = [ensemble_proba(self.members, self.prepare(images[i:i + chunk]), zooms=self.zooms)

@@ -21,6 +21,7 @@ from matplotlib import cm
 from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
+from fast.cli import add_data_flags
 from fast.data.errors import DataError, ImageError
 from fast.data.folders import CLASS_NAMES, resolve_data_root
 from fast.data.images import read_xray
@@ -569,11 +570,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="where the pictures go (made if missing); default: the run directory. "
                              "Needed for a model file")
-    parser.add_argument("--data", metavar="PATH", default=None,
-                        help="chest X-ray data folder, for the test split and the pictures that show "
-                             "X-rays (default: the run's config.json, else $XRAY_DATA, else data/chest_xray)")
-    parser.add_argument("--cache-dir", metavar="DIR", default=None,
-                        help="a model file: reuse/store the decoded test images there (default: no cache)")
+    add_data_flags(parser, "for the test split and the pictures that show X-rays",
+                   "a model file's test images")
     return parser.parse_args(argv)
 
 

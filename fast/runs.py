@@ -12,6 +12,16 @@ from pathlib import Path
 RUNS_DIR = Path("runs")
 
 
+class _InRun:
+    """A file of a run directory: on a ``RunDir``, its path there (``run.config``)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, run, owner=None):
+        return self if run is None else run.path / self.name
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run directory at ``path``: ``config.json`` (the run's settings), ``history.csv`` (one row
@@ -25,6 +35,8 @@ class RunDir:
     CHECKPOINT = "checkpoint.npz"
     MODEL = "model.npz"
     METRICS = "metrics.json"
+    config, history, checkpoint, model, metrics = (_InRun(name) for name in (CONFIG, HISTORY, CHECKPOINT,
+                                                                            MODEL, METRICS))
     # the files a finished run holds, which its pictures are drawn from
     FINISHED = (CONFIG, HISTORY, METRICS, MODEL, "test_predictions.npz")
 
@@ -35,26 +47,6 @@ class RunDir:
     def new(cls, runs_dir=RUNS_DIR):
         """A run directory named by the time now, under ``runs_dir`` (not made yet)."""
         return cls(Path(runs_dir) / datetime.now().strftime("%Y%m%d-%H%M%S"))
-
-    @property
-    def config(self):
-        return self.path / self.CONFIG
-
-    @property
-    def history(self):
-        return self.path / self.HISTORY
-
-    @property
-    def checkpoint(self):
-        return self.path / self.CHECKPOINT
-
-    @property
-    def model(self):
-        return self.path / self.MODEL
-
-    @property
-    def metrics(self):
-        return self.path / self.METRICS
 
     def predictions(self, split):
         """The calibrated probabilities of ``split``: "val" (the held-out images: validation, or

@@ -123,7 +123,7 @@ def read_pixels(path, size):
     dtype's maximum (255, 65535), floats are clipped; after resizing, the grey values in [0, 1]
     are rounded to 8-bit levels (the source JPEGs have 8 bits; at the model's sizes a level is
     far below the noise). A DICOM file (by content, or named .dcm) is read by
-    ``fast.dicom.read_dicom`` instead. Raises ImageError naming the file.
+    ``fast.data.dicom.read_dicom`` instead. Raises ImageError naming the file.
     """
     path = Path(path)
     try:

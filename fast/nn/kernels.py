@@ -1,6 +1,6 @@
-"""The machinery behind ``fast.layers``: memory layouts, im2col/col2im, pooling kernels, threads.
+"""The machinery behind ``fast.nn.layers``: memory layouts, im2col/col2im, pooling kernels, threads.
 
-``fast.layers`` reads as the layer contract; what makes it fast lives here:
+``fast.nn.layers`` reads as the layer contract; what makes it fast lives here:
 
 - **Layout.** Conv outputs and gradients live in channel-major memory (C, N, H, W) behind NCHW
   views, so the GEMMs see one long (C, N*H*W) matrix per tensor and need no transposed copies.

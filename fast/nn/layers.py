@@ -4,7 +4,7 @@ Same functions, signatures and semantics as ``reference.layers``, function by fu
 Python loop over the batch or over output positions. Arrays keep their dtype: float32 for
 training, float64 for the gradient checks. The two implementations share only ``contract``
 (argument checks and output sizes); the machinery that makes these functions fast (memory
-layouts, im2col/col2im, pooling kernels, thread splitting) lives in ``fast.kernels``.
+layouts, im2col/col2im, pooling kernels, thread splitting) lives in ``fast.nn.kernels``.
 
 Conv outputs and the gradients flowing into convs are NCHW views of channel-major memory
 (``kernels.channel_major``); every layer accepts any layout and keeps the one it is given.
