@@ -17,6 +17,8 @@ import fast.nn.kernels
 import fast.nn.layers
 import reference.layers
 from fast.data.folders import CLASS_NAMES
+from fast.nn.model import Architecture, ConvNet
+from fast.nn.model_file import load_model, save_model
 from fast.training.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +233,55 @@ def make_tree(root, split="train", normal=("IM-0001-0001.jpeg", "IM-0002-0001.jp
             image = to_u8(smooth_image(shift=3 * i) * (0.7 + 0.3 * k))
             paths.append(write(root / split / class_name / name, image))
     return paths
+
+
+# --------------------------------------------------------------------------- files a command refuses or writes
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this creates ``marker``: a stand-in for a malicious model file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def bad_model_files(folder, tiny_model):
+    """{kind: path} of model files prediction must refuse."""
+    model, metadata = load_model(tiny_model)
+    files = {kind: folder / f"{kind}.npz" for kind in
+             ("missing", "corrupt", "truncated", "other architecture", "three channels", "pickle",
+              "no metadata")}
+    files["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    whole = Path(tiny_model).read_bytes()
+    files["truncated"].write_bytes(whole[:len(whole) // 2])
+    # The tiny model's weights under an architecture record they do not fit.
+    with np.load(tiny_model, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arch = Architecture.from_json(str(arrays["architecture"]))
+    arrays["architecture"] = np.array(Architecture(input_shape=arch.input_shape, channels=(8, 8),
+                                                   hidden=arch.hidden).to_json())
+    np.savez(files["other architecture"], **arrays)
+    colour = ConvNet(Architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
+    save_model(files["three channels"], colour, metadata)
+    np.savez(files["pickle"], weights=np.array([_RunsCodeWhenUnpickled(folder / "pwned")],
+                                               dtype=object))
+    save_model(files["no metadata"], model, {})
+    return files
+
+
+MIN_SIDE = 300  # pixels: anything smaller is not readable
+
+
+def assert_readable_png(path):
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, path
+    height, width = image.shape[:2]
+    assert width >= MIN_SIDE and height >= MIN_SIDE, (path, width, height)
+    assert image.std() > 5, f"{path} is blank"
 
 
 # --------------------------------------------------------------------------- runs and commands

@@ -11,7 +11,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 from fast import inference
 from fast.data.images import read_xray
 from fast.nn.model import Architecture, ConvNet
-from fast.nn.model_file import ModelFileError, load_model, load_models, save_model
+from fast.nn.model_file import ModelFileError, load_models
+
+from helpers import bad_model_files
 
 
 def test_a_zoomed_view_enlarges_about_the_centre():
@@ -77,43 +79,9 @@ def test_a_classifier_prepares_and_views_images_as_its_model_file_says(tiny_run)
         _classifier(members, {**metadata, "normalise": "clahe"})
 
 
-class _RunsCodeWhenUnpickled:
-    """Unpickling this creates ``marker``: a stand-in for a malicious model file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def bad_models(folder, tiny_model):
-    """{kind: path} of model files prediction must refuse."""
-    model, metadata = load_model(tiny_model)
-    files = {kind: folder / f"{kind}.npz" for kind in
-             ("missing", "corrupt", "truncated", "other architecture", "three channels", "pickle",
-              "no metadata")}
-    files["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
-    whole = Path(tiny_model).read_bytes()
-    files["truncated"].write_bytes(whole[:len(whole) // 2])
-    # The tiny model's weights under an architecture record they do not fit.
-    with np.load(tiny_model, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    arch = Architecture.from_json(str(arrays["architecture"]))
-    arrays["architecture"] = np.array(Architecture(input_shape=arch.input_shape, channels=(8, 8),
-                                                   hidden=arch.hidden).to_json())
-    np.savez(files["other architecture"], **arrays)
-    colour = ConvNet(Architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
-    save_model(files["three channels"], colour, metadata)
-    np.savez(files["pickle"], weights=np.array([_RunsCodeWhenUnpickled(folder / "pwned")],
-                                               dtype=object))
-    save_model(files["no metadata"], model, {})
-    return files
-
-
 @pytest.mark.slow
 def test_every_bad_model_file_is_refused_by_load_classifier(tiny_run, tmp_path):
-    for kind, path in bad_models(tmp_path, tiny_run / "model.npz").items():
+    for kind, path in bad_model_files(tmp_path, tiny_run / "model.npz").items():
         with pytest.raises(ModelFileError, match=re.escape(str(path))):
             inference.load_classifier(path)
     assert not (tmp_path / "pwned").exists()  # loading never ran the pickle
@@ -193,3 +161,59 @@ def test_files_are_predicted_a_chunk_at_a_time_as_in_one_piece(classifier, store
             assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)  # float32 batches differ
             assert b["label"] == a["label"]
     assert_allclose([r["probability"] for r in chunked if "error" not in r], probability[:9], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the record, in memory
+
+SMALL = Architecture(input_shape=(1, 16, 16), channels=(2,), hidden=0, batchnorm=False, dropout=0.0)
+# a model file's record as the trainer writes it, key by key in its order
+WRITTEN = {"mean": 0.47, "std": 0.23, "normalise": "image", "test_time_zooms": [1.0, 0.95, 1.05],
+           "threshold": 0.74, "calibration": {"method": "platt", "scale": 0.7, "bias": 2.6},
+           "class_names": ["NORMAL", "PNEUMONIA"], "best_epoch": None,
+           "threshold_rule": "the share of PNEUMONIA among the out-of-fold images", "held_out": "out-of-fold"}
+
+
+def test_a_record_reads_back_as_written_in_the_same_order():
+    record = inference.ModelRecord.from_dict(SMALL, WRITTEN)
+    assert list(record.to_dict().items()) == list(WRITTEN.items())  # the same JSON, byte for byte
+    assert record.test_time_zooms == (1.0, 0.95, 1.05) and record.calibration.scale == 0.7
+
+
+def test_a_record_from_an_older_file_reads_as_it_was_made():
+    record = inference.ModelRecord.from_dict(SMALL, {"mean": 0.4, "std": 0.2, "threshold": 0.5})
+    assert record.normalise == "dataset" and record.test_time_zooms == (1.0,)
+    assert record.calibration == inference.Calibration("temperature", 1.0, 0.0)  # no calibration: T = 1
+    assert record.class_names == ("NORMAL", "PNEUMONIA") and record.held_out == "validation"
+    assert record.best_epoch is None and record.threshold_rule is None
+    warmed = inference.ModelRecord.from_dict(SMALL, {"mean": 0.4, "std": 0.2, "threshold": 0.5, "temperature": 2.0})
+    assert warmed.calibration == inference.Calibration("temperature", 0.5, 0.0)
+
+
+@pytest.mark.parametrize("values, arch, message", [
+    ({"mean": 0.4, "threshold": 0.5}, SMALL, "lacks std"),
+    ({**WRITTEN, "std": 0.0}, SMALL, r"corrupt metadata \(std 0.0\)"),
+    (WRITTEN, Architecture(input_shape=(3, 16, 16), channels=(2,)), "expected a 1-channel square input"),
+    (WRITTEN, Architecture(input_shape=(1, 16, 12), channels=(2,)), "expected a 1-channel square input"),
+    (WRITTEN, Architecture(input_shape=(1, 16, 16), channels=(2,), num_classes=3), "and 2 classes"),
+])
+def test_a_record_no_model_of_this_project_has_is_refused_saying_why(values, arch, message):
+    with pytest.raises(ValueError, match=message):
+        inference.ModelRecord.from_dict(arch, values)
+
+
+def test_a_classifier_file_round_trips_its_networks_and_record(tmp_path):
+    members = [ConvNet(SMALL, seed=s) for s in (0, 1)]
+    record = inference.ModelRecord.from_dict(SMALL, WRITTEN)
+    inference.save_classifier(tmp_path / "m.npz", members, record)
+    loaded, again = inference.read_classifier(tmp_path / "m.npz")
+    assert again == record and len(loaded) == 2
+    with pytest.raises(ValueError, match="architecture"):
+        inference.save_classifier(tmp_path / "n.npz", [ConvNet(Architecture(input_shape=(1, 8, 8), channels=(2,)))],
+                                  record)
+
+
+def test_a_probability_exactly_at_the_threshold_is_called_pneumonia():
+    record = inference.ModelRecord.from_dict(SMALL, WRITTEN)
+    classifier = inference.Classifier([ConvNet(SMALL)], record)
+    below = float(np.nextafter(record.threshold, 0))
+    assert classifier.labels([below, record.threshold, 1.0]) == ["NORMAL", "PNEUMONIA", "PNEUMONIA"]

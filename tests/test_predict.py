@@ -14,10 +14,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 from fast import inference, predict
-from fast.nn.model import Architecture, ConvNet
-from fast.nn.model_file import ModelFileError, load_model, save_model
+from fast.nn.model_file import ModelFileError
 
-from helpers import PNG_SIGNATURE, REPO_ROOT, run_cli
+from helpers import PNG_SIGNATURE, REPO_ROOT, bad_model_files, run_cli
 
 
 def predict_main(*args):
@@ -159,40 +158,6 @@ def test_json_output_of_a_subprocess_parses(tiny_run, stored, tmp_path):
     assert missing == {"path": str(tmp_path / "gone.png"), "error": "file not found"}
 
 
-class _RunsCodeWhenUnpickled:
-    """Unpickling this creates ``marker``: a stand-in for a malicious model file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def bad_models(folder, tiny_model):
-    """{kind: path} of model files prediction must refuse."""
-    model, metadata = load_model(tiny_model)
-    files = {kind: folder / f"{kind}.npz" for kind in
-             ("missing", "corrupt", "truncated", "other architecture", "three channels", "pickle",
-              "no metadata")}
-    files["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
-    whole = Path(tiny_model).read_bytes()
-    files["truncated"].write_bytes(whole[:len(whole) // 2])
-    # The tiny model's weights under an architecture record they do not fit.
-    with np.load(tiny_model, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    arch = Architecture.from_json(str(arrays["architecture"]))
-    arrays["architecture"] = np.array(Architecture(input_shape=arch.input_shape, channels=(8, 8),
-                                                   hidden=arch.hidden).to_json())
-    np.savez(files["other architecture"], **arrays)
-    colour = ConvNet(Architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
-    save_model(files["three channels"], colour, metadata)
-    np.savez(files["pickle"], weights=np.array([_RunsCodeWhenUnpickled(folder / "pwned")],
-                                               dtype=object))
-    save_model(files["no metadata"], model, {})
-    return files
-
-
 @pytest.mark.slow
 def test_bad_model_files_are_refused_with_a_message_and_no_traceback(tiny_run, stored, tmp_path):
     paths, _, _ = stored
@@ -201,7 +166,7 @@ def test_bad_model_files_are_refused_with_a_message_and_no_traceback(tiny_run, s
                 "truncated": "not a readable model file", "other architecture": "do not match",
                 "three channels": "another architecture", "pickle": "pickle",
                 "no metadata": "lacks"}
-    for kind, path in bad_models(tmp_path, tiny_run / "model.npz").items():
+    for kind, path in bad_model_files(tmp_path, tiny_run / "model.npz").items():
         result = run_cli("fast.predict", "--model", path, paths[0])
         assert result.returncode == 2, kind
         assert result.stdout == "", kind

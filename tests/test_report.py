@@ -4,16 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from fast import report
 from fast.runs import RunDir
 
-from helpers import PNG_SIGNATURE, REPO_ROOT
-
-MIN_SIDE = 300  # pixels: anything smaller is not readable
+from helpers import REPO_ROOT, assert_readable_png
 
 
 def fresh_copy(run_dir, folder):
@@ -22,16 +19,6 @@ def fresh_copy(run_dir, folder):
     for name in RunDir.FINISHED:
         shutil.copy(run_dir / name, folder / name)
     return folder
-
-
-def assert_readable_png(path):
-    data = Path(path).read_bytes()
-    assert data[:8] == PNG_SIGNATURE, path
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    assert image is not None, path
-    height, width = image.shape[:2]
-    assert width >= MIN_SIDE and height >= MIN_SIDE, (path, width, height)
-    assert image.std() > 5, f"{path} is blank"
 
 
 @pytest.mark.slow

@@ -1,14 +1,9 @@
 """``python -m fast.train``: errors in one line, not tracebacks, and the pictures of a finished run."""
-from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from fast import report
 from fast.train import main
-
-from helpers import PNG_SIGNATURE
 
 
 def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
@@ -24,19 +19,6 @@ def test_more_folds_than_patients_is_a_clear_error_not_a_traceback(xray_root, tm
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "12 folds" in err and "NORMAL patients" in err and "Traceback" not in err
-
-
-MIN_SIDE = 300  # pixels: anything smaller is not readable
-
-
-def assert_readable_png(path):
-    data = Path(path).read_bytes()
-    assert data[:8] == PNG_SIGNATURE, path
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    assert image is not None, path
-    height, width = image.shape[:2]
-    assert width >= MIN_SIDE and height >= MIN_SIDE, (path, width, height)
-    assert image.std() > 5, f"{path} is blank"
 
 
 @pytest.mark.slow

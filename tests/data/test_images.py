@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fast.data.errors import ImageError
-from fast.data.images import decode_xray_bytes, read_xray
+from fast.data.images import decode_xray_bytes, from_pixels, read_xray
 
 from helpers import smooth_image, to_u8, write
 
@@ -122,3 +122,9 @@ def test_read_xray_reads_a_real_xray(xray_root):
     image = read_xray(path, 64)
     assert image.shape == (64, 64) and image.dtype == np.float32
     assert 0.0 <= image.min() < image.max() <= 1.0
+
+
+def test_integer_pixels_are_divided_by_their_types_maximum():
+    assert from_pixels(np.array([0, 51, 255], np.uint8)).tolist() == pytest.approx([0, 0.2, 1])
+    assert from_pixels(np.array([0, 13107, 65535], np.uint16)).tolist() == pytest.approx([0, 0.2, 1])
+    assert from_pixels(np.array([255], np.uint8)).dtype == np.float32

@@ -286,3 +286,25 @@ def test_last_conv_gradient_sums_to_the_numerical_gradient_of_the_last_conv_bias
 
     expected = numerical_gradient(log_odds_sum, bias)
     assert rel_error(dconv.sum(axis=(0, 2, 3)), expected) < 1e-7
+
+
+def test_an_empty_batch_has_loss_0_and_no_gradient():
+    model = ConvNet(SMALL, seed=0, dtype=np.float64)
+    loss, dlogits = model.logit_loss(np.zeros((0, 2)), np.zeros(0, dtype=np.int64))
+    assert loss == 0.0 and dlogits.shape == (0, 2)
+
+
+def test_the_loss_scaled_for_a_part_of_a_batch_scales_its_gradients_alike():
+    model = ConvNet(SMALL, seed=1, dtype=np.float64)
+    x, y = _batch(SMALL, 3, seed=2)
+    loss, grads = model.loss(x, y)
+    part, part_grads = model.loss(x, y, scale=0.25)
+    assert part == pytest.approx(0.25 * loss, rel=1e-12)
+    for k in grads:
+        assert_allclose(part_grads[k], 0.25 * grads[k], rtol=1e-12, atol=1e-15)
+
+
+def test_the_last_conv_of_each_block_is_the_pooled_one():
+    arch = Architecture(input_shape=(1, 8, 8), channels=(2, 3), convs_per_block=2)
+    assert [arch.pools(k) for k in (1, 2, 3, 4)] == [False, True, False, True]
+    assert not Architecture(input_shape=(1, 8, 8), channels=(2,), pool=1).pools(1)

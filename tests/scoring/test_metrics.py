@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fast.scoring.metrics import (binary_metrics, brier_score, confusion_matrix, expected_calibration_error,
-                                  format_metrics_table, prevalence_threshold, reliability_curve, roc_auc,
-                                  roc_curve, sensitivity_threshold, youden_threshold)
+from fast.scoring.metrics import (binary_metrics, brier_score, called_positive, choose_threshold,
+                                  confusion_matrix, expected_calibration_error, format_metrics_table,
+                                  prevalence_threshold, reliability_curve, roc_auc, roc_curve, scored,
+                                  sensitivity_threshold, youden_threshold)
 
 # The 6-sample example, worked by hand:
 #   score  0.1  0.3  0.4  0.6  0.7  0.9
@@ -432,3 +433,29 @@ def test_calibration_metrics_reject_bad_bins_labels_and_empty_input():
         brier_score([0, 1], [0.2, 0.8, 0.5])
     with pytest.raises(ValueError, match="no samples"):
         expected_calibration_error([], [])
+
+
+def test_a_score_exactly_at_the_threshold_is_called_positive():
+    assert called_positive([0.29, 0.3, 0.31], 0.3).tolist() == [False, True, True]
+    assert binary_metrics([0, 1, 1], [0.29, 0.3, 0.31], 0.3)["confusion_matrix"] == [[1, 0], [0, 2]]
+
+
+def test_the_ece_and_the_scored_figures_use_fifteen_bins_unless_told():
+    # p 0.1 and 0.14, y 0 and 1. With 15 bins (edges k/15) they fall in bins 1 [0.067, 0.133) and
+    # 2 [0.133, 0.2): gaps 0.1 and 0.86, ECE (0.1 + 0.86) / 2 = 0.48. With 10 bins both fall in
+    # [0.1, 0.2): mean 0.12 against a fraction positive of 0.5, ECE 0.38.
+    y, p = [0, 1], [0.1, 0.14]
+    assert expected_calibration_error(y, p) == pytest.approx(0.48, abs=1e-12)
+    assert expected_calibration_error(y, p, bins=10) == pytest.approx(0.38, abs=1e-12)
+    assert scored(y, p, 0.5)["ece"] == pytest.approx(0.48, abs=1e-12)
+    assert len(reliability_curve(y, p).count) == 15
+
+
+def test_the_threshold_rules_by_name():
+    y, p = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.6, 0.4, 0.7, 0.9])
+    assert choose_threshold(y, p, "prevalence") == (0.6, "the share of PNEUMONIA among the validation images")
+    threshold, words = choose_threshold(y, p, "youden", held_out="out-of-fold")
+    assert threshold == youden_threshold(y, p) and words == "Youden's J on out-of-fold predictions"
+    assert choose_threshold(y, p, "prevalence", target_sensitivity=1.0)[0] == 0.4  # the target first
+    with pytest.raises(ValueError, match="unknown threshold rule 'median'"):
+        choose_threshold(y, p, "median")

@@ -2,8 +2,9 @@
 and conflicting settings refused, a stored configuration read as the run was made."""
 import pytest
 
+from fast.nn.model import Architecture
 from fast.train import parse_args
-from fast.training.config import TrainConfig
+from fast.training.config import TrainConfig, carved_fraction
 from fast.training.loop import TrainingError
 from fast.training.trainer import train
 
@@ -61,3 +62,18 @@ def test_a_stored_configuration_without_a_newer_setting_keeps_what_the_run_did()
     assert tuple(getattr(resumed, k) for k in newer) == \
         ("dataset", False, "youden", False, None, 1, 3, 1.0)
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()  # stored ones are kept
+
+
+def test_the_config_builds_the_network_it_trains():
+    config = TrainConfig(image_size=128, stem_stride=2, stem_kernel=3, channels=(4, 8), hidden=0, dropout=0.1)
+    assert config.architecture() == Architecture(input_shape=(1, 128, 128), channels=(4, 8), hidden=0,
+                                                 dropout=0.1, stem_stride=2, stem_kernel=3)
+    # the network's blocks, head and regularisation default to the model's own
+    assert TrainConfig().architecture().channels == Architecture().channels
+    assert (TrainConfig().hidden, TrainConfig().dropout) == (Architecture().hidden, Architecture().dropout)
+
+
+def test_k_fold_runs_carve_no_validation():
+    assert TrainConfig(folds=1, val_fraction=0.2).carved_fraction == 0.2
+    assert TrainConfig(folds=5, val_fraction=0.2).carved_fraction == 0.0
+    assert carved_fraction(2, 0.1) == 0.0 and carved_fraction(1, 0.1) == 0.1
