@@ -40,10 +40,12 @@ LEVELS = {
     "fast.training.config": 10, "fast.training.distributed": 10, "fast.training.framing": 10,
     "fast.training.loop": 11,
     "fast.training.trainer": 12,
-    # what the commands share, and the pictures
-    "fast.cli": 13, "fast.report": 13,
-    # the command-line tools
-    "fast.train": 14, "fast.predict": 14, "fast.evaluate": 14,
+    # what the commands share
+    "fast.cli": 13,
+    # the pictures, and the command that draws them
+    "fast.report": 14,
+    # the other command-line tools
+    "fast.train": 15, "fast.predict": 15, "fast.evaluate": 15,
 }
 
 
