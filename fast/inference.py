@@ -144,8 +144,10 @@ class ModelRecord:
         values = {**RECORDED_BEFORE, **values}
         stored = values.get("calibration")
         # before calibration was fitted a file held a plain temperature T, or nothing (T = 1)
-        calibration = (Calibration(stored["method"], float(stored["scale"]), float(stored["bias"]))
-                       if stored else Calibration("temperature", *temperature_map(values.get("temperature", 1.0))))
+        if stored:
+            calibration = Calibration(stored["method"], float(stored["scale"]), float(stored["bias"]))
+        else:
+            calibration = Calibration("temperature", *temperature_map(values.get("temperature", 1.0)))
         return cls(architecture=architecture, mean=float(values["mean"]), std=float(values["std"]),
                    normalise=values["normalise"],
                    test_time_zooms=tuple(float(z) for z in values["test_time_zooms"]),

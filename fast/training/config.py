@@ -120,7 +120,8 @@ class TrainConfig:
                             type=_positive_int)
     channels: tuple = _opt(Architecture.channels, "filters of each conv block, comma-separated",
                            type=_channels)
-    convs_per_block: int = _opt(Architecture.convs_per_block, "3x3 convs in each block (the block's last one is pooled)",
+    convs_per_block: int = _opt(Architecture.convs_per_block,
+                                "3x3 convs in each block (the block's last one is pooled)",
                                 type=_positive_int)
     batchnorm: bool = _opt(Architecture.batchnorm, "batch normalisation after each conv")
     head: str = _opt(Architecture.head, "what the classifier sees of the last block: its maps flattened, or "
