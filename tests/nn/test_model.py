@@ -308,3 +308,12 @@ def test_the_last_conv_of_each_block_is_the_pooled_one():
     arch = Architecture(input_shape=(1, 8, 8), channels=(2, 3), convs_per_block=2)
     assert [arch.pools(k) for k in (1, 2, 3, 4)] == [False, True, False, True]
     assert not Architecture(input_shape=(1, 8, 8), channels=(2,), pool=1).pools(1)
+
+
+def test_the_default_network_is_the_one_the_docs_describe():
+    """Three blocks of 16, 32 and 64 3x3 filters with batch norm, 2x2 max-pooling and ReLU, a
+    128-unit hidden layer, dropout 0.3, two classes, at a plain 64 px first conv."""
+    assert Architecture() == Architecture(input_shape=(1, 64, 64), channels=(16, 32, 64), kernel=3, stride=1,
+                                          pad=1, pool=2, hidden=128, num_classes=2, convs_per_block=1,
+                                          batchnorm=True, head="flatten", dropout=0.3, stem_stride=1,
+                                          stem_kernel=3)

@@ -68,9 +68,8 @@ def test_the_config_builds_the_network_it_trains():
     config = TrainConfig(image_size=128, stem_stride=2, stem_kernel=3, channels=(4, 8), hidden=0, dropout=0.1)
     assert config.architecture() == Architecture(input_shape=(1, 128, 128), channels=(4, 8), hidden=0,
                                                  dropout=0.1, stem_stride=2, stem_kernel=3)
-    # the network's blocks, head and regularisation default to the model's own
-    assert TrainConfig().architecture().channels == Architecture().channels
-    assert (TrainConfig().hidden, TrainConfig().dropout) == (Architecture().hidden, Architecture().dropout)
+    # the training default: the model's own blocks, head and regularisation, at 224 px read as 4x4 patches
+    assert TrainConfig().architecture() == Architecture(input_shape=(1, 224, 224), stem_stride=4, stem_kernel=4)
 
 
 def test_k_fold_runs_carve_no_validation():
