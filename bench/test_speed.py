@@ -404,13 +404,13 @@ def test_prediction_of_the_shipped_model_keeps_its_speed(benchmark, beside, tmp_
 def test_entering_kernel_threads_costs_under_a_percent_of_a_batch(benchmark):
     """``runtime.kernel_threads`` is entered once per pass of a network: its cost (setting BLAS's
     threads and back) against one evaluation-mode forward pass of the default network on 32
-    X-rays of 64x64."""
+    X-rays of its size."""
     from fast.runtime import kernel_threads
     from fast.training.config import TrainConfig
     from fast.training.loop import make_model
     benchmark.group = "entering runtime.kernel_threads, against a batch's forward pass"
     model = make_model(TrainConfig())
-    x = np.random.default_rng(0).standard_normal((32, 1, 64, 64), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((32, *model.arch.input_shape), dtype=np.float32)
 
     def enter_and_leave():
         with kernel_threads():

@@ -146,12 +146,20 @@ def conv_cases(draw):
 
 
 def conv_arrays(case):
-    """x, w, b and a fixed upstream gradient g of out's shape, all float64."""
+    """x, w, b and a fixed upstream gradient g of out's shape, all float64.
+
+    x and g keep |values| >= 0.1: with one input pixel and a 1x1 kernel, dw is the single product
+    x * g, and a draw near zero would leave it below the centred difference's rounding (about
+    1e-16 of the loss, which the bias term keeps near 1, divided by h = 1e-5)."""
     rng = np.random.default_rng(case.seed)
-    x = rng.standard_normal((case.n, case.c, case.h, case.w))
+
+    def away_from_zero(shape):
+        return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 2.0, size=shape)
+
+    x = away_from_zero((case.n, case.c, case.h, case.w))
     w = rng.standard_normal((case.f, case.c, case.kh, case.kw))
     b = rng.standard_normal(case.f)
-    g = rng.standard_normal(case.out_shape)
+    g = away_from_zero(case.out_shape)
     return x, w, b, g
 
 
