@@ -1,6 +1,6 @@
 """The layer contract's shared rules: output-size arithmetic and argument checks.
 
-``reference.layers`` and ``fast.layers`` both import this module and nothing else from each
+``reference.layers`` and ``fast.nn.layers`` both import this module and nothing else from each
 other. It holds no arithmetic on data: it decides whether a call is valid and how large its
 output is, and raises a ValueError naming the numbers when it is not. A mistake here would be
 shared by both implementations, which is why the tests pin its results on their own (hand-worked

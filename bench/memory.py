@@ -1,4 +1,4 @@
-"""Peak memory of training against the size of the data set: ``python bench/memory.py [--help]``.
+"""Peak memory of training against the size of the data set: ``python -m bench.memory [--help]``.
 
 Makes synthetic data sets from the real X-rays under new names (symbolic links named
 ``copy{k}_{name}``, so each counts as an image, and as a patient, of its own), then runs a one-epoch
@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from fast.data import CLASS_NAMES, list_split, resolve_data_root  # noqa: E402
+from fast.data.folders import CLASS_NAMES, list_split, resolve_data_root
 
 
 def make_dataset(source, target, train_images):
@@ -72,7 +71,7 @@ def measure(command, env):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python bench/memory.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="the real data set (default: as training finds it)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000],

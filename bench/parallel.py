@@ -1,11 +1,11 @@
-"""Epoch time of 2 MPI processes x 1 thread against 1 process x 2 threads: ``python bench/parallel.py``.
+"""Epoch time of 2 MPI processes x 1 thread against 1 process x 2 threads: ``python -m bench.parallel``.
 
 Both run the same command, ``python -m fast.train --folds 1 --epochs E`` on the real data (one model,
 the default network at the default 64 px), once as one process using both cores and once as
 ``mpiexec -n 2`` (each process then takes one core: ``fast.runtime.configure_process``), in
 alternating rounds so that a change in the machine's speed hits both alike. Each epoch's training
 time comes from the run's history.csv (evaluation excluded); the table gives medians over every
-epoch of every round, next to the float32 GEMM (2048^3, NumPy) measured in this process.
+epoch of every round, next to the float32 GEMM yardstick (``bench/yardstick.py``) measured in this process.
 Needs the MPI extra (pip install -e '.[mpi]'). A benchmark, not a test: it takes minutes.
 """
 import argparse
@@ -16,33 +16,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+from bench.yardstick import FLOP, Yardstick
+from fast.runs import RunDir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def gemm_gflops(n=2048, repeats=5):
-    """The float32 n^3 GEMM through NumPy, median of ``repeats``, in GFLOP/s."""
-    a, b = (np.random.default_rng(k).standard_normal((n, n), dtype=np.float32) for k in (0, 1))
-    a @ b  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
-
-
 def epoch_seconds(run_dir):
-    with open(Path(run_dir) / "history.csv") as f:
+    with open(RunDir(run_dir).history) as f:
         return [float(row["seconds"]) for row in csv.DictReader(f)]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python bench/parallel.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.parallel", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="data folder (default: as training finds it)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: 3)")
@@ -56,12 +44,12 @@ def main(argv=None):
     base = [sys.executable, "-m", "fast.train", "--folds", "1", "--epochs", str(args.epochs),
             "--cache-dir", str(work / "cache")] + (["--data", args.data] if args.data else [])
     contenders = {"1 process x 2 threads": [], "2 processes x 1 thread": []}
-    gflops = []
+    gflops, yardstick = [], Yardstick()
     try:
         subprocess.run(base + ["--epochs", "1", "--out", str(work / "warm-up")], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fills the cache
         for r in range(args.rounds):
-            gflops.append(gemm_gflops())
+            gflops.append(FLOP / statistics.median(yardstick.seconds() for _ in range(5)) / 1e9)
             for name, epochs in contenders.items():
                 run = work / f"{name[0]}-{r}"
                 launch = [mpiexec, "-n", "2"] if name.startswith("2") else []

@@ -1,8 +1,8 @@
 """The shipped model's prediction over the test split, timed in a process started as a user starts one.
 
-    python bench/predict_process.py            # every X-ray of the test split
-    python bench/predict_process.py 100        # the first 100 (sorted by path)
-    OPENBLAS_NUM_THREADS=1 python bench/predict_process.py
+    python -m bench.predict_process            # every X-ray of the test split
+    python -m bench.predict_process 100        # the first 100 (sorted by path)
+    OPENBLAS_NUM_THREADS=1 python -m bench.predict_process
 
 No process settings are made (no ``runtime.configure_process``): the process gets whatever the
 package does by itself, as ``python -m fast.predict`` or a notebook calling ``load_classifier()``
@@ -17,12 +17,9 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fast.data import find_images, resolve_data_root  # noqa: E402
-from fast.inference import load_classifier  # noqa: E402
+from fast.data.folders import find_images, resolve_data_root
+from fast.inference import load_classifier
 
 WARM_UP = 4  # X-rays predicted once, untimed, before the timed call
 

@@ -1,8 +1,8 @@
 """One contender's training step of the benchmark network, timed in a process of its own.
 
-    python bench/step_process.py fast          # the project's step, process settings made first
-    python bench/step_process.py numpy-first   # the same in a process that imported NumPy first
-    python bench/step_process.py torch         # PyTorch's CPU build, the same network and step
+    python -m bench.step_process fast          # the project's step, process settings made first
+    python -m bench.step_process numpy-first   # the same in a process that imported NumPy first
+    python -m bench.step_process torch         # PyTorch's CPU build, the same network and step
 
 Prints one JSON line: the contender, the median step in seconds, and the median float32 GEMM
 (2048^3, NumPy, every core) timed between the rounds in this same process; each round is the
@@ -15,9 +15,6 @@ CONTENDER = sys.argv[1] if len(sys.argv) > 1 else "fast"
 if CONTENDER == "numpy-first":
     import numpy  # noqa: F401 -- loaded before the project's process settings, as a notebook might
 
-from pathlib import Path  # noqa: E402
-
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 from fast.runtime import configure_process  # noqa: E402
 
 if CONTENDER in ("fast", "numpy-first"):
@@ -27,27 +24,28 @@ import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from yardstick import FLOP, Yardstick  # noqa: E402
-
-BATCH, SIZE = 32, 128
+from bench.yardstick import FLOP, Yardstick  # noqa: E402
 
 
 def project_step():
-    from fast.model import Architecture, ConvNet
-    from fast.optim import SGD
-    from fast.trainer import train_step
-    arch = Architecture(input_shape=(1, SIZE, SIZE), channels=(16, 32, 64), kernel=3, pad=1, pool=2,
-                        hidden=128, num_classes=2, batchnorm=False, dropout=0.0)
-    model, optimizer = ConvNet(arch, seed=0), SGD()
+    from bench.network import BATCH, BENCH_ARCH
+    from fast.nn.model import ConvNet
+    from fast.training.loop import train_step
+    from fast.training.optim import SGD
+    model, optimizer = ConvNet(BENCH_ARCH, seed=0), SGD()
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, 1, SIZE, SIZE), dtype=np.float32)
+    x = rng.standard_normal((BATCH, *BENCH_ARCH.input_shape), dtype=np.float32)
     y = rng.integers(0, 2, BATCH)
     return lambda: train_step(model, optimizer, x, y, 1e-3)
 
 
 def torch_step():
+    """The benchmark network (``bench.network``) written in PyTorch."""
     import torch
     from torch import nn
+
+    from bench.network import BATCH, BENCH_ARCH
+    size = BENCH_ARCH.input_shape[-1]
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -57,7 +55,7 @@ def torch_step():
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((BATCH, 1, SIZE, SIZE), dtype=np.float32))
+    x = torch.from_numpy(rng.standard_normal((BATCH, 1, size, size), dtype=np.float32))
     y = torch.from_numpy(rng.integers(0, 2, BATCH))
 
     def step():

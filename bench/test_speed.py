@@ -21,45 +21,14 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-import fast.layers
+import fast.nn.layers
 import reference.layers
-from fast.model import Architecture, ConvNet
-from fast.optim import SGD
+from bench.network import BATCH, BENCH_ARCH, median_seconds, network_flops
+from bench.yardstick import FLOP, Yardstick
+from fast.nn.model import Architecture, ConvNet
 from fast.runtime import cpu_threads
-from fast.trainer import train_step
-from yardstick import FLOP, Yardstick
-
-# The benchmark network: 3 conv blocks (1->16->32->64, 3x3, pad 1, ReLU,
-# 2x2 max-pool) on (32, 1, 128, 128) float32, affine 16384->128->2 (three poolings of 128x128
-# leave 64 x 16 x 16 = 16384 features), one plain SGD step; no batch norm, no dropout.
-BENCH_ARCH = Architecture(input_shape=(1, 128, 128), channels=(16, 32, 64), kernel=3, pad=1, pool=2,
-                          hidden=128, num_classes=2, batchnorm=False, dropout=0.0)
-BATCH = 32
-
-
-def network_flops(arch, batch):
-    """Multiply-adds x 2 of one step: forward, weight gradients, and input gradients
-    of every layer but the first conv (its input is data)."""
-    total, (c, h, w) = 0, arch.input_shape
-    for i, f in enumerate(arch.channels):
-        oh = (h + 2 * arch.pad - arch.kernel) // arch.stride + 1
-        ow = (w + 2 * arch.pad - arch.kernel) // arch.stride + 1
-        gemm = 2 * batch * oh * ow * f * c * arch.kernel ** 2
-        total += gemm * (2 if i == 0 else 3)
-        c, h, w = f, oh // arch.pool, ow // arch.pool
-    total += 3 * 2 * batch * (c * h * w * arch.hidden + arch.hidden * arch.num_classes)
-    return total
-
-
-def _median_seconds(fn, repeats=7):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
+from fast.training.loop import train_step
+from fast.training.optim import SGD
 
 def _bench_batch(seed=0):
     rng = np.random.default_rng(seed)
@@ -69,8 +38,8 @@ def _bench_batch(seed=0):
 
 
 def contract_step(params, x, y, lr=1e-3):
-    """One training step written with the fast.layers contract functions alone."""
-    L, caches, h = fast.layers, [], x
+    """One training step written with the fast.nn.layers contract functions alone."""
+    L, caches, h = fast.nn.layers, [], x
     for i in (1, 2, 3):
         h, conv_cache = L.conv2d_forward(h, params[f"conv{i}_w"], params[f"conv{i}_b"], 1, 1)
         h, pool_cache = L.maxpool2d_forward(h, 2)  # pool, then ReLU: they commute
@@ -96,7 +65,7 @@ def contract_step(params, x, y, lr=1e-3):
 
 # --- conv forward + backward, both implementations -----------------
 
-@pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
+@pytest.mark.parametrize("impl", [reference.layers, fast.nn.layers], ids=["reference", "fast"])
 def test_conv_forward_backward(benchmark, impl):
     benchmark.group = "conv fwd+bwd (8, 4, 32, 32) * (8, 4, 3, 3), pad 1, float64"
     rng = np.random.default_rng(0)
@@ -121,8 +90,8 @@ def test_fast_conv_is_far_ahead_of_reference(benchmark):
         _, cache = impl.conv2d_forward(x, w, b, 1, 1)
         return impl.conv2d_backward(dout, cache)
 
-    ref = _median_seconds(lambda: step(reference.layers), repeats=3)
-    benchmark.pedantic(step, args=(fast.layers,), rounds=50, warmup_rounds=1)
+    ref = median_seconds(lambda: step(reference.layers), repeats=3)
+    benchmark.pedantic(step, args=(fast.nn.layers,), rounds=50, warmup_rounds=1)
     ratio = ref / benchmark.stats.stats.median
     benchmark.extra_info["reference_median_s"] = ref
     benchmark.extra_info["reference_over_fast"] = round(ratio, 1)
@@ -161,10 +130,10 @@ def test_fast_layer(benchmark, case, direction):
     benchmark.group = f"fast layers, {direction} (float32)"
     forward, backward_name = _layer_case(case, np.random.default_rng(0))
     if direction == "forward":
-        benchmark(forward, fast.layers)
+        benchmark(forward, fast.nn.layers)
         return
-    out, cache = forward(fast.layers)
-    benchmark(getattr(fast.layers, backward_name), np.ones_like(out), cache)
+    out, cache = forward(fast.nn.layers)
+    benchmark(getattr(fast.nn.layers, backward_name), np.ones_like(out), cache)
 
 
 SMALL_CASES = {  # shapes the loop-based layers finish in milliseconds, float64
@@ -189,7 +158,7 @@ def _small_case(kind, rng):
     return lambda L: L.affine_forward(x, w, b), "affine_backward"
 
 
-@pytest.mark.parametrize("impl", [reference.layers, fast.layers], ids=["reference", "fast"])
+@pytest.mark.parametrize("impl", [reference.layers, fast.nn.layers], ids=["reference", "fast"])
 @pytest.mark.parametrize("case", SMALL_CASES)
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_layer_both_implementations(benchmark, case, direction, impl):
@@ -255,7 +224,7 @@ def test_network_step_contract_functions(benchmark):
     benchmark.group = "benchmark network step vs float32 GEMM"
     params = ConvNet(BENCH_ARCH, seed=0).params
     x, y = _bench_batch()
-    _bench_step(benchmark, contract_step, (params, x, y), "step from fast.layers contract functions")
+    _bench_step(benchmark, contract_step, (params, x, y), "step from fast.nn.layers contract functions")
 
 
 def test_network_step_model(benchmark):
@@ -269,7 +238,7 @@ def test_network_step_model(benchmark):
 
 # --- each contender in a process of its own ------------------------------------------------------
 
-STEP_PROCESS = Path(__file__).resolve().parent / "step_process.py"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _contenders():
@@ -289,8 +258,8 @@ def test_network_step_each_contender_in_its_own_process(benchmark):
 
     def one_round():
         for name in names:
-            done = subprocess.run([sys.executable, str(STEP_PROCESS), name, "12"], capture_output=True,
-                                  text=True, check=True)
+            done = subprocess.run([sys.executable, "-m", "bench.step_process", name, "12"], cwd=REPO_ROOT,
+                                  capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
     benchmark.pedantic(one_round, rounds=3, iterations=1)
@@ -341,7 +310,7 @@ def test_normalisation_layers_share_of_a_batch_normalised_step(benchmark, monkey
         return wrapper
 
     for name in NORMALISATION_LAYERS:
-        monkeypatch.setattr(fast.layers, name, timed(getattr(fast.layers, name)))
+        monkeypatch.setattr(fast.nn.layers, name, timed(getattr(fast.nn.layers, name)))
     steps = []
 
     def one_step():
@@ -366,8 +335,6 @@ def test_normalisation_layers_share_of_a_batch_normalised_step(benchmark, monkey
 
 # --- the shipped model's prediction, beside other work ------------------------------------------
 
-PREDICT_PROCESS = Path(__file__).resolve().parent / "predict_process.py"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # the environment of a user who set no thread variable, and the same holding BLAS to one thread
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XRAY_THREADS")
 _USER_ENV = {k: v for k, v in os.environ.items() if k not in _THREAD_VARIABLES}
@@ -404,7 +371,8 @@ def test_prediction_of_the_shipped_model_keeps_its_speed(benchmark, beside, tmp_
     a fresh process (``bench/predict_process.py``): as a user starts it, and with BLAS held to one
     thread by the environment; alternating rounds, medians. The first may take at most 15 % longer
     than the second, on an idle machine and beside a training run."""
-    from fast.data import DataError, resolve_data_root
+    from fast.data.errors import DataError
+    from fast.data.folders import resolve_data_root
     try:
         data_root = resolve_data_root()
     except DataError as err:
@@ -414,7 +382,7 @@ def test_prediction_of_the_shipped_model_keeps_its_speed(benchmark, beside, tmp_
 
     def one_round():
         for name, env in PREDICTION_CONTENDERS.items():
-            done = subprocess.run([sys.executable, str(PREDICT_PROCESS)], cwd=REPO_ROOT, env=env,
+            done = subprocess.run([sys.executable, "-m", "bench.predict_process"], cwd=REPO_ROOT, env=env,
                                   capture_output=True, text=True, check=True)
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -437,9 +405,9 @@ def test_entering_kernel_threads_costs_under_a_percent_of_a_batch(benchmark):
     """``runtime.kernel_threads`` is entered once per pass of a network: its cost (setting BLAS's
     threads and back) against one evaluation-mode forward pass of the default network on 32
     X-rays of its size."""
-    from fast.config import TrainConfig
     from fast.runtime import kernel_threads
-    from fast.trainer import make_model
+    from fast.training.config import TrainConfig
+    from fast.training.loop import make_model
     benchmark.group = "entering runtime.kernel_threads, against a batch's forward pass"
     model = make_model(TrainConfig())
     x = np.random.default_rng(0).standard_normal((32, *model.arch.input_shape), dtype=np.float32)
@@ -448,7 +416,7 @@ def test_entering_kernel_threads_costs_under_a_percent_of_a_batch(benchmark):
         with kernel_threads():
             pass
 
-    batch = _median_seconds(lambda: model.forward(x))
+    batch = median_seconds(lambda: model.forward(x))
     benchmark.pedantic(enter_and_leave, rounds=200, iterations=10, warmup_rounds=10)
     share = benchmark.stats.stats.median / batch
     benchmark.extra_info.update(enter_us=round(benchmark.stats.stats.median * 1e6, 1),

@@ -5,16 +5,18 @@ same seed and validation carving, the model's stored mean/std and threshold), so
 split the table equals the run's metrics.json.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from fast import data as xray_data
-from fast import metrics
-from fast.cli import MODEL_HELP, one_line_warnings, open_classifier
-from fast.config import TrainConfig
+from fast.cli import MODEL_HELP, add_data_flags, one_line_warnings, open_classifier
+from fast.data.errors import DataError
+from fast.data.folders import resolve_data_root
+from fast.data.splits import load_splits
+from fast.runs import RunDir
+from fast.scoring import metrics
+from fast.training.config import TrainConfig, carved_fraction
 
 SPLITS = ("test", "val", "train")
 
@@ -29,10 +31,10 @@ the run's metrics.json."""
 
 def split_images(root, split, size, limit=None, seed=TrainConfig.seed,
                  val_fraction=TrainConfig.val_fraction, cache_dir=None, progress=False):
-    """The images of ``split`` as the trainer picks them (``data.load_splits``)
-    -> (images: ``data.Pixels``, read as (n, S, S) in [0, 1] when sliced, y, paths)."""
-    splits, _ = xray_data.load_splits(root, (split,), size, limit, seed, val_fraction, cache_dir,
-                                      progress)
+    """The images of ``split`` as the trainer picks them (``fast.data.splits.load_splits``)
+    -> (images: ``fast.data.pixels.Pixels``, read as (n, S, S) in [0, 1] when sliced, y, paths)."""
+    splits, _ = load_splits(root, (split,), size, seed=seed, val_fraction=val_fraction, limit=limit,
+                            cache_dir=cache_dir, progress=progress)
     return splits[split]
 
 
@@ -40,12 +42,6 @@ def evaluate(classifier, images, y):
     """metrics.scored of the classifier on ``images`` ((N, S, S) in [0, 1], or ``Pixels``, read
     a batch at a time) at its threshold."""
     return metrics.scored(y, classifier.probability(images), classifier.threshold)
-
-
-def _run_config(model_path):
-    """config.json of the run the model file lives in, or {}."""
-    config = Path(model_path).parent / "config.json"
-    return json.loads(config.read_text()) if config.is_file() else {}
 
 
 # Figures recomputed in another order of float operations (other batches, BLAS on other threads)
@@ -64,8 +60,8 @@ def _differences(ours, stored):
 def _no_val_split(model_path):
     """Why an ensemble of fold models cannot be scored on a validation split, naming the run's
     files of held-out figures only where they exist."""
-    folder = Path(model_path).parent
-    predictions, figures = folder / "val_predictions.npz", folder / "metrics.json"
+    run = RunDir(Path(model_path).parent)
+    predictions, figures = run.predictions("val"), run.metrics
     found = []
     if predictions.is_file():
         found.append(f"its out-of-fold predictions are in {predictions}")
@@ -80,9 +76,7 @@ def parse_args(argv=None):
                                      allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", metavar="RUN_DIR_NPZ_OR_LATEST", default=None, help=MODEL_HELP)
-    parser.add_argument("--data", metavar="PATH", default=None,
-                        help="data folder holding train/ and test/ (default: the run's config.json, "
-                             "else $XRAY_DATA, else data/chest_xray)")
+    add_data_flags(parser, "holding train/ and test/", "the images")
     parser.add_argument("--split", choices=SPLITS, default="test", help="split to score (default: test)")
     parser.add_argument("--limit", type=int, default=None,
                         help="score the trainer's stratified subset of at most this many images "
@@ -92,8 +86,6 @@ def parse_args(argv=None):
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="share of train patients carved out as val (default: the run's, else "
                              f"{TrainConfig.val_fraction})")
-    parser.add_argument("--cache-dir", metavar="DIR", default=None,
-                        help="reuse/store decoded images there (default: no cache)")
     return parser.parse_args(argv)
 
 
@@ -102,8 +94,8 @@ def main(argv=None):
     classifier = open_classifier(args.model)
     if classifier is None:
         return 2
-    model_path = classifier.path
-    config = _run_config(model_path)
+    run = RunDir(Path(classifier.path).parent)
+    config = run.read_config()
 
     def setting(name, default=None):
         """The flag when given, else the run's setting, else ``default``."""
@@ -112,42 +104,44 @@ def main(argv=None):
             value = config.get(name)
         return default if value is None else value
 
-    limit = setting("limit")
-    folded = (config.get("folds") or 1) > 1 or len(classifier.members) > 1
-    if folded and args.split == "val":
-        print(f"error: {_no_val_split(model_path)}", file=sys.stderr)
+    # fold models saw every training image: no validation was carved out of them
+    folds = max(config.get("folds") or 1, len(classifier.members))
+    if folds > 1 and args.split == "val":
+        print(f"error: {_no_val_split(classifier.path)}", file=sys.stderr)
         return 1
+    limit = setting("limit")
     try:
-        root = xray_data.resolve_data_root(args.data if args.data is not None else config.get("data"))
+        root = resolve_data_root(args.data if args.data is not None else config.get("data"))
         # the images are decoded first (a while without a cache): say that the work began
         print(f"scoring the {args.split} split of {root}", file=sys.stderr, flush=True)
         with one_line_warnings():
             images, y, _ = split_images(root, args.split, classifier.image_size, limit=limit,
                                         seed=setting("seed", TrainConfig.seed),
-                                        val_fraction=0.0 if folded else setting(
-                                            "val_fraction", TrainConfig.val_fraction),
+                                        val_fraction=carved_fraction(folds, setting(
+                                            "val_fraction", TrainConfig.val_fraction)),
                                         cache_dir=args.cache_dir, progress=sys.stderr.isatty())
         result = evaluate(classifier, images, y)
-    except xray_data.DataError as err:
+    except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # e.g. a split holding one class only: no sensitivity or AUC
         print(f"error: cannot score the {args.split} split of {root}: {err}", file=sys.stderr)
         return 1
-
-    subset = f", at most {limit} images (--limit)" if limit else ""
-    print(f"model {model_path}, {args.split} split of {root}{subset}: {result['n']} images, "
-          f"threshold {classifier.threshold:.4f}")
-    print(metrics.format_metrics_table({args.split: result}))
-
-    stored_path = Path(model_path).parent / "metrics.json"
-    if stored_path.is_file():
-        stored = json.loads(stored_path.read_text()).get(args.split)
-        if stored is not None:
-            differ = _differences(result, stored)
-            print(f"{'differs from' if differ else 'equals'} the run's {stored_path}"
-                  + (f" in {', '.join(differ)}" if differ else ""))
+    _print_result(classifier, run, args.split, root, limit, result)
     return 0
+
+
+def _print_result(classifier, run, split, root, limit, result):
+    """The metric table, and whether it equals the run's own figures."""
+    subset = f", at most {limit} images (--limit)" if limit else ""
+    print(f"model {classifier.path}, {split} split of {root}{subset}: {result['n']} images, "
+          f"threshold {classifier.threshold:.4f}")
+    print(metrics.format_metrics_table({split: result}))
+    stored = run.read_metrics().get(split)
+    if stored is not None:
+        differ = _differences(result, stored)
+        print(f"{'differs from' if differ else 'equals'} the run's {run.metrics}"
+              + (f" in {', '.join(differ)}" if differ else ""))
 
 
 if __name__ == "__main__":

@@ -1,58 +1,206 @@
-"""Using a trained classifier: find and load it, prepare images, probabilities, Grad-CAM.
+"""Using a trained classifier: its record, its test-time views, finding and loading it, preparing
+images, probabilities, labels and Grad-CAM.
 
-``predict``, ``evaluate`` and ``report`` all go through this module, so an image is prepared
-one way everywhere: ``read_xray`` (decoding, grey, resize) then ``normalise`` as the model file
-says (by default with the training pixels' mean and std stored in it). Probabilities come from
-the model's own forward pass, so predicting a run's test images gives back its ``test_predictions.npz``.
+``predict``, ``evaluate`` and ``report`` all go through this module, so an image is prepared one
+way everywhere: ``read_xray`` (decoding, grey, resize) then ``normalise`` as the model's record
+says (by default with the training pixels' mean and std stored in it). Probabilities come from the
+networks' own forward passes, averaged over the record's test-time views, and the trainer scores
+its held-out and test images through the same ``ensemble_proba``, so predicting a run's test
+images gives back its ``test_predictions.npz``.
 """
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from fast.calibration import apply_platt, temperature_map
-from fast.data import (CLASS_NAMES, NORMALISATIONS, ImageError, from_pixels, normalise, read_xray,
-                       resize_xray, to_pixels)
-from fast.model import ModelFileError, ensemble_proba, load_models
+from fast.data.augment import about_centre, warp
+from fast.data.errors import ImageError
+from fast.data.folders import CLASS_NAMES
+from fast.data.images import from_pixels, read_xray, resize_xray, to_pixels
+from fast.data.normalise import NORMALISATIONS, normalise
+from fast.nn.model import Architecture
+from fast.nn.model_file import ModelFileError, load_models, save_model
+from fast.runs import RUNS_DIR, RunDir
+from fast.scoring.calibration import apply_platt, temperature_map
+from fast.scoring.metrics import called_positive
 
-RUNS_DIR = Path("runs")
-MODEL_FILE = "model.npz"
-# The model shipped with the project (see models/MODEL_CARD.md): used when no run exists.
+# The model shipped with the project (see models/MODEL_CARD.md): used unless another is named.
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "pneumonia_cnn.npz"
-_REQUIRED_METADATA = ("mean", "std", "threshold")
+LATEST = "latest"  # the name that asks for the newest run under runs/
 _LOG_ODDS = (-1.0, 1.0)  # logit_PNEUMONIA - logit_NORMAL, the score P(PNEUMONIA) is the sigmoid of
 
 
+# --------------------------------------------------------------------------- test-time views
+
+IMAGE_ALONE = (1.0,)  # no test-time augmentation: the image as it is
+TEST_TIME_ZOOMS = (1.0, 0.95, 1.05)  # with it (``--tta``): the image and two zooms of it
+
+
+def zoomed(x, zoom):
+    """x (N, C, H, W) zoomed about the image centre by ``zoom`` (> 1 enlarges), the border
+    replicated, as in training: one of the fixed views a prediction can be averaged over
+    (test-time augmentation). ``zoom`` 1 returns x itself."""
+    if zoom == 1:
+        return x
+    h, w = x.shape[-2:]
+    m = about_centre(np.diag([zoom, zoom]), w, h)
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        warp(x[i], m, out=out[i])
+    return out
+
+
+def ensemble_proba(members, x, chunk=256, zooms=IMAGE_ALONE):
+    """The members' mean P(class 1) on x, evaluation mode, float64 (N,): how an ensemble, or a
+    single model (a list of one), scores before calibration. x: (N, C, H, W), or anything that
+    slices into such arrays (``fast.data.pixels.Inputs``): it is read ``chunk`` images at a
+    time. ``zooms``: each image is also seen zoomed by these factors about its centre
+    (``zoomed``; 1 is the image as it is), and the mean is over members and views."""
+    parts = []
+    for i in range(0, len(x), chunk):
+        batch = x[i:i + chunk]
+        parts.append(np.mean([m.predict_proba(view)[:, 1] for view in (zoomed(batch, z) for z in zooms)
+                              for m in members], axis=0))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+# --------------------------------------------------------------------------- the record
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(PNEUMONIA) calibrated as sigmoid(scale * log-odds + bias), fitted on held-out
+    predictions by ``method`` (``fast.scoring.calibration``)."""
+    method: str
+    scale: float
+    bias: float
+
+    def apply(self, prob):
+        return apply_platt(prob, self.scale, self.bias)
+
+    def to_dict(self):
+        return {"method": self.method, "scale": self.scale, "bias": self.bias}
+
+
+# What a model file written before a field existed was made with: its record reads so.
+RECORDED_BEFORE = {"normalise": "dataset", "test_time_zooms": list(IMAGE_ALONE),
+                   "class_names": list(CLASS_NAMES), "best_epoch": None, "threshold_rule": None,
+                   "held_out": "validation"}
+_REQUIRED = ("mean", "std", "threshold")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What a trained classifier is besides its weights, one typed record: the networks'
+    architecture, how images are normalised (``normalise``, with the training pixels' ``mean``
+    and ``std``), the test-time views, the calibration, the decision threshold (P(PNEUMONIA) >=
+    ``threshold`` means PNEUMONIA), the class names, and how the run chose them.
+
+    ``to_dict`` is the JSON record a model file stores beside the weights (the architecture
+    has a record of its own there); ``from_dict`` reads it back, a file from an older version
+    with ``RECORDED_BEFORE`` for what it lacks. ValueError for a record no model of this project
+    has: a missing field, an unknown normalisation, a view that is no zoom, std <= 0, or an
+    architecture other than one-channel square images in, two classes out.
+    """
+    architecture: Architecture
+    mean: float
+    std: float
+    normalise: str
+    test_time_zooms: tuple
+    threshold: float
+    calibration: Calibration
+    class_names: tuple
+    best_epoch: Optional[int]
+    threshold_rule: Optional[str]
+    held_out: str  # what calibration and threshold were chosen on: "validation" or "out-of-fold"
+
+    def __post_init__(self):
+        channels, height, width = self.architecture.input_shape
+        if channels != 1 or self.architecture.num_classes != 2 or height != width:
+            raise ValueError(f"another architecture (input {self.architecture.input_shape}, "
+                             f"{self.architecture.num_classes} classes); expected a 1-channel square "
+                             "input and 2 classes")
+        if not self.std > 0:
+            raise ValueError(f"corrupt metadata (std {self.std})")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {self.normalise!r} (written by a newer version?)")
+        if not self.test_time_zooms or not all(0 < z < 10 for z in self.test_time_zooms):
+            raise ValueError(f"unusable test-time zooms {list(self.test_time_zooms)}")
+
+    def to_dict(self):
+        return {"mean": self.mean, "std": self.std, "normalise": self.normalise,
+                "test_time_zooms": list(self.test_time_zooms), "threshold": self.threshold,
+                "calibration": self.calibration.to_dict(), "class_names": list(self.class_names),
+                "best_epoch": self.best_epoch, "threshold_rule": self.threshold_rule,
+                "held_out": self.held_out}
+
+    @classmethod
+    def from_dict(cls, architecture, values):
+        missing = [k for k in _REQUIRED if k not in values]
+        if missing:
+            raise ValueError(f"not a trained X-ray model (its metadata lacks {', '.join(missing)})")
+        values = {**RECORDED_BEFORE, **values}
+        stored = values.get("calibration")
+        # before calibration was fitted a file held a plain temperature T, or nothing (T = 1)
+        if stored:
+            calibration = Calibration(stored["method"], float(stored["scale"]), float(stored["bias"]))
+        else:
+            calibration = Calibration("temperature", *temperature_map(values.get("temperature", 1.0)))
+        return cls(architecture=architecture, mean=float(values["mean"]), std=float(values["std"]),
+                   normalise=values["normalise"],
+                   test_time_zooms=tuple(float(z) for z in values["test_time_zooms"]),
+                   threshold=float(values["threshold"]), calibration=calibration,
+                   class_names=tuple(values["class_names"]), best_epoch=values["best_epoch"],
+                   threshold_rule=values["threshold_rule"], held_out=values["held_out"])
+
+
+def save_classifier(path, members, record):
+    """Write the networks ``members`` (one, or an ensemble used as their mean probability) and
+    their ``record`` to the model file ``path`` (``fast.nn.model_file``)."""
+    if any(m.arch != record.architecture for m in members):
+        raise ValueError("the record's architecture is not the networks'")
+    save_model(path, members, record.to_dict())
+
+
+def read_classifier(path):
+    """The networks and the record of the model file ``path`` -> (members, ModelRecord).
+    ModelFileError for a file that is not a trained classifier of this project."""
+    members, metadata = load_models(path)
+    try:
+        return members, ModelRecord.from_dict(members[0].arch, metadata)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ModelFileError(f"{path}: {err}") from None
+
+
+# --------------------------------------------------------------------------- the classifier
+
 class Classifier:
-    """A trained network, or an ensemble of networks used as their mean probability, with its
-    preprocessing record, calibration (sigmoid(scale * log-odds + bias)) and decision threshold.
+    """Trained networks, used as their mean probability over the record's test-time views, with
+    their ``ModelRecord``: preprocessing, calibration and decision threshold.
 
     ``images`` below are (N, S, S) float arrays in [0, 1], S = ``image_size``, as
     ``read_xray`` returns them; P(PNEUMONIA) >= ``threshold`` means PNEUMONIA. ``model`` is
     the first member (for pictures of one network's filters and feature maps).
     """
 
-    def __init__(self, members, metadata, path=None):
+    def __init__(self, members, record, path=None):
         members = list(members) if isinstance(members, (list, tuple)) else [members]
-        self.members, self.model, self.metadata, self.path = members, members[0], metadata, path
-        self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
-        # files from before the choice was offered were standardised with the data set's
-        self.normalisation = metadata.get("normalise", "dataset")
-        if self.normalisation not in NORMALISATIONS:
-            raise ModelFileError(f"{path}: unknown normalisation {self.normalisation!r} "
-                                 "(written by a newer version?)")
-        # each image is also seen zoomed by these factors, and the probabilities averaged
-        self.zooms = tuple(float(z) for z in metadata.get("test_time_zooms", [1.0]))
-        if not self.zooms or not all(0 < z < 10 for z in self.zooms):
-            raise ModelFileError(f"{path}: unusable test-time zooms {list(self.zooms)}")
-        self.threshold = float(metadata["threshold"])
-        # sigmoid(scale * log-odds + bias): fitted on held-out predictions; a model file
-        # from before calibration, or with a plain temperature T, maps to it too.
-        stored = metadata.get("calibration")
-        self.calibration = ((float(stored["scale"]), float(stored["bias"])) if stored
-                            else temperature_map(metadata.get("temperature", 1.0)))
-        self.class_names = tuple(metadata.get("class_names", CLASS_NAMES))
+        self.members, self.model, self.record, self.path = members, members[0], record, path
+
+    @property
+    def threshold(self):
+        return self.record.threshold
+
+    @property
+    def zooms(self):
+        """The test-time views: each image is also seen zoomed by these factors."""
+        return self.record.test_time_zooms
+
+    @property
+    def class_names(self):
+        return self.record.class_names
 
     @property
     def image_size(self):
@@ -82,15 +230,16 @@ class Classifier:
     def prepare(self, images):
         """(N, S, S) images in [0, 1] -> (N, 1, S, S) network input, exactly as in training."""
         images = np.array(images, dtype=np.float32).reshape(-1, self.image_size, self.image_size)
-        return normalise(images, self.normalisation, self.mean, self.std)[:, None]
+        r = self.record
+        return normalise(images, r.normalise, r.mean, r.std)[:, None]
 
     def probability(self, images, chunk=256):
-        """(N, S, S) images in [0, 1] (an array, or ``data.Pixels``) -> (N,) float64
+        """(N, S, S) images in [0, 1] (an array, or ``fast.data.pixels.Pixels``) -> (N,) float64
         P(PNEUMONIA): the mean over the members and the stored test-time views (``zooms``),
         calibrated. Read and prepared ``chunk`` at a time."""
         raw = [ensemble_proba(self.members, self.prepare(images[i:i + chunk]), zooms=self.zooms)
                for i in range(0, len(images), chunk)]
-        return apply_platt(np.concatenate(raw), *self.calibration) if raw else np.zeros(0)
+        return self.record.calibration.apply(np.concatenate(raw)) if raw else np.zeros(0)
 
     def images(self, inputs):
         """Paths or images -> (N, S, S) float32 in [0, 1], as the model sees them.
@@ -106,7 +255,7 @@ class Classifier:
             return np.reshape([self.read(p) for p in inputs], (-1, self.image_size, self.image_size))
         array = np.asarray(inputs)
         if np.issubdtype(array.dtype, np.integer):  # 0..255 or 0..65535, as a file's pixels are
-            array = array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
+            array = from_pixels(array)
         array = np.asarray(array, dtype=np.float32)
         if array.size and not (np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
             raise ValueError("float images must hold grey values in [0, 1] (integer images are "
@@ -130,7 +279,7 @@ class Classifier:
 
     def labels(self, probability):
         """P(PNEUMONIA) per image -> class names at the stored threshold."""
-        return [self.class_names[int(p >= self.threshold)] for p in np.atleast_1d(probability)]
+        return [self.class_names[int(c)] for c in called_positive(np.atleast_1d(probability), self.threshold)]
 
     def feature_maps(self, images):
         """The first member's -> (logits (N, 2), [ReLU(conv_i output) (N, F_i, H_i, W_i) for each
@@ -209,14 +358,11 @@ def _reason(err, path):
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-LATEST = "latest"  # the name that asks for the newest run under runs/
-
-
 def find_model(spec=None, runs_dir=RUNS_DIR, shipped=None):
     """The model file meant by ``spec``: None, the shipped model (``shipped``, by default
-    SHIPPED_MODEL); "latest", the newest ``runs_dir/*/model.npz`` (by modification time); a run
-    directory, its model.npz; anything else, the file it names. A training run never replaces
-    the shipped model unless asked for. Raises ModelFileError when there is none."""
+    SHIPPED_MODEL); "latest", the model of the newest run under ``runs_dir`` (by modification
+    time); a run directory, its model; anything else, the file it names. A training run never
+    replaces the shipped model unless asked for. Raises ModelFileError when there is none."""
     if spec is None:
         shipped = SHIPPED_MODEL if shipped is None else Path(shipped)
         if not shipped.is_file():
@@ -225,32 +371,19 @@ def find_model(spec=None, runs_dir=RUNS_DIR, shipped=None):
         return shipped
     if str(spec) == LATEST:
         runs_dir = Path(runs_dir)
-        candidates = sorted(runs_dir.glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(runs_dir.glob(f"*/{RunDir.MODEL}"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise ModelFileError(f"{LATEST!r}: {runs_dir.resolve()} holds no finished run (no "
-                                 f"*/{MODEL_FILE}); train one (python -m fast.train) or name a model")
+                                 f"*/{RunDir.MODEL}); train one (python -m fast.train) or name a model")
         return candidates[-1]
     path = Path(spec)
-    return path / MODEL_FILE if path.is_dir() else path
+    return RunDir(path).model if path.is_dir() else path
 
 
 def load_classifier(path=None):
     """A model -> Classifier: ``path`` a model file or a run directory; None: the shipped model;
     "latest": the newest run under runs/ (``find_model``). Refuses (ModelFileError) a file
-    without the preprocessing record, or one that is not a one-channel, two-class classifier
-    of square images."""
+    whose record is not a trained classifier's (``ModelRecord``)."""
     path = find_model(path)
-    members, metadata = load_models(path)
-    model = members[0]
-    missing = [k for k in _REQUIRED_METADATA if k not in metadata]
-    if missing:
-        raise ModelFileError(f"{path}: not a trained X-ray model (its metadata lacks "
-                             f"{', '.join(missing)})")
-    channels, height, width = model.arch.input_shape
-    if channels != 1 or model.arch.num_classes != 2 or height != width:
-        raise ModelFileError(f"{path}: another architecture (input {model.arch.input_shape}, "
-                             f"{model.arch.num_classes} classes); expected a 1-channel square "
-                             "input and 2 classes")
-    if not metadata["std"] > 0:
-        raise ModelFileError(f"{path}: corrupt metadata (std {metadata['std']})")
-    return Classifier(members, metadata, Path(path))
+    members, record = read_classifier(path)
+    return Classifier(members, record, Path(path))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fast.cli import MODEL_HELP, open_classifier
-from fast.data import find_images
+from fast.data.folders import find_images
 from fast.files import atomic_write_text, file_problem, folder_problem
 
 DESCRIPTION = """Say whether chest X-rays show pneumonia, with a trained model.

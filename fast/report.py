@@ -11,7 +11,6 @@ This is the only module that imports matplotlib (headless, Agg backend).
 """
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -22,12 +21,19 @@ from matplotlib import cm
 from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
-from fast import metrics
-from fast.data import CLASS_NAMES, DataError, ImageError, load_splits, read_xray, resolve_data_root
+from fast.cli import add_data_flags
+from fast.data.errors import DataError, ImageError
+from fast.data.folders import CLASS_NAMES, resolve_data_root
+from fast.data.images import read_xray
+from fast.data.splits import load_splits
 from fast.files import atomic_open, folder_problem
-from fast.framing import LIMITS as FRAMING_LIMITS
 from fast.inference import load_classifier
-from fast.model import ModelFileError
+from fast.nn.model_file import ModelFileError
+from fast.runs import RunDir
+from fast.scoring import metrics
+from fast.scoring.metrics import called_positive
+from fast.training.config import TrainConfig
+from fast.training.framing import LIMITS as FRAMING_LIMITS
 
 matplotlib.use("Agg")  # headless: no display needed, PNG only
 import matplotlib.pyplot as plt  # noqa: E402  (pyplot after the backend is chosen)
@@ -37,7 +43,6 @@ SALIENCY_SIZE = 320  # pixels of an X-ray shown under a saliency overlay
 SALIENCY_CMAP = "jet"
 FEATURE_MAPS_SHOWN = 8  # channels per conv layer in the feature-map picture
 SALIENCY_PER_KIND = 2  # test X-rays per kind (TP, FP, FN) in the saliency picture
-RUN_FILES = ("config.json", "history.csv", "metrics.json", "model.npz", "test_predictions.npz")
 
 PICTURES = {
     "curves": "training_curves.png",
@@ -69,7 +74,7 @@ def read_history(path):
 def _data_root(run_dir, data_root):
     """The data folder: the argument, else config.json's data, else the default; None if absent."""
     if data_root is None:
-        data_root = json.loads((Path(run_dir) / "config.json").read_text()).get("data")
+        data_root = RunDir(run_dir).read_config().get("data")
     try:
         return resolve_data_root(data_root)
     except DataError:
@@ -382,7 +387,7 @@ def plot_saliency(classifier, cases, path):
 
 
 def plot_framing(summary, path, title="held-out X-rays", names=CLASS_NAMES):
-    """The framing stress study (``fast.framing.summarise``): the share of each class called
+    """The framing stress study (``fast.training.framing.summarise``): the share of each class called
     PNEUMONIA at the threshold, for the X-rays as they are and framed otherwise, one line per
     class; the study's limits are drawn as bands around the X-rays as they are."""
     views = list(summary["views"])
@@ -418,45 +423,31 @@ def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=Non
     """(Re)draw every picture of the run in ``run_dir`` -> list of the PNG paths written.
 
     Into ``out_dir`` (made if missing), by default the run directory itself. ``classifier``:
-    the run's model.npz, when the caller has loaded it already. The data folder
-    (for the pictures showing X-rays) is ``data_root``, else config.json's ``data``, else the
-    default; when it cannot be found, those pictures are skipped with a note. Raises
-    ReportError (or ModelFileError) when the run directory lacks a file it needs.
+    the run's model, when the caller has loaded it already. The data folder (for the pictures
+    showing X-rays) is ``data_root``, else config.json's ``data``, else the default; when it
+    cannot be found, those pictures are skipped with a note. Raises ReportError (or
+    ModelFileError) when the run directory lacks a file it needs.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ReportError(f"{run_dir}: no such run directory")
-    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
-    if missing:
-        models = sorted(run_dir.glob("*.npz")) if "model.npz" in missing else []
-        if models:
-            raise ReportError(f"{run_dir} is not a run directory; for a model file, name it: "
-                              f"python -m fast.report {models[0]} --out DIR")
-        raise ReportError(f"{run_dir}: not a finished run (missing {', '.join(missing)}); "
-                          "pictures are drawn once training has finished")
-    out_dir = run_dir if out_dir is None else Path(out_dir)
+    run = _finished_run(run_dir)
+    out_dir = run.path if out_dir is None else Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = json.loads((run_dir / "metrics.json").read_text())
-    classifier = load_classifier(run_dir / "model.npz") if classifier is None else classifier
+    results = run.read_metrics()
+    classifier = load_classifier(run.model) if classifier is None else classifier
     threshold = float(results.get("threshold", classifier.threshold))
     best_epoch = int(results.get("best_epoch") or 0)  # none for a K-fold run: no epoch was chosen
-    with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as stored:
+    with np.load(run.predictions("test"), allow_pickle=False) as stored:
         prob, y, paths = stored["probability"], stored["label"].astype(np.int64), stored["paths"]
 
-    written = [plot_training_curves(read_history(run_dir / "history.csv"), best_epoch,
-                                    out_dir / PICTURES["curves"])]
+    written = [plot_training_curves(read_history(run.history), best_epoch, out_dir / PICTURES["curves"])]
+    held_out = classifier.record.held_out  # "validation", or "out-of-fold" for K folds
     curves = {}
-    for split in ("val", "test"):
-        stored_path = run_dir / f"{split}_predictions.npz"
-        if stored_path.is_file():
-            # "val" holds the held-out predictions: validation, or out-of-fold for K folds
-            name = classifier.metadata.get("held_out", "validation") if split == "val" else split
-            with np.load(stored_path, allow_pickle=False) as stored_split:
+    for split, name in (("val", held_out), ("test", "test")):
+        if run.predictions(split).is_file():
+            with np.load(run.predictions(split), allow_pickle=False) as stored_split:
                 curves[name] = (stored_split["label"].astype(np.int64), stored_split["probability"])
     if results.get("framing"):
         written.append(plot_framing(results["framing"], out_dir / PICTURES["framing"],
-                                    classifier.metadata.get("held_out", "held-out") + " X-rays",
-                                    classifier.class_names))
+                                    held_out + " X-rays", classifier.class_names))
     written += _draw_model_pictures(classifier, curves, (y, prob, paths), threshold,
                                     _data_root(run_dir, data_root), out_dir, log)
     for path in written:
@@ -464,11 +455,28 @@ def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=Non
     return written
 
 
+def _finished_run(run_dir):
+    """``run_dir`` as a RunDir, refused (ReportError) unless training there has finished."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise ReportError(f"{run.path}: no such run directory")
+    missing = run.missing()
+    if missing:
+        models = sorted(run.path.glob("*.npz")) if RunDir.MODEL in missing else []
+        if models:
+            raise ReportError(f"{run.path} is not a run directory; for a model file, name it: "
+                              f"python -m fast.report {models[0]} --out DIR")
+        raise ReportError(f"{run.path}: not a finished run (missing {', '.join(missing)}); "
+                          "pictures are drawn once training has finished")
+    return run
+
+
 def score_test_split(classifier, data_root=None, cache_dir=None, progress=False):
     """The classifier's P(pneumonia) on the test split of ``data_root`` (else $XRAY_DATA, else
     the default; DataError when there is none) -> (y, probability, paths, the data folder)."""
     root = resolve_data_root(data_root)
-    splits, _ = load_splits(root, ("test",), classifier.image_size, cache_dir=cache_dir, progress=progress)
+    splits, _ = load_splits(root, ("test",), classifier.image_size, seed=TrainConfig.seed,
+                            val_fraction=TrainConfig.val_fraction, cache_dir=cache_dir, progress=progress)
     images, y, paths = splits["test"]
     return y, classifier.probability(images), np.array(paths), root
 
@@ -523,7 +531,7 @@ def _draw_model_pictures(classifier, curves, test, threshold, root, out_dir, log
     if len(pair) == 2:
         written.append(plot_feature_maps(classifier, [item[:3] for item in pair],
                                          out_dir / PICTURES["features"]))
-        positive = prob >= threshold
+        positive = called_positive(prob, threshold)
         cases = {
             "true positives": _most_confident(np.flatnonzero((y == 1) & positive), prob),
             "false positives": _most_confident(np.flatnonzero((y == 0) & positive), prob),
@@ -562,11 +570,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="where the pictures go (made if missing); default: the run directory. "
                              "Needed for a model file")
-    parser.add_argument("--data", metavar="PATH", default=None,
-                        help="chest X-ray data folder, for the test split and the pictures that show "
-                             "X-rays (default: the run's config.json, else $XRAY_DATA, else data/chest_xray)")
-    parser.add_argument("--cache-dir", metavar="DIR", default=None,
-                        help="a model file: reuse/store the decoded test images there (default: no cache)")
+    add_data_flags(parser, "for the test split and the pictures that show X-rays",
+                   "a model file's test images")
     return parser.parse_args(argv)
 
 
@@ -588,7 +593,7 @@ def main(argv=None):
         return 2
     try:
         if not model_file:
-            run_model = target / "model.npz"
+            run_model = RunDir(target).model
             classifier = load_classifier(run_model) if run_model.is_file() else None
             if classifier is not None:
                 print(f"model {classifier.describe()}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Thread settings: scoped around the network's work (``kernel_threads``), and the process-wide
 ones of training and benchmarking, made explicitly where a program starts (``configure_process``).
 
-Importing ``fast`` changes nothing global. Every pass of a network (``fast.model.ConvNet``) runs
+Importing ``fast`` changes nothing global. Every pass of a network (``fast.nn.model.ConvNet``) runs
 inside ``kernel_threads()``, so the CLI, the Python API, the tests and MPI processes all get the
 kernels' threads without BLAS's threads beside them; ``python -m fast.train`` and the benchmarks
 also call ``configure_process()`` first thing, and it works whether NumPy is loaded already or not.
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 
 THREADS_VARIABLE = "XRAY_THREADS"
-# Set by configure_process: BLAS runs on one thread and fast.kernels splits each GEMM between
+# Set by configure_process: BLAS runs on one thread and fast.nn.kernels splits each GEMM between
 # the cores with the project's own threads, for the rest of the process.
 _own_gemm_threads = False
 # kernel_threads(): how many blocks are open (in any thread), and what undoes their BLAS limit
@@ -26,7 +26,7 @@ _blas_controller = None
 
 
 def splits_gemms():
-    """Whether ``fast.kernels`` splits GEMMs between the cores itself (inside
+    """Whether ``fast.nn.kernels`` splits GEMMs between the cores itself (inside
     ``kernel_threads`` or after ``configure_process``), rather than leaving it to BLAS's threads."""
     return _own_gemm_threads or _kernel_splits
 
@@ -54,7 +54,7 @@ def _take_blas_control():
 
 @contextmanager
 def kernel_threads():
-    """Within the block BLAS runs on one thread and ``fast.kernels`` splits each GEMM between
+    """Within the block BLAS runs on one thread and ``fast.nn.kernels`` splits each GEMM between
     ``cpu_threads()`` threads of the project's own; on leaving, BLAS gets back the threads it had.
 
     The kernels split their element-wise work between the cores; with BLAS's own threads
@@ -139,7 +139,7 @@ def configure_process():
       cores as its ``XRAY_THREADS`` (a value the user set is kept), so that they do not fight
       over them.
     - BLAS on one thread, set at run time (threadpoolctl), and each GEMM split between the
-      cores by the project's own threads (``fast.kernels.gemm``). Left to itself, OpenBLAS's
+      cores by the project's own threads (``fast.nn.kernels.gemm``). Left to itself, OpenBLAS's
       worker threads spin for about 2**28 cycles after each GEMM before they sleep, taking the
       cores that the element-wise work between GEMMs wants next; its
       ``OPENBLAS_THREAD_TIMEOUT`` tames that only when set before NumPy loads, so a program

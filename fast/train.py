@@ -1,13 +1,14 @@
 """Train the pneumonia classifier: ``python -m fast.train [--help]``."""
 import sys
 
-from fast import distributed
 from fast.cli import one_line_warnings
-from fast.config import TrainConfig, build_parser
-from fast.data import DataError
+from fast.data.errors import DataError
 from fast.report import ReportError, make_report
 from fast.runtime import configure_process
-from fast.trainer import TrainingError, train
+from fast.training import distributed
+from fast.training.config import TrainConfig, build_parser
+from fast.training.loop import TrainingError
+from fast.training.trainer import train
 
 DESCRIPTION = """Train a CNN written in NumPy to tell NORMAL from PNEUMONIA chest X-rays.
 With --folds K, K models on patient-grouped folds of the training split; otherwise one model

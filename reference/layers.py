@@ -3,7 +3,7 @@
 Every ``*_forward`` returns ``(out, cache)`` and every ``*_backward(dout, cache)``
 returns the gradients of the loss with respect to the forward's inputs. Tensors
 are NCHW. Arrays keep the dtype they come in with; the tests run this module in
-float64 and use it as the oracle for ``fast.layers``. Nothing here imports
+float64 and use it as the oracle for ``fast.nn.layers``. Nothing here imports
 ``fast``; the two share only ``contract`` (argument checks and output sizes), so no
 mistake in the arithmetic can hide in both implementations.
 """

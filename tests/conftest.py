@@ -1,13 +1,26 @@
-"""Shared fixtures."""
+"""Shared fixtures: the real data, a tiny trained run and its classifier; the hypothesis profile.
+
+A test that trains a network (``tiny_run`` included) or reads the whole data set carries the
+``slow`` marker, so ``pytest -m "not slow"`` runs the proofs alone; plain ``pytest`` runs
+everything. Helpers that are not fixtures live in ``helpers.py``.
+"""
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import settings
 
-from fast.config import TrainConfig
-from fast.trainer import train
+from fast import inference
+from fast.runs import RunDir
+from fast.training.config import TrainConfig
+from fast.training.trainer import train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# No per-example deadline anywhere: timing lives in bench/, never in a correctness test.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +53,24 @@ def tiny_run(tmp_path_factory, xray_root):
                          out=str(run_dir), data=str(xray_root), cache_dir=str(base / "tiny_run_cache"))
     train(config, progress_bars=False, log=lambda *a: None)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def stored(tiny_run):
+    """The tiny run's test predictions: (paths, probabilities, labels)."""
+    with np.load(RunDir(tiny_run).predictions("test"), allow_pickle=False) as npz:
+        return [str(p) for p in npz["paths"]], npz["probability"], npz["label"]
+
+
+@pytest.fixture(scope="session")
+def classifier(tiny_run):
+    return inference.load_classifier(tiny_run / "model.npz")
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the tiny run trains a network: it must say so (``slow``)."""
+    unmarked = [item.nodeid for item in items
+                if "tiny_run" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that need the tiny run (a trained network) lack the slow "
+                                "marker: " + ", ".join(unmarked))

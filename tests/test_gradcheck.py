@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from gradcheck import numerical_gradient, rel_error
+from helpers import numerical_gradient, rel_error
 
 TOLERANCE = 1e-7  # the threshold every layer gradient check in test_layers.py uses
 

@@ -4,35 +4,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from fast import report
-from test_predict import PNG_SIGNATURE, REPO_ROOT
+from fast.runs import RunDir
 
-MIN_SIDE = 300  # pixels: anything smaller is not readable
-
+from helpers import REPO_ROOT, assert_readable_png
 
 
 def fresh_copy(run_dir, folder):
     """The run's own files, without any picture already drawn, in ``folder``."""
     folder.mkdir()
-    for name in report.RUN_FILES:
+    for name in RunDir.FINISHED:
         shutil.copy(run_dir / name, folder / name)
     return folder
 
 
-def assert_readable_png(path):
-    data = Path(path).read_bytes()
-    assert data[:8] == PNG_SIGNATURE, path
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    assert image is not None, path
-    height, width = image.shape[:2]
-    assert width >= MIN_SIDE and height >= MIN_SIDE, (path, width, height)
-    assert image.std() > 5, f"{path} is blank"
-
-
+@pytest.mark.slow
 def test_make_report_draws_every_picture_as_a_readable_png(tiny_run, xray_root, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     notes = []
@@ -44,6 +33,7 @@ def test_make_report_draws_every_picture_as_a_readable_png(tiny_run, xray_root, 
     assert not any(n.startswith("note") for n in notes)
 
 
+@pytest.mark.slow
 def test_report_cli_on_an_existing_run_directory(tiny_run, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     # The run's config.json names the data folder, so --data is not needed.
@@ -55,6 +45,7 @@ def test_report_cli_on_an_existing_run_directory(tiny_run, tmp_path):
         assert_readable_png(run_dir / name)
 
 
+@pytest.mark.slow
 def test_without_the_data_the_report_skips_only_the_xray_pictures(tiny_run, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     # The stored test paths lead nowhere, and so does the data folder given.
@@ -70,6 +61,7 @@ def test_without_the_data_the_report_skips_only_the_xray_pictures(tiny_run, tmp_
     assert any(n.startswith("note") and "--data" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_report_refuses_an_unfinished_run_naming_what_is_missing(tiny_run, tmp_path, capsys):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     (run_dir / "metrics.json").unlink()
@@ -89,20 +81,6 @@ def test_saliency_overlay_is_a_readable_png(tmp_path):
     path = report.save_saliency_overlay(tmp_path / "one.png", xray, cam, "a title", 64)
     assert_readable_png(path)
 
-
-def test_the_training_command_draws_every_picture_of_a_k_fold_run(xray_root, tmp_path):
-    from fast.train import main
-    run_dir = tmp_path / "run"
-    assert main(["--data", str(xray_root), "--out", str(run_dir), "--limit", "80", "--image-size", "16",
-                 "--stem-stride", "1", "--stem-kernel", "3", "--epochs", "1", "--folds", "2", "--channels", "4,8", "--hidden", "0", "--head", "gap",
-                 "--batchnorm", "--dropout", "0.2", "--cache-dir", str(tmp_path / "cache")]) == 0
-    for name in report.PICTURES.values():
-        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    history = report.read_history(run_dir / "history.csv")
-    assert set(history["fold"]) == {1.0, 2.0}
-
-
-# --------------------------------------------------------------------------- what the pictures say
 
 @pytest.fixture
 def drawn(monkeypatch):
@@ -144,6 +122,7 @@ def test_captions_say_the_size_the_model_sees(drawn, tmp_path):
     assert "as the model sees it" not in texts
 
 
+@pytest.mark.slow
 def test_the_saliency_grid_scales_each_map_by_its_probability(tiny_run, xray_root, drawn, tmp_path, monkeypatch):
     """The report hands each X-ray's stored P(pneumonia) to Grad-CAM, and its captions give the
     model's input size."""
@@ -165,8 +144,7 @@ def test_the_saliency_grid_scales_each_map_by_its_probability(tiny_run, xray_roo
                for t in _texts(drawn[report.PICTURES["saliency"]]))
 
 
-# --------------------------------------------------------------------------- where the pictures go
-
+@pytest.mark.slow
 def test_a_run_reports_into_another_folder_leaving_the_run_as_it_was(tiny_run, xray_root, tmp_path):
     run_dir = fresh_copy(tiny_run, tmp_path / "run")
     before = sorted(p.name for p in run_dir.iterdir())
@@ -175,6 +153,7 @@ def test_a_run_reports_into_another_folder_leaving_the_run_as_it_was(tiny_run, x
     assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == sorted(report.PICTURES.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, complaint", [
     (["{model}"], "need --out DIR"),
     (["{model}", "--out", "{tmp}/a-file.txt"], "--out: "),

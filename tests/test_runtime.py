@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import fast.layers
-from fast import kernels, runtime
-from fast.model import Architecture, ConvNet
+import fast.nn.layers
+from fast import runtime
+from fast.nn import kernels
+from fast.nn.model import Architecture, ConvNet
 
-from test_structure import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def blas_threads():
@@ -89,7 +90,7 @@ def test_every_pass_of_the_network_runs_with_blas_on_one_thread(two_blas_threads
         return wrapper
 
     for name in ("conv2d_forward", "conv2d_backward", "affine_forward", "affine_backward"):
-        monkeypatch.setattr(fast.layers, name, recording(getattr(fast.layers, name)))
+        monkeypatch.setattr(fast.nn.layers, name, recording(getattr(fast.nn.layers, name)))
     model = ConvNet(Architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=8), seed=0)
     x = np.random.default_rng(0).normal(size=(3, 1, 16, 16)).astype(np.float32)
     model.loss(x, np.array([0, 1, 1]), rng=np.random.default_rng(1))
@@ -124,7 +125,7 @@ def test_importing_the_package_leaves_blas_threads_as_they_were():
     code = ("import numpy, cv2; from threadpoolctl import threadpool_info; "
             "count = lambda: [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']; "
             "before = count(); "
-            "import fast, fast.layers, fast.model, fast.inference, fast.trainer, fast.predict, "
+            "import fast, fast.nn.layers, fast.nn.model, fast.inference, fast.training.trainer, fast.predict, "
             "fast.evaluate, fast.report; "
             "assert count() == before, (before, count()); "
             "from fast import runtime; assert not runtime.splits_gemms(); print(before)")

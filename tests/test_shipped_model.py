@@ -1,12 +1,12 @@
 """The model shipped in models/: loads without pickle, scores the card's test figures, draws its evidence."""
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fast import metrics, report
+from fast import report
 from fast.inference import SHIPPED_MODEL, load_classifier
+from fast.scoring import metrics
 
 CARD = SHIPPED_MODEL.parent / "MODEL_CARD.md"
 
@@ -30,6 +30,7 @@ def test_the_shipped_model_loads_without_pickle():
     assert 0 < classifier.threshold < 1 and classifier.image_size >= 32
 
 
+@pytest.mark.slow
 def test_the_shipped_model_reproduces_the_cards_test_figures_and_draws_its_evidence(xray_root, tmp_path,
                                                                                    monkeypatch, capsys):
     """``python -m fast.report models/pneumonia_cnn.npz --out DIR``, as the card says: the test

@@ -1,30 +1,51 @@
 """The package's shape: imports run one way, from the command-line tools down to the layers.
 
-Every import counts, those inside functions included: a function-level import that closes a
-circle is still a circle.
+``LEVELS`` is the layering, written here and in ``docs/architecture.md`` (whose table this test
+reads, so that the two cannot drift). Every import counts, those inside functions included: a
+function-level import that closes a circle is still a circle.
 """
 import ast
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ARCHITECTURE_DOC = REPO_ROOT / "docs" / "architecture.md"
 
-# Each module may import only modules of a lower level.
+# Each module may import only modules of a lower level. The folders are the layers: the bottom,
+# then the networks (fast/nn), the images (fast/data) and the scoring of predictions
+# (fast/scoring), the trained classifier (fast/inference.py), training (fast/training), and the
+# pictures and commands at the top of fast/.
 LEVELS = {
-    # the bottom: settings, errors, files, the contract the two implementations share
-    "contract": 0, "fast": 0, "fast.config": 0, "fast.errors": 0, "fast.files": 0, "fast.runtime": 0,
-    # the layers' machinery and the reference layers; image formats, metrics, augmentation, optimisers
-    "fast.kernels": 1, "reference": 1, "reference.layers": 1, "fast.dicom": 1, "fast.metrics": 1,
-    "fast.augment": 1, "fast.optim": 1, "fast.distributed": 1,
-    # the fast layers, the data pipeline, calibration
-    "fast.layers": 2, "fast.data": 2, "fast.calibration": 2,
-    "fast.model": 3, "fast.framing": 3,
-    "fast.trainer": 4, "fast.inference": 4,
-    # pictures and what the commands share
-    "fast.report": 5, "fast.cli": 5,
-    # the command-line tools
-    "fast.train": 6, "fast.predict": 6, "fast.evaluate": 6,
+    # the bottom: the contract the two layer implementations share, threads, files, run directories
+    "contract": 0, "fast": 0, "fast.runtime": 0, "fast.files": 0, "fast.runs": 0,
+    "fast.nn": 0, "fast.data": 0, "fast.scoring": 0, "fast.training": 0, "reference": 0,
+    # the leaves of each folder
+    "reference.layers": 1, "fast.nn.kernels": 1, "fast.data.errors": 1, "fast.data.augment": 1,
+    "fast.scoring.metrics": 1, "fast.training.optim": 1,
+    "fast.nn.layers": 2, "fast.data.dicom": 2, "fast.scoring.calibration": 2,
+    "fast.nn.model": 3, "fast.data.images": 3, "fast.data.folders": 3,
+    "fast.nn.model_file": 4, "fast.data.normalise": 4,
+    "fast.data.pixels": 5,
+    "fast.data.cache": 6,
+    "fast.data.splits": 7,
+    "fast.data.dataset": 8,
+    # the trained classifier: its record, its test-time views, its answers
+    "fast.inference": 9,
+    # training builds on all of it
+    "fast.training.config": 10, "fast.training.distributed": 10, "fast.training.framing": 10,
+    "fast.training.loop": 11,
+    "fast.training.trainer": 12,
+    # what the commands share
+    "fast.cli": 13,
+    # the pictures, and the command that draws them
+    "fast.report": 14,
+    # the other command-line tools
+    "fast.train": 15, "fast.predict": 15, "fast.evaluate": 15,
 }
 
 
@@ -33,29 +54,34 @@ def _module_name(path):
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _project_imports(path):
-    """Every project module ``path`` imports, at any depth of the code."""
+def _imported_names(path):
+    """Every module name ``path`` imports, at any depth of the code (``from a import b`` names
+    both a and a.b, which may be a module)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # ``from fast import data`` imports the module fast.data
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found |= {n for n in names if n in LEVELS}
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
     return found
 
 
+def _project_imports(path):
+    """Every project module ``path`` imports."""
+    return _imported_names(path) & set(LEVELS)
+
+
+def _project_files():
+    return [REPO_ROOT / "contract.py", *sorted((REPO_ROOT / "fast").rglob("*.py")),
+            *sorted((REPO_ROOT / "reference").glob("*.py"))]
+
+
 def _graph():
-    files = [REPO_ROOT / "contract.py", *sorted((REPO_ROOT / "fast").glob("*.py")),
-             *sorted((REPO_ROOT / "reference").glob("*.py"))]
-    return {_module_name(f): _project_imports(f) - {_module_name(f)} for f in files}
+    return {_module_name(f): _project_imports(f) - {_module_name(f)} for f in _project_files()}
 
 
 def test_every_module_has_a_level():
-    assert set(_graph()) <= set(LEVELS), "give the new module a level in LEVELS"
+    assert set(_graph()) == set(LEVELS), "give a new module a level in LEVELS and docs/architecture.md"
 
 
 def test_imports_run_one_way_from_the_tools_down_to_the_layers():
@@ -84,8 +110,26 @@ def test_the_import_graph_has_no_cycle():
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "probe.py"
-    source.write_text("def f():\n    from fast import report\n    import fast.model\n")
-    assert _project_imports(source) == {"fast", "fast.report", "fast.model"}
+    source.write_text("def f():\n    from fast import report\n    import fast.nn.model\n")
+    assert _project_imports(source) == {"fast", "fast.report", "fast.nn.model"}
+
+
+def test_the_layering_in_docs_architecture_is_the_one_checked_here():
+    """docs/architecture.md's table of levels: one row per level, its modules in backticks."""
+    documented = {}
+    for line in ARCHITECTURE_DOC.read_text().splitlines():
+        row = re.match(r"\|\s*(\d+)\s*\|([^|]*)\|", line)
+        if row:
+            for module in re.findall(r"`([\w.]+)`", row.group(2)):
+                documented[module] = int(row.group(1))
+    assert documented == LEVELS
+
+
+def test_a_package_init_holds_only_its_docstring():
+    """Importing a folder runs nothing and re-exports nothing: a name is found in its module."""
+    for init in (REPO_ROOT / "fast").rglob("__init__.py"):
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), init
 
 
 def test_reference_imports_nothing_from_fast():
@@ -93,32 +137,46 @@ def test_reference_imports_nothing_from_fast():
     assert not any(m.startswith("fast") for m in graph["reference.layers"] | graph["contract"])
 
 
+def test_no_test_study_or_benchmark_imports_a_test_module_or_edits_sys_path():
+    """Helpers shared by tests live in tests/helpers.py and tests/conftest.py; studies and
+    benchmarks run as modules of the checkout (``python -m studies.three_seeds``)."""
+    tests = {p.stem for p in (REPO_ROOT / "tests").rglob("test_*.py")}
+    wrong = []
+    for folder in ("tests", "studies", "bench"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            text = path.read_text()
+            if _imported_names(path) & (tests | {f"bench.{p.stem}" for p in (REPO_ROOT / "bench").glob("test_*.py")}):
+                wrong.append(f"{path.relative_to(REPO_ROOT)} imports a test module")
+            if "sys.path" in text and path.name != "test_structure.py":
+                wrong.append(f"{path.relative_to(REPO_ROOT)} edits sys.path")
+    assert wrong == []
+
+
 def test_importing_the_package_changes_nothing_global():
-    import subprocess
-    import sys
     # OpenCV's own import adds to LD_LIBRARY_PATH; the project sets nothing
     code = ("import os; before = dict(os.environ); "
-            "import fast, fast.layers, fast.model, fast.inference, fast.trainer, fast.predict; "
+            "import fast, fast.nn.layers, fast.nn.model, fast.inference, fast.training.trainer, fast.predict; "
             "changed = {k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k)}; "
             "assert changed <= {'LD_LIBRARY_PATH'}, changed")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                             cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
 def test_every_command_line_parser_refuses_abbreviated_flags(capsys):
-    """``--sal x`` must not pass for ``--saliency x``: every parser in fast/ says allow_abbrev=False
-    (checked in the source), and each command refuses an abbreviation (checked by running it)."""
+    """``--sal x`` must not pass for ``--saliency x``: every parser in fast/ and studies/ says
+    allow_abbrev=False (checked in the source), and each command refuses an abbreviation (checked
+    by running it)."""
     lacking = []
-    for path in sorted((REPO_ROOT / "fast").glob("*.py")):
+    for path in sorted([*(REPO_ROOT / "fast").rglob("*.py"), *(REPO_ROOT / "studies").rglob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "ArgumentParser":
                 keywords = {k.arg: k.value for k in node.keywords}
                 refused = isinstance(keywords.get("allow_abbrev"), ast.Constant) and \
                     keywords["allow_abbrev"].value is False
                 if not refused:
-                    lacking.append(f"{path.name}:{node.lineno}")
+                    lacking.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
     assert lacking == []
     from fast import evaluate, predict, report, train
     for parse, argv in ((predict.parse_args, ["--sal", "out", "x.png"]), (evaluate.parse_args, ["--spl", "val"]),

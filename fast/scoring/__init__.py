@@ -1,0 +1,1 @@
+"""Scoring predictions: clinical metrics, the decision rule, calibration of probabilities."""

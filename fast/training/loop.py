@@ -1,0 +1,247 @@
+"""The training loop of one model, shared by both implementations.
+
+One epoch: shuffled mini-batches (without replacement, the last partial batch kept),
+augmentation, a gradient step each; then the held-out loss, accuracy and ROC AUC. The best epoch
+by held-out AUC is kept, with early stopping (or, for a fold model, the last). Every epoch ends
+with an atomic checkpoint, and each epoch's randomness is drawn from ``(seed, epoch)``, so a run
+resumed after a crash ends with the same weights as an uninterrupted one.
+
+With a ``distributed.Group`` of several processes each batch and each evaluation is split
+between them; the lead process alone reads and writes the checkpoint.
+"""
+import csv
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from fast.data.augment import augment_batch
+from fast.files import atomic_savez, atomic_write_text
+from fast.nn.model import ConvNet, softmax
+from fast.scoring import metrics
+from fast.scoring.metrics import called_positive
+from fast.training import distributed
+from fast.training.optim import learning_rate, make_optimizer
+
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_auc", "seconds")
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. the loss stopped being finite); the message says what to do."""
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must remember besides the arrays."""
+    epoch: int = 0  # epochs completed
+    best_auc: float = -math.inf
+    best_epoch: int = 0  # 1-based; 0 = none yet
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def make_model(config, seed=None):
+    """A new network of ``config``'s architecture and implementation (float32 for fast, float64
+    for reference), initialised with ``seed`` (default: the config's)."""
+    dtype = np.float32 if config.impl == "fast" else np.float64
+    return ConvNet(config.architecture(), impl=config.impl, seed=config.seed if seed is None else seed,
+                   dtype=dtype)
+
+
+def balanced_class_weights(y, num_classes=2):
+    """Inverse-frequency weights n / (K * n_c): each class contributes equally to the loss."""
+    counts = np.bincount(y, minlength=num_classes)
+    if np.any(counts == 0):
+        raise TrainingError(f"the training split lacks a class (counts per class: {counts.tolist()})")
+    return len(y) / (num_classes * counts)
+
+
+def class_weights_for(config, y):
+    """The loss's class weights under ``config.class_weights``: balanced, or None (all 1)."""
+    return balanced_class_weights(y) if config.class_weights == "balanced" else None
+
+
+def evaluate_split(model, x, y, class_weights, group=distributed.Group()):
+    """x: ``fast.data.pixels.Inputs`` -> (weighted loss, P(PNEUMONIA) per image), read in
+    batches, each process of ``group`` predicting its part."""
+    logits = group.gather(model.predict_logits(group.own_part(x)))
+    loss, _ = model.logit_loss(logits, y, class_weights)
+    return float(loss), softmax(logits.astype(np.float64))[:, 1]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(run, model, best_params, optimizer, progress):
+    """The model's state, the kept state, the optimizer's and ``progress`` -> ``run.checkpoint``."""
+    arrays = {f"state/{k}": v for k, v in model.state().items()}
+    arrays.update({f"best/{k}": v for k, v in best_params.items()})
+    arrays.update({f"opt/{k}": v for k, v in optimizer.state.items()})
+    arrays["progress"] = np.array(json.dumps(progress.__dict__))
+    atomic_savez(run.checkpoint, **arrays)
+
+
+def load_checkpoint(run, model, optimizer):
+    """Restore params, buffers and optimizer state in place -> (best state, progress)."""
+    path = run.checkpoint
+    if not path.is_file():
+        raise TrainingError(f"{path}: no checkpoint to resume from (no epoch of this run completed)")
+    with np.load(path, allow_pickle=False) as data:
+        # checkpoints written before batch norm stored the params alone, under param/
+        current = "state" if any(k.startswith("state/") for k in data.files) else "param"
+        missing = [k for k in model.state() if f"{current}/{k}" not in data.files or f"best/{k}" not in data.files]
+        if missing:
+            raise TrainingError(f"{path}: the checkpoint does not fit this run's network (no {missing[0]}); "
+                                "it was written by another version or configuration")
+        model.load_state({k: data[f"{current}/{k}"] for k in model.state()})
+        best = {k: data[f"best/{k}"].copy() for k in model.state()}
+        optimizer.state = {k[4:]: data[k].copy() for k in data.files if k.startswith("opt/")}
+        progress = Progress(**json.loads(str(data["progress"])))
+    return best, progress
+
+
+def write_history(run, history, fields=HISTORY_FIELDS):
+    """One row per epoch -> ``run.history``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run.history, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- one model
+
+def fit(run, config, train_set, held_out, seed, epoch_seed, keep_best, log, progress_bars,
+        group=distributed.Group()):
+    """Train one model in the run directory ``run`` (a ``fast.runs.RunDir``, resuming from its
+    checkpoint when there is one) -> (model holding the kept weights, Progress).
+
+    ``epoch_seed``: epoch e draws its randomness from (*epoch_seed, e). ``keep_best``: keep
+    the epoch with the best held-out AUC and stop early after ``config.patience`` epochs
+    without a better one; otherwise train every epoch and keep the last. The lead process of
+    ``group`` reads the checkpoint and hands it to the others.
+    """
+    model = make_model(config, seed)
+    class_weights = class_weights_for(config, train_set[1])
+    optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
+
+    def resume_point():
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not run.checkpoint.is_file():
+            return None
+        best, progress = load_checkpoint(run, model, optimizer)
+        log(f"continuing {run.path} after epoch {progress.epoch}")
+        return model.state(), optimizer.state, best, progress
+
+    resumed = group.lead_first(resume_point, only_lead=True)
+    best, progress = {k: v.copy() for k, v in model.state().items()}, Progress()
+    if resumed is not None:
+        state, optimizer.state, best, progress = resumed
+        model.load_state(state)
+    best = run_epochs(run, config, train_set, held_out, model, optimizer, class_weights, best,
+                      progress, epoch_seed, keep_best, log, progress_bars, group)
+    model.load_state(best)
+    return model, progress
+
+
+def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None, shard=None):
+    """One training step: the batch's loss and gradients, then the optimizer's update -> the loss.
+
+    ``rng`` draws the dropout masks. A loss that is not finite is returned without an update,
+    leaving the weights as they were. ``shard`` (a ``distributed.Shard``): x, y are this
+    process's rows of a batch split between processes; the loss and the gradients are then the
+    whole batch's, the same on every process, and so is the update.
+    """
+    if shard is None:
+        loss, grads = model.loss(x, y, class_weights, rng=rng)
+    else:
+        loss, grads = shard.loss(model, x, y, class_weights, rng)
+    if math.isfinite(loss):
+        optimizer.update(model.params, grads, lr)
+    return loss
+
+
+def train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epoch, progress_bars,
+                group=distributed.Group()):
+    """One pass over ``train_set`` in the order ``rng`` draws, a step per batch -> the mean
+    training loss; TrainingError (naming the batch) when a loss stops being finite."""
+    x_train, y_train = train_set
+    n, bs = len(y_train), config.batch_size
+    order = rng.permutation(n)
+    running, seen = 0.0, 0
+    bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+               leave=False, disable=not progress_bars, file=sys.stderr)
+    for b in bar:
+        idx = order[b:b + bs]
+        lo, hi = group.part(len(idx))
+        shard = distributed.Shard(group, lo, hi, y_train[idx]) if group.size > 1 else None
+        mine = idx[lo:hi]
+        xb = x_train[mine]
+        if config.augment:
+            xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition,
+                               crop_area=config.crop_area, per_image=config.normalise != "dataset",
+                               labels=y_train[idx], reframe=config.reframe)
+        loss = train_step(model, optimizer, xb, y_train[mine], lr, class_weights, rng, shard)
+        if not math.isfinite(loss):
+            raise TrainingError(f"the loss became {loss} in epoch {epoch + 1}, batch {b // bs + 1}; "
+                                "stopping")
+        running += loss * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{running / seen:.4f}")
+    bar.close()
+    return running / seen
+
+
+def run_epochs(run, config, train_set, held_out, model, optimizer, class_weights, best_params,
+               progress, epoch_seed, keep_best, log, progress_bars, group=distributed.Group()):
+    """Train until config.epochs (or early stopping, with ``keep_best``), a checkpoint after each
+    epoch -> the kept state (best held-out AUC, or the last epoch's). x: ``Inputs``, read a
+    batch at a time; with a ``group`` of several processes each takes its part of a batch."""
+    x_val, y_val = held_out
+    for epoch in range(progress.epoch, config.epochs):
+        if keep_best and progress.bad_epochs >= config.patience:
+            break
+        lr = learning_rate(config.schedule, config.lr, epoch, config.epochs)
+        rng = np.random.default_rng([*epoch_seed, epoch])
+        start = time.perf_counter()
+        try:
+            train_loss = train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epoch,
+                                     progress_bars, group)
+        except TrainingError as err:
+            raise TrainingError(f"{err}. The last good checkpoint (after epoch {progress.epoch}) is in "
+                                f"{run.checkpoint}. Try a smaller --lr (now {config.lr}).") from None
+        seconds = time.perf_counter() - start
+
+        val_loss, val_prob = evaluate_split(model, x_val, y_val, class_weights, group)
+        val_auc = metrics.roc_auc(y_val, val_prob)
+        # at 0.5, before calibration and threshold exist (chosen once training is over): the
+        # epoch line says so, as its figure can sit far from the run's final accuracy
+        val_acc = float(np.mean(called_positive(val_prob, 0.5) == y_val))
+        progress.epoch = epoch + 1
+        progress.train_seconds += seconds
+        progress.history.append({"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+                                 "val_accuracy": val_acc, "val_auc": val_auc, "seconds": round(seconds, 2)})
+        marker = ""
+        if not keep_best:
+            best_params = {k: v.copy() for k, v in model.state().items()}
+            progress.best_auc, progress.best_epoch = val_auc, epoch + 1
+        elif val_auc > progress.best_auc:
+            progress.best_auc, progress.best_epoch, progress.bad_epochs = val_auc, epoch + 1, 0
+            best_params = {k: v.copy() for k, v in model.state().items()}
+            marker = "  *best"
+        else:
+            progress.bad_epochs += 1
+        log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+            f"val acc@0.5 {val_acc:.4f}  val AUC {val_auc:.4f}  lr {lr:.2e}  {seconds:.1f}s{marker}")
+        if group.lead:
+            save_checkpoint(run, model, best_params, optimizer, progress)
+            write_history(run, progress.history)
+
+    if keep_best and progress.bad_epochs >= config.patience and progress.epoch < config.epochs:
+        log(f"early stop: no better val AUC for {config.patience} epochs")
+    return best_params

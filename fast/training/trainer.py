@@ -1,0 +1,257 @@
+"""A training run: one model or K fold models, then calibration, the threshold and the test score.
+
+``train`` opens the run directory (``fast.runs.RunDir``), loads the data set, trains one model
+with a validation split carved out by patient, or K models on patient-grouped folds
+(``fast.training.loop.fit``), and ``finish`` then chooses the calibration and the decision
+threshold on the held-out predictions (the validation split, or with ``--folds`` the
+out-of-fold ones), scores the test split once with that model, calibration and threshold, and
+writes the model file, the metrics and the predictions. Every held-out and test prediction is
+the classifier's own (``fast.inference.ensemble_proba`` over the run's test-time views), and the
+framing stress study (``fast.training.framing``) runs on the held-out images. Pictures are the
+training command's business (``fast.train``), not the trainer's.
+
+Under ``mpiexec -n N`` the processes form a ``distributed.Group``: each batch and each
+evaluation is split between them, and only the lead process (rank 0) reads checkpoints,
+writes the run directory and prints; the others receive what it read.
+"""
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fast.data.dataset import load_dataset
+from fast.data.errors import SkippedImageWarning
+from fast.data.folders import resolve_data_root
+from fast.data.splits import patient_folds
+from fast.files import atomic_savez, atomic_write_text
+from fast.inference import IMAGE_ALONE, TEST_TIME_ZOOMS, Calibration, ModelRecord, ensemble_proba, save_classifier
+from fast.runs import RunDir
+from fast.scoring import calibration, metrics
+from fast.training import distributed, framing
+from fast.training.config import TrainConfig
+from fast.training.loop import HISTORY_FIELDS, Progress, TrainingError, fit, write_history
+
+
+def log_line(*parts):
+    """The default log: stdout, flushed so a redirected log is complete at any moment."""
+    print(*parts, flush=True)
+
+
+@dataclass
+class HeldOut:
+    """Predictions of images the model(s) did not train on: what calibration and the
+    threshold are chosen on."""
+    raw: np.ndarray  # uncalibrated P(PNEUMONIA)
+    y: np.ndarray
+    paths: list
+    name: str  # "validation" or "out-of-fold"
+    study: np.ndarray = None  # which of them the framing study predicts (a boolean mask)
+    framed: dict = None  # {view name: their uncalibrated P(PNEUMONIA) seen framed so}
+
+
+def test_time_zooms(config):
+    """The views every final prediction averages over: the image, and with ``config.tta`` its
+    zooms by ``inference.TEST_TIME_ZOOMS``."""
+    return TEST_TIME_ZOOMS if config.tta else IMAGE_ALONE
+
+
+def held_out_proba(members, x, group, zooms=IMAGE_ALONE):
+    """``ensemble_proba`` of x (``fast.data.pixels.Inputs``) over ``zooms``, each process of
+    ``group`` predicting its part."""
+    return group.gather(ensemble_proba(members, group.own_part(x), zooms=zooms))
+
+
+def framed_proba(members, x, group, config):
+    """The framing study's predictions: {view name: P(PNEUMONIA) of x (``Inputs``) framed as the
+    view says}, uncalibrated, over the run's test-time views."""
+    return {name: held_out_proba(members, framed, group, test_time_zooms(config))
+            for name, framed in framing.views_of(x).items()}
+
+
+def fold_seed(seed, k):
+    """Model k's initialisation seed: a different, fixed draw for each fold."""
+    return int(np.random.SeedSequence([seed, k + 1]).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------- the run
+
+def open_run(config, resume, log, group=distributed.Group()):
+    """The run directory and its configuration: a new one, or the stored one of ``resume``
+    -> (RunDir, TrainConfig). The lead process decides; the others receive its answer (or its
+    error)."""
+    return group.lead_first(lambda: _open_run(config, resume, log), only_lead=True)
+
+
+def _open_run(config, resume, log):
+    if resume is not None:
+        run = RunDir(resume)
+        if not run.config.is_file():
+            raise TrainingError(f"{run.path}: not a run directory (no {RunDir.CONFIG})")
+        config = TrainConfig.from_dict(run.read_config())
+        log(f"resuming {run.path} with its stored configuration")
+        return run, config
+    run = RunDir(config.out) if config.out else RunDir.new()
+    if run.holds_a_run():
+        raise TrainingError(f"{run.path} already holds a run; use --resume {run.path} to continue it, "
+                            "or choose another --out")
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, json.dumps(config.to_dict(), indent=2) + "\n")
+    return run, config
+
+
+def _quiet_unless(speaks, job):
+    """``job()``, its warnings (skipped images) shown only if ``speaks``: the lead process says
+    it once for all."""
+    if speaks:
+        return job()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedImageWarning)
+        return job()
+
+
+def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, group=None):
+    """Train, calibrate and choose the threshold on held-out predictions, score the test split
+    once -> run directory.
+
+    One model (``config.folds == 1``): validation is carved out of train by patient, and the
+    epoch with the best validation AUC is kept. K-fold (``folds = K``): K models, model k
+    trained on all folds but k for ``config.epochs`` epochs; each training image is predicted
+    once, by the model that did not see it (out-of-fold), and the saved model is the K models'
+    mean probability.
+
+    ``group``: the processes training together (default ``distributed.world()``: those that
+    ``mpiexec`` started, or this one alone). Returns the run directory's path.
+    """
+    group = distributed.world() if group is None else group
+    if not group.lead:
+        log, progress_bars = (lambda *parts: None), False
+    elif group.size > 1:
+        log(f"data-parallel over {group.size} processes: each batch of {config.batch_size} split between them")
+    if resume is None and config.conflict():  # a stored configuration passed this when it was new
+        raise TrainingError(config.conflict())
+    run, config = open_run(config, resume, log, group)
+    root = resolve_data_root(config.data)
+    # the lead decodes first, filling the cache that the others then read
+    ds = group.lead_first(lambda: _quiet_unless(group.lead, lambda: load_dataset(
+        root, config.image_size, val_fraction=config.carved_fraction, seed=config.seed,
+        cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars,
+        normalisation=config.normalise)))
+    group.check_same_data(ds)
+    folded = config.folds > 1
+    log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
+        f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
+        + f", test {len(ds.y_test)}; run directory {run.path}")
+    try:
+        trained = (_train_folds(run, config, ds, root, log, progress_bars, group) if folded
+                   else _train_one(run, config, ds, log, progress_bars, group))
+        return finish(run, config, ds, *trained, log, group)
+    except KeyboardInterrupt:
+        log(f"\ninterrupted; every completed epoch is saved in {run.path}; "
+            f"continue with: python -m fast.train --resume {run.path}")
+        raise
+
+
+def _train_one(run, config, ds, log, progress_bars, group):
+    """One model, the epoch of best validation AUC kept -> (members, HeldOut, Progress)."""
+    model, progress = fit(run, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
+                          config.seed, (config.seed,), keep_best=True, log=log,
+                          progress_bars=progress_bars, group=group)
+    study = framing.study_rows(ds.y_val, config.seed)
+    held_out = HeldOut(held_out_proba([model], ds.x_val, group, test_time_zooms(config)),
+                       ds.y_val, ds.paths_val, "validation", study,
+                       framed_proba([model], ds.x_val.subset(study), group, config))
+    return [model], held_out, progress
+
+
+def _train_folds(run, config, ds, root, log, progress_bars, group):
+    """K fold models, each predicting the fold it did not see -> (members, HeldOut of the
+    out-of-fold predictions, Progress); every fold's epochs go into one history table, the
+    held-out fold as each one's "val"."""
+    try:
+        folds = patient_folds(ds.paths_train, ds.y_train, config.folds, config.seed)
+    except ValueError as err:
+        raise TrainingError(f"cannot make {config.folds} folds of {root / 'train'}: {err}") from None
+    oof = np.empty(len(ds.y_train))
+    study = framing.study_rows(ds.y_train, config.seed)
+    framed_oof = {v.name: np.empty(study.sum()) for v in framing.VIEWS}
+    members, seconds, history = [], 0.0, []
+    for k in range(config.folds):
+        inside, outside = folds != k, folds == k
+        log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
+            f"predicting the other {outside.sum()}")
+        x_held = ds.x_train.subset(outside)
+        model, progress = fit(run.fold(k + 1), config, (ds.x_train.subset(inside), ds.y_train[inside]),
+                              (x_held, ds.y_train[outside]), fold_seed(config.seed, k), (config.seed, k + 1),
+                              keep_best=False, log=log, progress_bars=progress_bars, group=group)
+        oof[outside] = held_out_proba([model], x_held, group, test_time_zooms(config))
+        # the framing study's images among the held-out ones, seen framed otherwise
+        mine = outside[study]
+        for name, prob in framed_proba([model], ds.x_train.subset(outside & study), group, config).items():
+            framed_oof[name][mine] = prob
+        members.append(model)
+        seconds += progress.train_seconds
+        history += [{"fold": k + 1, **row} for row in progress.history]
+    if group.lead:
+        write_history(run, history, ("fold",) + HISTORY_FIELDS)
+    held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study, framed_oof)
+    return members, held_out, Progress(train_seconds=seconds)
+
+
+# --------------------------------------------------------------------------- the end
+
+def finish(run, config, ds, members, held_out, progress, log, group=distributed.Group()):
+    """On the held-out predictions, fit the calibration and pick the threshold; score the test
+    split once; write the model, the metrics and the predictions (the lead process)."""
+    test_raw = held_out_proba(members, ds.x_test, group, test_time_zooms(config))
+    if not group.lead:
+        return run.path
+    fitted = Calibration(config.calibration, *calibration.fit(config.calibration, held_out.raw, held_out.y))
+    held_prob, test_prob = fitted.apply(held_out.raw), fitted.apply(test_raw)
+    threshold, rule = metrics.choose_threshold(held_out.y, held_prob, config.threshold_rule,
+                                               config.target_sensitivity, held_out.name)
+    framed = {framing.AS_IS.name: held_prob[held_out.study],
+              **{name: fitted.apply(raw) for name, raw in held_out.framed.items()}}
+    framing_study = framing.summarise(held_out.y[held_out.study], framed, threshold, ds.class_names)
+    results = {
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "calibration": fitted.to_dict(),
+        "models": len(members),
+        "best_epoch": progress.best_epoch if len(members) == 1 else None,
+        "val": metrics.scored(held_out.y, held_prob, threshold),
+        "test": metrics.scored(ds.y_test, test_prob, threshold),
+        "train_seconds": round(progress.train_seconds, 2),
+        # the framing stress study, on the held-out images (see fast.training.framing)
+        "framing": framing_study,
+    }
+    record = ModelRecord(architecture=members[0].arch, mean=ds.mean, std=ds.std, normalise=config.normalise,
+                         test_time_zooms=test_time_zooms(config), threshold=threshold, calibration=fitted,
+                         class_names=tuple(ds.class_names), best_epoch=results["best_epoch"],
+                         threshold_rule=rule, held_out=held_out.name)
+    _write_results(run, members, record, results, ds, (held_prob, held_out), test_prob)
+    kept = (f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f})" if len(members) == 1
+            else f"{len(members)} fold models, averaged")
+    log(f"{kept}; calibration ({config.calibration}) p' = sigmoid({fitted.scale:.3f} log-odds "
+        f"{fitted.bias:+.3f}) fitted on {held_out.name} predictions; "
+        f"threshold {threshold:.4f} chosen by {rule}")
+    log(metrics.format_metrics_table({held_out.name: results["val"], "test": results["test"]}))
+    log(f"framing stress study, {held_out.name} X-rays "
+        f"({', '.join(f'{n} {c}' for c, n in framing_study['images'].items())}), share called "
+        f"PNEUMONIA at the threshold (change from as is):")
+    log(framing.format_summary(framing_study, ds.class_names))
+    log(f"training time {progress.train_seconds:.1f}s; wrote {run.model}, {RunDir.METRICS}")
+    return run.path
+
+
+def _write_results(run, members, record, results, ds, held, test_prob):
+    """The model file, metrics.json and the calibrated held-out and test probabilities (so tools
+    can check that prediction reproduces them, and draw the reliability diagram)."""
+    save_classifier(run.model, members, record)
+    atomic_write_text(run.metrics, json.dumps(results, indent=2) + "\n")
+    held_prob, held_out = held
+    for split, prob, y, paths in (("test", test_prob, ds.y_test, ds.paths_test),
+                                  ("val", held_prob, held_out.y, held_out.paths)):
+        atomic_savez(run.predictions(split), probability=prob, label=y,
+                     paths=np.array([str(Path(p).resolve()) for p in paths]))
