@@ -34,13 +34,16 @@ _probability = _number(float, lambda v: 0 <= v < 1, "in [0, 1)", "number")
 _fraction_or_one = _number(float, lambda v: 0 < v <= 1, "in (0, 1]", "number")
 
 
+_area = _number(float, lambda v: 0 < v <= 1, "in (0, 1] or none", "number or none")
+_at_least_one = _number(float, lambda v: v >= 1, "a number >= 1", "number")
+
+
 def _area_or_none(text):
-    if text.strip().lower() == "none":
-        return None
-    return _number(float, lambda v: 0 < v <= 1, "in (0, 1] or none", "number")(text)
+    """--crop-area: a share of the area in (0, 1], or "none"."""
+    return None if text.strip().lower() == "none" else _area(text)
 
 
-_area_or_none.__name__ = "number or none"
+_area_or_none.__name__ = "number or none"  # argparse's word for it in "invalid ... value"
 
 
 def _channels(text):
@@ -107,7 +110,7 @@ class TrainConfig:
                           "they are framed as tightly as the PNEUMONIA ones, which the training split "
                           "frames tighter (1: no difference between the classes; without --crop-area "
                           "there are no random windows to reframe)",
-                          type=_number(float, lambda v: v >= 1, "a number >= 1", "number"))
+                          type=_at_least_one)
     tta: bool = _opt(True, "test-time augmentation: every final prediction (out-of-fold, test, and the "
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "

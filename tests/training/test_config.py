@@ -19,6 +19,9 @@ from helpers import quiet
     (["--optimizer", "rmsprop"], "--optimizer"),
     (["--val-fraction", "1.5"], "--val-fraction"),
     (["--batch-size", "zero"], "--batch-size"),
+    (["--crop-area", "0"], "--crop-area: must be in (0, 1] or none, got 0"),
+    (["--crop-area", "abc"], "--crop-area: invalid number or none value: 'abc'"),
+    (["--reframe", "0.5"], "--reframe: must be a number >= 1, got 0.5"),
 ])
 def test_cli_refuses_bad_values(argv, complaint, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -76,3 +79,8 @@ def test_k_fold_runs_carve_no_validation():
     assert TrainConfig(folds=1, val_fraction=0.2).carved_fraction == 0.2
     assert TrainConfig(folds=5, val_fraction=0.2).carved_fraction == 0.0
     assert carved_fraction(2, 0.1) == 0.0 and carved_fraction(1, 0.1) == 0.1
+
+
+def test_crop_area_none_gives_the_small_zooms_of_earlier_versions():
+    assert parse_args(["--crop-area", "none"])[0].crop_area is None
+    assert parse_args(["--crop-area", "1"])[0].crop_area == 1.0
