@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from fast.data.augment import augment_batch
+from fast.data.augment import acquisition_cues, augment_batch
+from fast.data.normalise import normalise
 from fast.files import atomic_savez, atomic_write_text
 from fast.nn.model import ConvNet, softmax
 from fast.scoring import metrics
@@ -181,7 +182,11 @@ def train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epo
         lo, hi = group.part(len(idx))
         shard = distributed.Shard(group, lo, hi, y_train[idx]) if group.size > 1 else None
         mine = idx[lo:hi]
-        xb = x_train[mine]
+        if config.augment and config.cues:  # on the grey values, before they are normalised
+            xb = normalise(acquisition_cues(x_train.pixels[mine], rng, (lo, hi, len(idx))), x_train.how,
+                           x_train.mean, x_train.std)[:, None]
+        else:
+            xb = x_train[mine]
         if config.augment:
             xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition,
                                crop_area=config.crop_area, per_image=config.normalise != "dataset",
