@@ -26,14 +26,13 @@ from fast.data.errors import DataError, ImageError
 from fast.data.folders import CLASS_NAMES, resolve_data_root
 from fast.data.images import read_xray
 from fast.data.splits import load_splits
-from fast.files import atomic_open, folder_problem
+from fast.files import PICTURE_MARK, atomic_open, folder_problem
 from fast.inference import load_classifier
 from fast.nn.model_file import ModelFileError
 from fast.runs import RunDir
 from fast.scoring import metrics
 from fast.scoring.metrics import called_positive
 from fast.training.config import TrainConfig
-from fast.training.framing import LIMITS as FRAMING_LIMITS
 
 matplotlib.use("Agg")  # headless: no display needed, PNG only
 import matplotlib.pyplot as plt  # noqa: E402  (pyplot after the backend is chosen)
@@ -53,6 +52,7 @@ PICTURES = {
     "saliency": "saliency_test.png",
     "reliability": "reliability.png",
     "framing": "framing.png",
+    "stress": "stress.png",
 }
 
 
@@ -118,7 +118,8 @@ def display_image(path):
 def _save(fig, path):
     try:
         with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", facecolor="white",
+                        metadata={"Software": PICTURE_MARK})  # never read back as an X-ray
     finally:
         plt.close(fig)
     return Path(path)
@@ -386,31 +387,43 @@ def plot_saliency(classifier, cases, path):
     return _save(fig, path)
 
 
-def plot_framing(summary, path, title="held-out X-rays", names=CLASS_NAMES):
-    """The framing stress study (``fast.training.framing.summarise``): the share of each class called
-    PNEUMONIA at the threshold, for the X-rays as they are and framed otherwise, one line per
-    class; the study's limits are drawn as bands around the X-rays as they are."""
-    views = list(summary["views"])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+def plot_stress(summary, path, title="held-out X-rays", names=CLASS_NAMES, family=None):
+    """The stress battery (``fast.scoring.stress.summarise``), or one ``family`` of its views: the
+    share of each class called PNEUMONIA at the threshold, for the X-rays as they are and seen
+    otherwise, one line per class; each view's limit is drawn as a band around the share as they
+    are, and a view beyond it is marked with a cross and a red name."""
+    views = [v for v, row in summary["views"].items()
+             if family is None or row.get("family") in (family, "as is")]
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.5 * len(views) + 2), 5))
     x = np.arange(len(views))
     colours = {names[0]: "tab:blue", names[1]: "tab:red"}
+    failed = set()
     for cls in names:
-        shares = [summary["views"][v][cls]["called_pneumonia"] for v in views]
+        rows = [summary["views"][v] for v in views]
+        shares = [row[cls]["called_pneumonia"] for row in rows]
         ax.plot(x, shares, "o-", color=colours[cls], label=f"{cls} ({summary['images'][cls]} X-rays)")
-        base = shares[0]
-        for i, view in enumerate(views):
-            limit = FRAMING_LIMITS.get(view, {}).get(cls)
-            if limit is not None:
-                ax.plot([i, i], [base - limit, base + limit], color=colours[cls], alpha=0.25, lw=8,
-                        solid_capstyle="butt")
-    ax.set_xticks(x, [v.replace(" ", "\n", 1) for v in views])
+        base = summary["views"]["as is"][cls]["called_pneumonia"]
+        for i, row in enumerate(rows):
+            limit = row.get("limit")
+            if limit is None:
+                continue
+            ax.plot([i, i], [base - limit, base + limit], color=colours[cls], alpha=0.25, lw=8,
+                    solid_capstyle="butt")
+            if abs(row[cls]["change"]) > limit:
+                failed.add(i)
+                ax.plot(i, shares[i], "x", color="black", ms=11, mew=2.5)
+    ax.set_xticks(x, views, rotation=60, ha="right", fontsize=8)
+    for i, label in enumerate(ax.get_xticklabels()):
+        label.set_color("tab:red" if i in failed else "black")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("share called PNEUMONIA")
-    ax.set_title(f"Framing stress study, {title}: threshold {summary['threshold']:.3f}\n"
-                 "(crop f: the centre f of the side, resized back; bands: how far a share may move)",
-                 fontsize=10)
+    what = "Stress battery" if family is None else f"Stress battery, {family} views"
+    verdict = (f"{len(failed)} of {len(views) - 1} views beyond their limits (x, red names)" if failed
+               else f"all {len(views) - 1} views within their limits")
+    ax.set_title(f"{what}, {title}: threshold {summary['threshold']:.3f}\n"
+                 f"bands: how far each share may move; {verdict}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
 
 
@@ -445,9 +458,12 @@ def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=Non
         if run.predictions(split).is_file():
             with np.load(run.predictions(split), allow_pickle=False) as stored_split:
                 curves[name] = (stored_split["label"].astype(np.int64), stored_split["probability"])
-    if results.get("framing"):
-        written.append(plot_framing(results["framing"], out_dir / PICTURES["framing"],
-                                    held_out + " X-rays", classifier.class_names))
+    if results.get("stress"):
+        battery = results["stress"]
+        written.append(plot_stress(battery, out_dir / PICTURES["framing"], held_out + " X-rays",
+                                   classifier.class_names, family="framing"))
+        written.append(plot_stress(battery, out_dir / PICTURES["stress"], held_out + " X-rays",
+                                   classifier.class_names))
     written += _draw_model_pictures(classifier, curves, (y, prob, paths), threshold,
                                     _data_root(run_dir, data_root), out_dir, log)
     for path in written:

@@ -54,8 +54,8 @@ def test_the_shipped_model_reproduces_the_cards_test_figures_and_draws_its_evide
     printed = capsys.readouterr()
     assert metrics.format_metrics_table({"test": figures}) in printed.out
     assert f"model {SHIPPED_MODEL} (the shipped model)" in printed.err
-    # a model file has no training history and no held-out framing study of its own
-    drawn = {name for key, name in report.PICTURES.items() if key not in ("curves", "framing")}
+    # a model file has no training history and no held-out stress battery of its own
+    drawn = {name for key, name in report.PICTURES.items() if key not in ("curves", "framing", "stress")}
     assert {p.name for p in out.iterdir()} == drawn
     for name in drawn:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -68,4 +68,4 @@ def test_the_card_shows_how_to_draw_its_pictures_and_names_no_other():
     assert "python -m fast.report models/pneumonia_cnn.npz --out" in text
     named = set(re.findall(r"[\w-]+\.png", text))
     assert named and named <= {name for key, name in report.PICTURES.items()
-                               if key not in ("curves", "framing")}
+                               if key not in ("curves", "framing", "stress")}

@@ -11,6 +11,7 @@ import numpy as np
 
 from fast.data.dicom import DICOM_EXTENSION, is_dicom
 from fast.data.errors import DataError
+from fast.files import written_by_project
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 SPLITS = ("train", "val", "test")
@@ -57,10 +58,14 @@ def _find_class_dir(split_dir, class_name):
 def is_image_file(path):
     """Whether the pipeline reads ``path`` as an image: a file named with an IMAGE_EXTENSIONS
     suffix (any case), or any other file that is DICOM by content; hidden files (names
-    starting with '.', e.g. macOS '._x.jpeg' forks) are not."""
+    starting with '.', e.g. macOS '._x.jpeg' forks) are not, nor are the pictures this project
+    draws (``fast.files.written_by_project``: a Grad-CAM overlay is no X-ray)."""
     path = Path(path)
-    return (not path.name.startswith(".") and path.is_file()
-            and (path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(path)))
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if path.suffix.lower() == ".png" and written_by_project(path):
+        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(path)
 
 
 def find_images(folder):

@@ -355,6 +355,26 @@ class ConvNet:
         parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.arch.num_classes), self.dtype)
 
+    @kernel_threads()
+    def logits_and_features(self, x, batch_size=32):
+        """Evaluation mode, in batches -> (logits (N, num_classes), features (N, D)): the features
+        are what the last affine layer reads of each image (the hidden layer's ReLU output; with
+        no hidden layer, the last block flattened or averaged), the network's summary of it."""
+        logits, features = [], []
+        for i in range(0, len(x), batch_size):
+            out, caches = self.forward(x[i:i + batch_size])
+            seen = caches.head.out.x  # the last affine layer's input (dropout passes all in evaluation)
+            logits.append(out)
+            features.append(seen.reshape(len(seen), -1))
+        if not logits:
+            return np.zeros((0, self.arch.num_classes), self.dtype), np.zeros((0, self.feature_size), self.dtype)
+        return np.concatenate(logits), np.concatenate(features)
+
+    @property
+    def feature_size(self):
+        """D of ``logits_and_features``: the inputs of the last affine layer."""
+        return self.params["fc2_w"].shape[0]
+
     def predict_proba(self, x, batch_size=32):
         """Evaluation mode: class probabilities (N, num_classes), float64, in batches."""
         return softmax(self.predict_logits(x, batch_size).astype(np.float64))

@@ -8,8 +8,7 @@ import pytest
 import fast.training.loop
 from fast.inference import ensemble_proba
 from fast.nn.model_file import load_model
-from fast.scoring import metrics
-from fast.training import framing
+from fast.scoring import metrics, stress
 from fast.training.loop import TrainingError
 from fast.training.trainer import train
 
@@ -129,12 +128,12 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
     with np.load(run_dir / "val_predictions.npz", allow_pickle=False) as npz:
         assert results["threshold"] == npz["label"].mean() == pytest.approx(3875 / 5216, abs=2 / 300)
     assert results["threshold_rule"] == "the share of PNEUMONIA among the out-of-fold images"
-    # the framing study: every held-out image of the small run (under PER_CLASS of each class),
+    # the stress battery: every held-out image of the small run (under PER_CLASS of each class),
     # as it is and in every view, at the run's threshold
-    study = results["framing"]
+    study = results["stress"]
     assert study["threshold"] == results["threshold"]
     assert sum(study["images"].values()) == 300
-    assert list(study["views"]) == ["as is"] + [v.name for v in framing.VIEWS]
+    assert list(study["views"]) == ["as is"] + [v.name for v in stress.VIEWS]
     as_is = study["views"]["as is"]
     matrix = results["val"]["confusion_matrix"]  # as is, the study's shares are the run's own
     assert as_is["NORMAL"]["called_pneumonia"] == pytest.approx(matrix[0][1] / sum(matrix[0]))
