@@ -255,7 +255,7 @@ class Classifier:
 
     def describe(self):
         """Which model answers, in one line: its file, input size, threshold, members, views."""
-        where = "a model in memory" if self.path is None else str(self.path)
+        where = "a model in memory" if self.path is None else shown_path(self.path)
         members = len(self.members)
         return (f"{where}{' (the shipped model)' if self.shipped else ''}: "
                 f"{self.image_size}x{self.image_size} px input, threshold {self.threshold:.4f}, "
@@ -491,6 +491,18 @@ def _unit_grey(array):
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         array = cv2.cvtColor(array, cv2.COLOR_BGR2GRAY if array.shape[-1] == 3 else cv2.COLOR_BGRA2GRAY)
     return array
+
+
+def shown_path(path):
+    """``path`` as a user would write it: relative to the working folder when it lies under it
+    (the shipped model, found by the project itself), else as it is."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return str(path)
 
 
 def _reason(err, path):

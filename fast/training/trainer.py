@@ -15,6 +15,7 @@ evaluation is split between them, and only the lead process (rank 0) reads check
 writes the run directory and prints; the others receive what it read.
 """
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +90,10 @@ def fold_seed(seed, k):
 # --------------------------------------------------------------------------- the run
 
 def open_run(config, resume, log, group=distributed.Group()):
-    """The run directory and its configuration: a new one, or the stored one of ``resume``
-    -> (RunDir, TrainConfig). The lead process decides; the others receive its answer (or its
-    error)."""
+    """The run directory and its configuration: a new one (not made yet: ``start_run`` makes it
+    once the data has loaded, so a run that fails on its data leaves nothing behind), or the
+    stored one of ``resume`` -> (RunDir, TrainConfig). The lead process decides; the others
+    receive its answer (or its error)."""
     return group.lead_first(lambda: _open_run(config, resume, log), only_lead=True)
 
 
@@ -107,9 +109,25 @@ def _open_run(config, resume, log):
     if run.holds_a_run():
         raise TrainingError(f"{run.path} already holds a run; use --resume {run.path} to continue it, "
                             "or choose another --out")
-    run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, json.dumps(config.to_dict(), indent=2) + "\n")
     return run, config
+
+
+def start_run(run, config, group=distributed.Group()):
+    """Make the run directory and write its configuration, or (resumed) clear its FAILED mark:
+    the lead process, once the data has loaded."""
+    if not group.lead:
+        return
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.config.is_file():
+        atomic_write_text(run.config, json.dumps(config.to_dict(), indent=2) + "\n")
+    run.failed.unlink(missing_ok=True)
+
+
+def mark_failed(run, err, group=distributed.Group()):
+    """Leave the reason a begun run stopped in its FAILED file (the lead process)."""
+    if group.lead and run.path.is_dir():
+        atomic_write_text(run.failed, f"{type(err).__name__}: {err}\n"
+                          f"continue with: python -m fast.train --resume {run.path}\n")
 
 
 def _quiet_unless(speaks, job):
@@ -122,7 +140,7 @@ def _quiet_unless(speaks, job):
         return job()
 
 
-def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, group=None):
+def train(config: TrainConfig, resume=None, log=log_line, progress_bars=None, group=None):
     """Train, calibrate and choose the threshold on held-out predictions, score the test split
     once -> run directory.
 
@@ -133,9 +151,13 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
     mean probability.
 
     ``group``: the processes training together (default ``distributed.world()``: those that
-    ``mpiexec`` started, or this one alone). Returns the run directory's path.
+    ``mpiexec`` started, or this one alone). ``progress_bars``: on stderr while decoding and
+    training (default: only when stderr is a terminal; a log gets a line per epoch either way).
+    Returns the run directory's path.
     """
     group = distributed.world() if group is None else group
+    if progress_bars is None:
+        progress_bars = sys.stderr.isatty()
     if not group.lead:
         log, progress_bars = (lambda *parts: None), False
     elif group.size > 1:
@@ -150,6 +172,7 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
         cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars,
         normalisation=config.normalise)))
     group.check_same_data(ds)
+    start_run(run, config, group)
     folded = config.folds > 1
     log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
         f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
@@ -161,6 +184,9 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
     except KeyboardInterrupt:
         log(f"\ninterrupted; every completed epoch is saved in {run.path}; "
             f"continue with: python -m fast.train --resume {run.path}")
+        raise
+    except Exception as err:
+        mark_failed(run, err, group)
         raise
 
 
