@@ -154,7 +154,7 @@ def test_json_output_of_a_subprocess_parses(tiny_run, stored, tmp_path):
     result = run_cli("fast.predict", "--json", "--model", tiny_run, paths[0], tmp_path / "gone.png")
     assert result.returncode == 1
     good, missing = json.loads(result.stdout)
-    assert set(good) == {"path", "probability", "label"}
+    assert set(good) == {"path", "probability", "label", "warnings"}
     assert missing == {"path": str(tmp_path / "gone.png"), "error": "file not found"}
 
 
@@ -272,7 +272,7 @@ def test_a_folder_with_sub_folders_and_a_broken_file_gives_one_csv_row_per_file(
     assert [r["path"] for r in rows] == [str(studies / "ward a" / "first.jpeg"),
                                           str(studies / "ward b" / "bed 3" / "last.JPG"),
                                           str(studies / "ward b" / "broken.png")]
-    assert list(rows[0]) == ["path", "probability", "label", "error"]
+    assert list(rows[0]) == ["path", "probability", "label", "warnings", "error"]
     assert_allclose([float(rows[0]["probability"]), float(rows[1]["probability"])],
                     probability[[0, -1]], rtol=0, atol=1e-5)
     assert rows[0]["error"] == rows[1]["error"] == ""
