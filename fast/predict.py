@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from fast.cli import MODEL_HELP, add_operating_point_flags, open_classifier, operating_point
-from fast.data.folders import find_images, is_image_file
-from fast.files import atomic_write_text, file_problem, folder_problem, written_by_project
+from fast.data.dicom import is_dicom
+from fast.data.folders import OVERLAY_SUFFIX, find_images
+from fast.files import atomic_write_text, file_problem, folder_problem
 
 DESCRIPTION = """Say whether chest X-rays show pneumonia, with a trained model.
 
@@ -52,6 +53,9 @@ CSV_FIELDS = ("path", "probability", "label", "warnings", "error")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".gif", ".webp",
                   ".jp2", ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".exr", ".hdr",
                   ".pic", ".avif", ".dcm", ".dicom", ".npz", ".npy"}
+# ... and by their first bytes: JPEG, PNG, BMP, TIFF (both byte orders), GIF, JPEG 2000
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"GIF8",
+                    b"\x00\x00\x00\x0cjP")
 PROGRESS_FROM = 20  # files: a progress bar from this many on
 
 
@@ -84,10 +88,10 @@ def _unique_png(out_dir, path, taken):
     """out_dir/<stem>.saliency.png, with a number added when two inputs share a stem or a file
     of that name is there already: nothing is overwritten."""
     stem, k = Path(path).stem, 1
-    name = f"{stem}.saliency.png"
+    name = f"{stem}{OVERLAY_SUFFIX}"
     while name in taken or (Path(out_dir) / name).exists():
         k += 1
-        name = f"{stem}-{k}.saliency.png"
+        name = f"{stem}-{k}{OVERLAY_SUFFIX}"
     taken.add(name)
     return Path(out_dir) / name
 
@@ -168,10 +172,10 @@ def csv_problem(target, files):
     if target.suffix.lower() in IMAGE_SUFFIXES:
         return f"{target} is named as an image; give the CSV a name ending in .csv"
     if target.is_file():
-        if is_image_file(target) or written_by_project(target):
-            return f"{target} is an image (by its content); give the CSV a name ending in .csv"
         with open(target, "rb") as f:
             head = f.read(4096)
+        if head.startswith(IMAGE_SIGNATURES) or head[8:12] == b"WEBP" or is_dicom(target):
+            return f"{target} is an image (by its content); give the CSV a name ending in .csv"
         if target.suffix.lower() != ".csv" or b"\x00" in head:
             return f"{target} exists and is not a CSV file; choose a new name, or a .csv file to replace"
     return file_problem(target)
