@@ -317,3 +317,26 @@ def test_the_default_network_is_the_one_the_docs_describe():
                                           pad=1, pool=2, hidden=128, num_classes=2, convs_per_block=1,
                                           batchnorm=True, head="flatten", dropout=0.3, stem_stride=1,
                                           stem_kernel=3)
+
+
+@pytest.mark.parametrize("head, hidden", [("flatten", 12), ("gap", 0)])
+def test_the_features_are_what_the_last_affine_layer_reads_in_both_implementations(head, hidden):
+    """logits_and_features: the logits of predict_logits, and features from which the last
+    affine layer gives those logits; the reference model (float64) agrees with the fast one."""
+    arch = Architecture(input_shape=(1, 12, 12), channels=(3, 4), hidden=hidden, head=head, dropout=0.3,
+                        batchnorm=True)
+    x = np.random.default_rng(5).normal(size=(5, 1, 12, 12))
+    fast_model = ConvNet(arch, impl="fast", seed=2, dtype=np.float64)
+    reference = ConvNet(arch, impl="reference", seed=2, dtype=np.float64)
+    logits, features = fast_model.logits_and_features(x, batch_size=2)
+    assert features.shape == (5, fast_model.feature_size) == (5, hidden or 4)
+    assert_allclose(logits, fast_model.predict_logits(x), rtol=1e-12)
+    p = fast_model.params
+    assert_allclose(features @ p["fc2_w"] + p["fc2_b"], logits, rtol=1e-10, atol=1e-12)
+    if hidden:
+        assert (features >= 0).all()  # after the hidden layer's ReLU
+    ref_logits, ref_features = reference.logits_and_features(x)
+    assert_allclose(ref_features, features, rtol=1e-10, atol=1e-12)
+    assert_allclose(ref_logits, logits, rtol=1e-10, atol=1e-12)
+    empty_logits, empty_features = fast_model.logits_and_features(x[:0])
+    assert empty_logits.shape == (0, 2) and empty_features.shape == (0, fast_model.feature_size)

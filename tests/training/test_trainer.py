@@ -142,8 +142,10 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
 
 
 @pytest.mark.slow
-def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch):
-    whole = train(small_config(xray_root, tmp_path / "a", folds=2, epochs=2), log=quiet, progress_bars=False)
+@pytest.mark.parametrize("augmentation", [{}, {"cues": True, "match_detail": 0.6}])
+def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch, augmentation):
+    whole = train(small_config(xray_root, tmp_path / "a", folds=2, epochs=2, **augmentation), log=quiet,
+                  progress_bars=False)
     real_augment, calls = fast.training.loop.augment_batch, []
 
     def interrupting_augment(x, rng, rows=None, **kwargs):  # 2 folds of about 150 images: 5 batches an epoch
@@ -153,7 +155,7 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
         return real_augment(x, rng, rows, **kwargs)
 
     monkeypatch.setattr(fast.training.loop, "augment_batch", interrupting_augment)
-    config = small_config(xray_root, tmp_path / "b", folds=2, epochs=2)
+    config = small_config(xray_root, tmp_path / "b", folds=2, epochs=2, **augmentation)
     with pytest.raises(KeyboardInterrupt):
         train(config, log=quiet, progress_bars=False)
     # fold 1 finished, fold 2 stopped after its first epoch
@@ -161,11 +163,14 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
     assert not (tmp_path / "b" / "run" / "model.npz").exists()
     monkeypatch.setattr(fast.training.loop, "augment_batch", real_augment)
     resumed = train(config, resume=tmp_path / "b" / "run", log=quiet, progress_bars=False)
-    from fast.nn.model_file import load_models
-    a, b = load_models(whole / "model.npz")[0], load_models(resumed / "model.npz")[0]
+    from fast.nn.model_file import load_model_file
+    (a, _, kept), (b, _, again) = load_model_file(whole / "model.npz"), load_model_file(resumed / "model.npz")
     for m, n in zip(a, b, strict=True):
         for k, v in m.state().items():
             assert np.array_equal(v, n.state()[k]), k
+    assert set(kept) == set(again) >= {"typicality_means", "held_out_probability"}
+    for k, v in kept.items():  # the typicality model and the held-out predictions too
+        assert np.array_equal(v, again[k]), k
 
 
 @pytest.mark.slow
