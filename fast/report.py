@@ -604,13 +604,21 @@ def _draw_model_pictures(classifier, curves, test, thresholds, root, out_dir, lo
 
 DESCRIPTION = """Draw the pictures of a finished training run, or of a model file alone, as PNG files.
 
-A run directory: training curves, first-layer filters, feature maps, the test ROC curve, the
-confusion matrix, the reliability diagram and Grad-CAM saliency, from the run's own files, into
-the run directory (or --out DIR).
+A run directory: from the run's own files, into the run directory (or --out DIR):
+  training_curves.png          loss and held-out AUC per epoch
+  conv1_filters.png            the first layer's filters
+  feature_maps.png             each conv layer's most active channels, a colour bar
+  roc_test.png                 the test ROC curve, the operating point (and the model's own)
+  confusion_matrix_test.png    counts at the operating point
+  reliability.png              probabilities against outcome, counts per bin, bias named
+  saliency_test.png            Grad-CAM: what moved the network, not where disease is
+  framing.png                  the stress battery's framing views of the held-out X-rays
+  stress.png                   the whole stress battery (framing and acquisition views)
 
 A model file (the shipped models/pneumonia_cnn.npz, say): the test split is scored first and
 its metric table printed (the test figures of the model's card); then every picture but the
-training curves goes into --out DIR."""
+training curves and the held-out stress battery (a run's own) goes into --out DIR.
+--threshold or --sensitivity scores and draws another operating point, the model's own beside it."""
 
 EPILOG = """examples:
   python -m fast.report runs/20240101-120000
