@@ -16,6 +16,7 @@ writes the run directory and prints; the others receive what it read.
 """
 import json
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ class HeldOut:
     # of the held-out images it alone predicts: what the typicality model is fitted on
     trained_on: list = None
     unseen: list = None
+    stress_seconds: float = 0.0  # what the stress battery's predictions took
 
 
 def test_time_zooms(config):
@@ -196,10 +198,12 @@ def _train_one(run, config, ds, log, progress_bars, group):
                           config.seed, (config.seed,), keep_best=True, log=log,
                           progress_bars=progress_bars, group=group)
     study = stress.study_rows(ds.y_val, config.seed)
+    start = time.perf_counter()
+    viewed = viewed_proba([model], ds.x_val.subset(study), group, config)
     held_out = HeldOut(held_out_proba([model], ds.x_val, group, test_time_zooms(config)),
-                       ds.y_val, ds.paths_val, "validation", study,
-                       viewed_proba([model], ds.x_val.subset(study), group, config),
-                       [features_of(model, ds.x_train, group)], [features_of(model, ds.x_val, group)])
+                       ds.y_val, ds.paths_val, "validation", study, viewed,
+                       [features_of(model, ds.x_train, group)], [features_of(model, ds.x_val, group)],
+                       time.perf_counter() - start)
     return [model], held_out, progress
 
 
@@ -214,7 +218,7 @@ def _train_folds(run, config, ds, root, log, progress_bars, group):
     oof = np.empty(len(ds.y_train))
     study = stress.study_rows(ds.y_train, config.seed)
     viewed_oof = {v.name: np.empty(study.sum()) for v in stress.VIEWS}
-    members, seconds, history, trained_on, unseen = [], 0.0, [], [], []
+    members, seconds, history, trained_on, unseen, stress_seconds = [], 0.0, [], [], [], 0.0
     for k in range(config.folds):
         inside, outside = folds != k, folds == k
         log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
@@ -226,8 +230,10 @@ def _train_folds(run, config, ds, root, log, progress_bars, group):
         oof[outside] = held_out_proba([model], x_held, group, test_time_zooms(config))
         # the stress battery's images among the held-out ones, seen otherwise
         mine = outside[study]
+        start = time.perf_counter()
         for name, prob in viewed_proba([model], ds.x_train.subset(outside & study), group, config).items():
             viewed_oof[name][mine] = prob
+        stress_seconds += time.perf_counter() - start
         features = features_of(model, ds.x_train, group)
         trained_on.append(features[inside])
         unseen.append(features[outside])
@@ -236,7 +242,8 @@ def _train_folds(run, config, ds, root, log, progress_bars, group):
         history += [{"fold": k + 1, **row} for row in progress.history]
     if group.lead:
         write_history(run, history, ("fold",) + HISTORY_FIELDS)
-    held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study, viewed_oof, trained_on, unseen)
+    held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study, viewed_oof, trained_on, unseen,
+                       stress_seconds)
     return members, held_out, Progress(train_seconds=seconds)
 
 
@@ -265,6 +272,7 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
         "val": metrics.scored(held_out.y, held_prob, threshold),
         "test": metrics.scored(ds.y_test, test_prob, threshold),
         "train_seconds": round(progress.train_seconds, 2),
+        "stress_seconds": round(held_out.stress_seconds, 2),
         # the stress battery, on the held-out images (see fast.scoring.stress)
         "stress": battery,
         # the typicality model's threshold, and the share of held-out X-rays it flags
@@ -290,7 +298,8 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
     log(f"typicality: a Gaussian of each network's last-layer features of the X-rays it trained on; "
         f"flagged above {typical.threshold:.3f}, the {typicality.QUANTILE:.0%} quantile of the "
         f"{held_out.name} X-rays' scores ({typical.held_out_rate:.1%} of them flagged)")
-    log(f"training time {progress.train_seconds:.1f}s; wrote {run.model}, {RunDir.METRICS}")
+    log(f"training time {progress.train_seconds:.1f}s, the stress battery {held_out.stress_seconds:.1f}s; "
+        f"wrote {run.model}, {RunDir.METRICS}")
     return run.path
 
 
