@@ -67,8 +67,9 @@ def ensemble_proba(members, x, chunk=256, zooms=IMAGE_ALONE):
 
 
 def ensemble_scores(members, x, chunk=256, zooms=IMAGE_ALONE):
-    """``ensemble_proba`` and, from the same forward passes, what each member's last layer reads
-    of the images as they are -> ((N,) float64, [(N, D) features of each member])."""
+    """``ensemble_proba`` and, from the same forward passes, each member's features of the images
+    as they are (``ConvNet.logits_and_features``) -> ((N,) float64, [{name: (N, D)} of each
+    member], or None in place of the features when ``zooms`` lacks the image as it is)."""
     parts, features = [], [[] for _ in members]
     for i in range(0, len(x), chunk):
         batch = x[i:i + chunk]
@@ -81,15 +82,23 @@ def ensemble_scores(members, x, chunk=256, zooms=IMAGE_ALONE):
                     mine.append(seen)
         parts.append(np.mean(probabilities, axis=0))
     if not parts:
-        return np.zeros(0), [np.zeros((0, m.feature_size), np.float32) for m in members]
-    return np.concatenate(parts), [np.concatenate(f) if f else None for f in features]
+        return np.zeros(0), [member_features(m, x) for m in members]
+    if not features[0]:
+        return np.concatenate(parts), None
+    return np.concatenate(parts), [_joined(f) for f in features]
+
+
+def _joined(parts):
+    """[{name: (n_i, D)}] -> {name: (sum n_i, D)}."""
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def member_features(member, x, chunk=256):
-    """What ``member``'s last layer reads of each image of x (as ``ensemble_proba`` reads it)
-    -> (N, D): the typicality model's input."""
-    parts = [member.logits_and_features(x[i:i + chunk])[1] for i in range(0, len(x), chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0, member.feature_size), np.float32)
+    """What ``member`` sees of each image of x (``ConvNet.logits_and_features``, as
+    ``ensemble_proba`` reads x) -> {name: (N, D)}: the typicality model's input."""
+    if not len(x):
+        return member.logits_and_features(np.zeros((0, *member.arch.input_shape), member.dtype))[1]
+    return _joined([member.logits_and_features(x[i:i + chunk])[1] for i in range(0, len(x), chunk)])
 
 
 # --------------------------------------------------------------------------- the record
@@ -292,7 +301,7 @@ class Classifier:
             p, features = ensemble_scores(self.members, x, zooms=self.zooms)
             raw.append(p)
             if typicality is not None:
-                if any(f is None for f in features):  # no view of the image as it is
+                if features is None:  # no view of the image as it is
                     features = [member_features(m, x) for m in self.members]
                 typical.append(typicality.score(features))
         probability = self.record.calibration.apply(np.concatenate(raw)) if raw else np.zeros(0)

@@ -22,7 +22,6 @@ from fast.data.folders import resolve_data_root
 from fast.data.splits import load_splits, patient_folds
 from fast.inference import SHIPPED_MODEL, load_classifier, member_features
 from fast.runs import RunDir
-from fast.scoring.typicality import gaussian_distance
 
 PER_KIND = 40  # images of each kind
 SIDE = 512  # pixels a side of the synthetic images: the size of a small radiograph file
@@ -92,15 +91,14 @@ def flagged_share(classifier, images):
 
 def out_of_fold_share(classifier, pixels, y, paths, seed):
     """The share of the training X-rays flagged by the fold network that did not train on them,
-    its own Gaussian alone (the held-out set the typicality threshold was chosen on)."""
+    its own Gaussians alone (the held-out set the typicality threshold was chosen on)."""
     typicality = classifier.record.typicality
     folds = patient_folds(paths, y, len(classifier.members), seed)
     flagged = np.zeros(len(y), dtype=bool)
     for k, member in enumerate(classifier.members):
         mine = np.flatnonzero(folds == k)
         features = member_features(member, classifier.prepare(pixels[mine]))
-        distance = gaussian_distance(features, typicality.means[k], typicality.precisions[k])
-        flagged[mine] = typicality.flagged(distance)
+        flagged[mine] = typicality.flagged(typicality.network_score(features, k))
     return float(flagged.mean())
 
 

@@ -229,7 +229,8 @@ def _typical_classifier(tmp_path, seed=0):
     x = rng.normal(size=(80, 1, 16, 16)).astype(np.float32)
     features = [inference.member_features(m, x) for m in members]
     record = dataclasses.replace(inference.ModelRecord.from_dict(SMALL, WRITTEN),
-                                 typicality=typicality.fit([f[:60] for f in features], [f[60:] for f in features]),
+                                 typicality=typicality.fit([{n: v[:60] for n, v in f.items()} for f in features],
+                                                           [{n: v[60:] for n, v in f.items()} for f in features]),
                                  held_out_probability=np.linspace(0, 1, 11), held_out_label=np.array([0] * 5 + [1] * 6))
     inference.save_classifier(tmp_path / "m.npz", members, record)
     return inference.load_classifier(tmp_path / "m.npz"), record
@@ -239,7 +240,8 @@ def test_a_classifier_file_round_trips_its_typicality_and_held_out_predictions(t
     classifier, record = _typical_classifier(tmp_path)
     again = classifier.record
     assert again.typicality.threshold == record.typicality.threshold
-    assert_allclose(again.typicality.precisions, record.typicality.precisions, rtol=1e-6)
+    for layer in record.typicality.layers:
+        assert_allclose(again.typicality.precisions[layer], record.typicality.precisions[layer], rtol=1e-6)
     assert_array_equal(again.held_out_probability, record.held_out_probability)
     assert_array_equal(again.held_out_label, record.held_out_label)
     images = np.random.default_rng(9).random((3, 16, 16)).astype(np.float32)

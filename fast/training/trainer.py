@@ -79,9 +79,9 @@ def viewed_proba(members, x, group, config):
 
 
 def features_of(member, x, group):
-    """What ``member``'s last layer reads of each image of x (``Inputs``), each process of
-    ``group`` reading its part -> (N, D)."""
-    return group.gather(member_features(member, group.own_part(x)))
+    """What ``member`` sees of each image of x (``Inputs``; ``inference.member_features``), each
+    process of ``group`` reading its part -> {name: (N, D)}."""
+    return {name: group.gather(f) for name, f in member_features(member, group.own_part(x)).items()}
 
 
 def fold_seed(seed, k):
@@ -235,8 +235,8 @@ def _train_folds(run, config, ds, root, log, progress_bars, group):
             viewed_oof[name][mine] = prob
         stress_seconds += time.perf_counter() - start
         features = features_of(model, ds.x_train, group)
-        trained_on.append(features[inside])
-        unseen.append(features[outside])
+        trained_on.append({name: f[inside] for name, f in features.items()})
+        unseen.append({name: f[outside] for name, f in features.items()})
         members.append(model)
         seconds += progress.train_seconds
         history += [{"fold": k + 1, **row} for row in progress.history]
@@ -295,7 +295,7 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
         f"({', '.join(f'{n} {c}' for c, n in battery['images'].items())}), share called "
         f"PNEUMONIA at the threshold (change from as is):")
     log(stress.format_summary(battery, ds.class_names))
-    log(f"typicality: a Gaussian of each network's last-layer features of the X-rays it trained on; "
+    log(f"typicality: Gaussians of each network's features at each depth, of the X-rays it trained on; "
         f"flagged above {typical.threshold:.3f}, the {typicality.QUANTILE:.0%} quantile of the "
         f"{held_out.name} X-rays' scores ({typical.held_out_rate:.1%} of them flagged)")
     log(f"training time {progress.train_seconds:.1f}s, the stress battery {held_out.stress_seconds:.1f}s; "

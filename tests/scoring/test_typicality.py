@@ -38,27 +38,37 @@ def test_the_scaled_distance_by_hand():
     assert_allclose(d, [2.5, 0.0])
 
 
+def _layers(rng, n, dims=(6, 3)):
+    return {f"layer{i}": rng.standard_normal((n, d)) for i, d in enumerate(dims)}
+
+
 def test_the_threshold_flags_the_quantile_of_held_out_scores_and_far_points_stand_out():
     rng = np.random.default_rng(2)
-    inside = [rng.standard_normal((2000, 6)) for _ in range(2)]
-    unseen = [rng.standard_normal((500, 6)) for _ in range(2)]
+    inside = [_layers(rng, 2000) for _ in range(2)]
+    unseen = [_layers(rng, 500) for _ in range(2)]
     model = typicality.fit(inside, unseen, quantile=0.99)
+    assert model.layers == ("layer0", "layer1")
     assert model.held_out_rate == pytest.approx(0.01, abs=0.003)
-    scores = np.concatenate([gaussian_distance(u, m, p)
-                             for u, m, p in zip(unseen, model.means, model.precisions)])
+    scores = np.concatenate([model.network_score(u, k) for k, u in enumerate(unseen)])
     assert np.mean(scores > model.threshold) == pytest.approx(model.held_out_rate)
-    far = model.score([np.full((1, 6), 6.0)] * 2)
-    near = model.score([np.zeros((1, 6))] * 2)
-    assert model.flagged(far).all() and not model.flagged(near).any()
+    # each layer's held-out median distance is its scale: a typical X-ray scores about 1 there
+    for layer in model.layers:
+        for k, u in enumerate(unseen):
+            d = gaussian_distance(u[layer], model.means[layer][k], model.precisions[layer][k])
+            assert np.median(d / model.scales[layer][k]) == pytest.approx(1.0)
+    near = {"layer0": np.zeros((1, 6)), "layer1": np.zeros((1, 3))}
+    odd_at_one_layer = {"layer0": np.zeros((1, 6)), "layer1": np.full((1, 3), 6.0)}
+    assert not model.flagged(model.score([near, near])).any()
+    assert model.flagged(model.score([odd_at_one_layer] * 2)).all()  # the largest over the layers
 
 
 def test_the_stored_arrays_give_back_the_same_scores_and_an_old_file_has_none():
     rng = np.random.default_rng(3)
-    model = typicality.fit([rng.standard_normal((300, 4))], [rng.standard_normal((100, 4))])
+    model = typicality.fit([_layers(rng, 300)], [_layers(rng, 100)])
     again = Typicality.from_arrays(model.arrays())
-    x = [rng.standard_normal((7, 4))]
+    x = [_layers(rng, 7)]
     assert_allclose(again.score(x), model.score(x), rtol=1e-12)  # fitted as stored: float32
-    assert again.threshold == model.threshold
+    assert again.threshold == model.threshold and again.layers == model.layers
     assert Typicality.from_arrays({}) is None
     with pytest.raises(ValueError, match="need the features of 1 networks"):
         model.score(x * 2)

@@ -168,7 +168,7 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
     for m, n in zip(a, b, strict=True):
         for k, v in m.state().items():
             assert np.array_equal(v, n.state()[k]), k
-    assert set(kept) == set(again) >= {"typicality_means", "held_out_probability"}
+    assert set(kept) == set(again) >= {"typicality_layers", "typicality_conv1_means", "held_out_probability"}
     for k, v in kept.items():  # the typicality model and the held-out predictions too
         assert np.array_equal(v, again[k]), k
 
@@ -182,3 +182,23 @@ def test_a_k_fold_runs_test_predictions_come_back_through_the_classifier(xray_ro
     with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as npz:
         paths, stored = [str(p) for p in npz["paths"]], npz["probability"]
     np.testing.assert_allclose(classifier.predict_proba(paths), stored, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_typicality_model_attached_afterwards_is_the_one_the_run_fitted(xray_root, tmp_path):
+    """``studies.attach_typicality`` (for model files made before they kept one) fits exactly what
+    the trainer fits at the end of a run."""
+    import dataclasses
+    from fast.inference import read_classifier, save_classifier
+    from studies import attach_typicality
+    run = train(small_config(xray_root, tmp_path, folds=2, epochs=1), log=quiet, progress_bars=False)
+    members, record = read_classifier(run / "model.npz")
+    save_classifier(run / "model.npz", members, dataclasses.replace(record, typicality=None))
+    assert read_classifier(run / "model.npz")[1].typicality is None
+    assert attach_typicality.main(["--model", str(run), "--data", str(xray_root),
+                                   "--cache-dir", str(tmp_path / "cache")]) == 0
+    again = read_classifier(run / "model.npz")[1].typicality
+    kept = record.typicality.arrays()
+    assert set(again.arrays()) == set(kept)
+    for name, value in again.arrays().items():
+        assert np.array_equal(value, kept[name]), name
