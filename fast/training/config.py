@@ -116,7 +116,7 @@ class TrainConfig:
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
                              "noise, by random amounts (part of --augment)")
-    cues: bool = _opt(False, "augmentation also shows every training X-ray, whatever its class, with "
+    cues: bool = _opt(True, "augmentation also shows every training X-ray, whatever its class, with "
                       "random acquisition cues on its grey values before normalisation: zoom-outs "
                       "with black, replicated or reflected borders, exposure (gamma), blur and "
                       "sharpening, lower resolution, a laterality letter, electrode discs, an erased "
