@@ -120,7 +120,8 @@ class TrainConfig:
                       "random acquisition cues on its grey values before normalisation: zoom-outs "
                       "with black, replicated or reflected borders, exposure (gamma), blur and "
                       "sharpening, lower resolution, a laterality letter, electrode discs, an erased "
-                      "corner, noise, JPEG (part of --augment; fast.data.augment.acquisition_cues)")
+                      "corner, noise, JPEG (part of --augment: none with --no-augment; "
+                      "fast.data.augment.acquisition_cues)")
     match_detail: float = _opt(0.0, "with --augment, NORMAL training X-rays are blurred by a Gaussian of "
                                "this many pixels (per 224 of the side) so that they carry as much fine "
                                "detail as the PNEUMONIA ones, which the training split's smaller "
@@ -195,8 +196,6 @@ class TrainConfig:
                     "larger --image-size, a smaller --stem-stride or fewer --channels")
         if self.acquisition and not self.augment:
             return "--acquisition is part of the augmentation; it needs --augment"
-        if self.cues and not self.augment:
-            return "--cues is part of the augmentation; it needs --augment"
         if self.match_detail and not self.augment:
             return "--match-detail is part of the augmentation; it needs --augment"
         return None
