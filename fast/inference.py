@@ -76,10 +76,12 @@ def ensemble_scores(members, x, chunk=256, zooms=IMAGE_ALONE):
         probabilities = []
         for view in (zoomed(batch, z) for z in zooms):
             for m, mine in zip(members, features):
-                logits, seen = m.logits_and_features(view)
-                probabilities.append(softmax(logits.astype(np.float64))[:, 1])
-                if view is batch:
+                if view is batch:  # the image as it is: its features too, from the same pass
+                    logits, seen = m.logits_and_features(view)
                     mine.append(seen)
+                else:
+                    logits = m.predict_logits(view)
+                probabilities.append(softmax(logits.astype(np.float64))[:, 1])
         parts.append(np.mean(probabilities, axis=0))
     if not parts:
         return np.zeros(0), [member_features(m, x) for m in members]
