@@ -16,7 +16,7 @@ random strength (up to 0.1 standard deviations) is added, as exposures differ in
 A network that could tell the classes apart by sharpness or noise texture, not by the lungs,
 loses that shortcut.
 
-With ``crop_area`` set (the default since the framing study; see ``fast.training.framing``), the
+With ``crop_area`` set (the default since the framing study; see ``fast.scoring.stress``), the
 geometry is wider: each image is cropped to a random window keeping ``crop_area`` to all of
 its area, or shrunk as far the other way with the border replicated around it (a zoom-out),
 the window's aspect ratio jittered by up to 4:3 and the window placed anywhere in the image.
@@ -104,7 +104,7 @@ def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_imag
     ``labels`` (of the whole batch, all ``total`` rows) and ``reframe``: with ``crop_area``, the
     windows of class-0 (NORMAL) images keep 1 / ``reframe`` of the area they would otherwise
     keep, so that they are framed as tightly, on average, as the PNEUMONIA images are in the
-    training split (see ``fast.training.framing``). The draws are the same whatever ``reframe`` is.
+    training split (see ``fast.scoring.stress``). The draws are the same whatever ``reframe`` is.
     """
     n, c, h, w = x.shape
     lo, hi, total = (0, n, n) if rows is None else rows
