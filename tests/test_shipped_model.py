@@ -80,7 +80,7 @@ def test_the_shipped_model_flags_what_is_not_a_chest_xray(xray_root):
     from fast.data.splits import load_splits
     classifier = load_classifier()
     assert classifier.record.typicality is not None
-    splits, _ = load_splits(xray_root, ("train",), classifier.image_size, val_fraction=0.0, progress=False)
+    splits, _ = load_splits(xray_root, ("train",), classifier.image_size, seed=0, val_fraction=0.0, progress=False)
     pixels, _, _ = splits["train"]
     xrays = pixels.levels(np.arange(0, len(pixels), len(pixels) // 20)[:20])
     kinds = odd_inputs(xrays, seed=1)
@@ -98,7 +98,7 @@ def test_the_shipped_model_flags_about_one_percent_of_the_training_xrays_it_did_
     from studies.odd_inputs import out_of_fold_share
     from fast.data.splits import load_splits
     classifier = load_classifier()
-    splits, _ = load_splits(xray_root, ("train",), classifier.image_size, val_fraction=0.0, progress=False)
+    splits, _ = load_splits(xray_root, ("train",), classifier.image_size, seed=0, val_fraction=0.0, progress=False)
     pixels, y, paths = splits["train"]
     share = out_of_fold_share(classifier, pixels, y, paths, seed=0)
     assert share == pytest.approx(classifier.record.typicality.held_out_rate, abs=0.002)
