@@ -1,5 +1,6 @@
 """What the command-line tools share: opening a model for a command, the flags of the data they
-read, and one-line warnings."""
+read, the operating point, and one-line warnings."""
+import argparse
 import sys
 import warnings
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ def open_classifier(spec):
     on stderr which model answers; None after printing why the model is refused (the caller
     then exits with status 2)."""
     try:
-        classifier = load_classifier(spec)
+        with one_line_warnings():  # an older model file says once what it lacks
+            classifier = load_classifier(spec)
     except ModelFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
@@ -47,3 +49,46 @@ def one_line_warnings():
     with warnings.catch_warnings():
         warnings.showwarning = _one_line
         yield
+
+
+def _probability(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text}")
+    return value
+
+
+def _sensitivity(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+_probability.__name__ = _sensitivity.__name__ = "number"  # argparse's word in "invalid number value"
+
+
+def add_operating_point_flags(parser):
+    """--threshold and --sensitivity, one or neither: the operating point of a command's labels."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--threshold", metavar="T", type=_probability, default=None,
+                       help="call PNEUMONIA when P(pneumonia) >= T (default: the model's own threshold, "
+                            "chosen on its held-out X-rays)")
+    group.add_argument("--sensitivity", metavar="S", type=_sensitivity, default=None,
+                       help="screening: the highest threshold whose sensitivity on the model's held-out "
+                            "(out-of-fold) X-rays is at least S, e.g. 0.98 to miss few cases")
+
+
+def operating_point(classifier, args):
+    """The threshold the command's --threshold or --sensitivity asks for (the model's own when
+    neither), after saying on stderr which is used and the model's own beside it; None after
+    printing why it cannot be had (the caller then exits with status 2)."""
+    try:
+        threshold, what = classifier.operating_point(args.threshold, args.sensitivity)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    own = "" if args.threshold is None and args.sensitivity is None else \
+        f" (the model's own: {classifier.threshold:.4f})"
+    print(f"operating point: {what}{own}", file=sys.stderr)
+    return threshold

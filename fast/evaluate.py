@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fast.cli import MODEL_HELP, add_data_flags, one_line_warnings, open_classifier
+from fast.cli import (MODEL_HELP, add_data_flags, add_operating_point_flags, one_line_warnings,
+                      open_classifier, operating_point)
 from fast.data.errors import DataError
 from fast.data.folders import resolve_data_root
 from fast.data.splits import load_splits
@@ -22,7 +23,9 @@ SPLITS = ("test", "val", "train")
 
 DESCRIPTION = """Recompute the metric table of a saved model (by default the shipped one) on one
 split of the chest X-ray data, at the decision threshold stored in the model, and print it as the
-trainer does.
+trainer does. --threshold or --sensitivity scores it at another operating point, the model's own
+column beside it. The X-rays the model's typicality check flags (unlike its training X-rays) are
+counted and named.
 
 With a run directory, the data folder, --limit, --seed and --val-fraction default to the
 run's config.json, so the same images are scored as in training: the test numbers equal
@@ -38,10 +41,14 @@ def split_images(root, split, size, limit=None, seed=TrainConfig.seed,
     return splits[split]
 
 
-def evaluate(classifier, images, y):
+def evaluate(classifier, images, y, threshold=None):
     """metrics.scored of the classifier on ``images`` ((N, S, S) in [0, 1], or ``Pixels``, read
-    a batch at a time) at its threshold."""
-    return metrics.scored(y, classifier.probability(images), classifier.threshold)
+    a batch at a time) at ``threshold`` (default: its own) -> (that, a boolean mask of the images
+    its typicality check flags, or None for a model without one)."""
+    probability, typical = classifier.scores(images)
+    threshold = classifier.threshold if threshold is None else threshold
+    flagged = None if typical is None else classifier.record.typicality.flagged(typical)
+    return metrics.scored(y, probability, threshold), flagged
 
 
 # Figures recomputed in another order of float operations (other batches, BLAS on other threads)
@@ -86,6 +93,7 @@ def parse_args(argv=None):
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="share of train patients carved out as val (default: the run's, else "
                              f"{TrainConfig.val_fraction})")
+    add_operating_point_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -93,6 +101,9 @@ def main(argv=None):
     args = parse_args(argv)
     classifier = open_classifier(args.model)
     if classifier is None:
+        return 2
+    threshold = operating_point(classifier, args)
+    if threshold is None:
         return 2
     run = RunDir(Path(classifier.path).parent)
     config = run.read_config()
@@ -115,28 +126,55 @@ def main(argv=None):
         # the images are decoded first (a while without a cache): say that the work began
         print(f"scoring the {args.split} split of {root}", file=sys.stderr, flush=True)
         with one_line_warnings():
-            images, y, _ = split_images(root, args.split, classifier.image_size, limit=limit,
+            images, y, paths = split_images(root, args.split, classifier.image_size, limit=limit,
                                         seed=setting("seed", TrainConfig.seed),
                                         val_fraction=carved_fraction(folds, setting(
                                             "val_fraction", TrainConfig.val_fraction)),
                                         cache_dir=args.cache_dir, progress=sys.stderr.isatty())
-        result = evaluate(classifier, images, y)
+        result, flagged = evaluate(classifier, images, y, threshold)
+        own = None if threshold == classifier.threshold else evaluate(classifier, images, y)[0]
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:  # e.g. a split holding one class only: no sensitivity or AUC
         print(f"error: cannot score the {args.split} split of {root}: {err}", file=sys.stderr)
         return 1
-    _print_result(classifier, run, args.split, root, limit, result)
+    _print_result(classifier, run, args.split, root, limit, (threshold, result, own))
+    _print_flagged(flagged, paths)
     return 0
 
 
-def _print_result(classifier, run, split, root, limit, result):
-    """The metric table, and whether it equals the run's own figures."""
+FLAGGED_NAMED = 10  # flagged X-rays named by path; the rest counted
+
+
+def _print_flagged(flagged, paths):
+    """How many of the split's X-rays the typicality check flags, the first few by name."""
+    if flagged is None:
+        print("typicality: this model file keeps no typicality model, so no X-ray is flagged")
+        return
+    print(f"typicality: {flagged.sum()} of {len(flagged)} X-rays ({flagged.mean():.1%}) flagged as unlike "
+          "the model's training X-rays (their answers are in the table)")
+    named = [str(p) for p, f in zip(paths, flagged) if f]
+    for path in named[:FLAGGED_NAMED]:
+        print(f"  flagged: {path}")
+    if len(named) > FLAGGED_NAMED:
+        print(f"  and {len(named) - FLAGGED_NAMED} more")
+
+
+def _print_result(classifier, run, split, root, limit, scored):
+    """The metric table at the operating point (the model's own beside it when another is used),
+    and whether the model's own figures equal the run's."""
+    threshold, result, own = scored
     subset = f", at most {limit} images (--limit)" if limit else ""
     print(f"model {classifier.path}, {split} split of {root}{subset}: {result['n']} images, "
-          f"threshold {classifier.threshold:.4f}")
-    print(metrics.format_metrics_table({split: result}))
+          f"threshold {threshold:.4f}" + ("" if own is None else
+                                         f" (the model's own: {classifier.threshold:.4f})"))
+    if own is None:
+        print(metrics.format_metrics_table({split: result}))
+    else:
+        print(metrics.format_metrics_table({f"at {threshold:.4f}": result,
+                                            f"own {classifier.threshold:.4f}": own}))
+        result = own
     stored = run.read_metrics().get(split)
     if stored is not None:
         differ = _differences(result, stored)

@@ -83,3 +83,21 @@ def atomic_savez(path, **arrays):
     """np.savez of ``arrays`` (plain arrays only, loadable without pickle) to ``path``, atomically."""
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+# Every picture the project draws carries this in its PNG "Software" text chunk, so that a
+# folder of X-rays with the project's pictures in it is never read back as X-rays.
+PICTURE_MARK = "xray-cnn"
+_MARK_BYTES = b"Software\x00" + PICTURE_MARK.encode()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def written_by_project(path):
+    """Whether ``path`` is a PNG picture this project drew (its mark in the file's first 4 KiB,
+    where the text chunks come before the pixels)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(_PNG_SIGNATURE) and _MARK_BYTES in head

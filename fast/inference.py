@@ -9,23 +9,27 @@ its held-out and test images through the same ``ensemble_proba``, so predicting 
 images gives back its ``test_predictions.npz``.
 """
 import sys
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from fast.data.augment import about_centre, warp
 from fast.data.errors import ImageError
 from fast.data.folders import CLASS_NAMES
-from fast.data.images import from_pixels, read_xray, resize_xray, to_pixels
+from fast.data.images import from_pixels, read_checked, read_xray, resize_xray, to_pixels
+from fast.data.screening import cheap_checks, colour_reason
 from fast.data.normalise import NORMALISATIONS, normalise
-from fast.nn.model import Architecture
-from fast.nn.model_file import ModelFileError, load_models, save_model
+from fast.nn.model import Architecture, softmax
+from fast.nn.model_file import ModelFileError, load_model_file, save_model
 from fast.runs import RUNS_DIR, RunDir
 from fast.scoring.calibration import apply_platt, temperature_map
-from fast.scoring.metrics import called_positive
+from fast.scoring.metrics import called_positive, sensitivity_threshold
+from fast.scoring.typicality import Typicality
 
 # The model shipped with the project (see models/MODEL_CARD.md): used unless another is named.
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "pneumonia_cnn.npz"
@@ -59,12 +63,44 @@ def ensemble_proba(members, x, chunk=256, zooms=IMAGE_ALONE):
     slices into such arrays (``fast.data.pixels.Inputs``): it is read ``chunk`` images at a
     time. ``zooms``: each image is also seen zoomed by these factors about its centre
     (``zoomed``; 1 is the image as it is), and the mean is over members and views."""
-    parts = []
+    return ensemble_scores(members, x, chunk, zooms)[0]
+
+
+def ensemble_scores(members, x, chunk=256, zooms=IMAGE_ALONE):
+    """``ensemble_proba`` and, from the same forward passes, each member's features of the images
+    as they are (``ConvNet.logits_and_features``) -> ((N,) float64, [{name: (N, D)} of each
+    member], or None in place of the features when ``zooms`` lacks the image as it is)."""
+    parts, features = [], [[] for _ in members]
     for i in range(0, len(x), chunk):
         batch = x[i:i + chunk]
-        parts.append(np.mean([m.predict_proba(view)[:, 1] for view in (zoomed(batch, z) for z in zooms)
-                              for m in members], axis=0))
-    return np.concatenate(parts) if parts else np.zeros(0)
+        probabilities = []
+        for view in (zoomed(batch, z) for z in zooms):
+            for m, mine in zip(members, features):
+                if view is batch:  # the image as it is: its features too, from the same pass
+                    logits, seen = m.logits_and_features(view)
+                    mine.append(seen)
+                else:
+                    logits = m.predict_logits(view)
+                probabilities.append(softmax(logits.astype(np.float64))[:, 1])
+        parts.append(np.mean(probabilities, axis=0))
+    if not parts:
+        return np.zeros(0), [member_features(m, x) for m in members]
+    if not features[0]:
+        return np.concatenate(parts), None
+    return np.concatenate(parts), [_joined(f) for f in features]
+
+
+def _joined(parts):
+    """[{name: (n_i, D)}] -> {name: (sum n_i, D)}."""
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def member_features(member, x, chunk=256):
+    """What ``member`` sees of each image of x (``ConvNet.logits_and_features``, as
+    ``ensemble_proba`` reads x) -> {name: (N, D)}: the typicality model's input."""
+    if not len(x):
+        return member.logits_and_features(np.zeros((0, *member.arch.input_shape), member.dtype))[1]
+    return _joined([member.logits_and_features(x[i:i + chunk])[1] for i in range(0, len(x), chunk)])
 
 
 # --------------------------------------------------------------------------- the record
@@ -115,6 +151,11 @@ class ModelRecord:
     best_epoch: Optional[int]
     threshold_rule: Optional[str]
     held_out: str  # what calibration and threshold were chosen on: "validation" or "out-of-fold"
+    # how far an image may lie from the training X-rays (None: a file made before it was kept)
+    typicality: Optional[Typicality] = field(default=None, compare=False)
+    # the calibrated held-out probabilities and their labels, for other operating points
+    held_out_probability: Optional[np.ndarray] = field(default=None, compare=False)
+    held_out_label: Optional[np.ndarray] = field(default=None, compare=False)
 
     def __post_init__(self):
         channels, height, width = self.architecture.input_shape
@@ -129,6 +170,14 @@ class ModelRecord:
         if not self.test_time_zooms or not all(0 < z < 10 for z in self.test_time_zooms):
             raise ValueError(f"unusable test-time zooms {list(self.test_time_zooms)}")
 
+    def arrays(self):
+        """The record's arrays, stored beside its JSON (``fast.nn.model_file``)."""
+        arrays = {} if self.typicality is None else self.typicality.arrays()
+        if self.held_out_probability is not None:
+            arrays["held_out_probability"] = np.asarray(self.held_out_probability, np.float64)
+            arrays["held_out_label"] = np.asarray(self.held_out_label, np.int8)
+        return arrays
+
     def to_dict(self):
         return {"mean": self.mean, "std": self.std, "normalise": self.normalise,
                 "test_time_zooms": list(self.test_time_zooms), "threshold": self.threshold,
@@ -137,7 +186,8 @@ class ModelRecord:
                 "held_out": self.held_out}
 
     @classmethod
-    def from_dict(cls, architecture, values):
+    def from_dict(cls, architecture, values, arrays=None):
+        arrays = arrays or {}
         missing = [k for k in _REQUIRED if k not in values]
         if missing:
             raise ValueError(f"not a trained X-ray model (its metadata lacks {', '.join(missing)})")
@@ -153,7 +203,10 @@ class ModelRecord:
                    test_time_zooms=tuple(float(z) for z in values["test_time_zooms"]),
                    threshold=float(values["threshold"]), calibration=calibration,
                    class_names=tuple(values["class_names"]), best_epoch=values["best_epoch"],
-                   threshold_rule=values["threshold_rule"], held_out=values["held_out"])
+                   threshold_rule=values["threshold_rule"], held_out=values["held_out"],
+                   typicality=Typicality.from_arrays(arrays),
+                   held_out_probability=arrays.get("held_out_probability"),
+                   held_out_label=arrays.get("held_out_label"))
 
 
 def save_classifier(path, members, record):
@@ -161,15 +214,15 @@ def save_classifier(path, members, record):
     their ``record`` to the model file ``path`` (``fast.nn.model_file``)."""
     if any(m.arch != record.architecture for m in members):
         raise ValueError("the record's architecture is not the networks'")
-    save_model(path, members, record.to_dict())
+    save_model(path, members, record.to_dict(), record.arrays())
 
 
 def read_classifier(path):
     """The networks and the record of the model file ``path`` -> (members, ModelRecord).
     ModelFileError for a file that is not a trained classifier of this project."""
-    members, metadata = load_models(path)
+    members, metadata, arrays = load_model_file(path)
     try:
-        return members, ModelRecord.from_dict(members[0].arch, metadata)
+        return members, ModelRecord.from_dict(members[0].arch, metadata, arrays)
     except (ValueError, TypeError, KeyError) as err:
         raise ModelFileError(f"{path}: {err}") from None
 
@@ -213,7 +266,7 @@ class Classifier:
 
     def describe(self):
         """Which model answers, in one line: its file, input size, threshold, members, views."""
-        where = "a model in memory" if self.path is None else str(self.path)
+        where = "a model in memory" if self.path is None else shown_path(self.path)
         members = len(self.members)
         return (f"{where}{' (the shipped model)' if self.shipped else ''}: "
                 f"{self.image_size}x{self.image_size} px input, threshold {self.threshold:.4f}, "
@@ -237,49 +290,123 @@ class Classifier:
         """(N, S, S) images in [0, 1] (an array, or ``fast.data.pixels.Pixels``) -> (N,) float64
         P(PNEUMONIA): the mean over the members and the stored test-time views (``zooms``),
         calibrated. Read and prepared ``chunk`` at a time."""
-        raw = [ensemble_proba(self.members, self.prepare(images[i:i + chunk]), zooms=self.zooms)
-               for i in range(0, len(images), chunk)]
-        return self.record.calibration.apply(np.concatenate(raw)) if raw else np.zeros(0)
+        return self.scores(images, chunk)[0]
+
+    def scores(self, images, chunk=256):
+        """``probability`` and, from the same forward passes, each image's typicality score (how
+        far it lies from the training X-rays, ``fast.scoring.typicality``) -> ((N,) float64,
+        (N,) float64, or None for a model file that keeps no typicality model)."""
+        typicality = self.record.typicality
+        raw, typical = [], []
+        for i in range(0, len(images), chunk):
+            x = self.prepare(images[i:i + chunk])
+            p, features = ensemble_scores(self.members, x, zooms=self.zooms)
+            raw.append(p)
+            if typicality is not None:
+                if features is None:  # no view of the image as it is
+                    features = [member_features(m, x) for m in self.members]
+                typical.append(typicality.score(features))
+        probability = self.record.calibration.apply(np.concatenate(raw)) if raw else np.zeros(0)
+        if typicality is None:
+            return probability, None
+        return probability, np.concatenate(typical) if typical else np.zeros(0)
+
+    def typicality_warnings(self, scores):
+        """Typicality scores (or None) -> for each image, the list of its warnings (empty or one)."""
+        if scores is None:
+            return None
+        limit = self.record.typicality.threshold
+        return [[f"unlike the chest X-rays the model learned from (typicality {s:.2f}, flagged above "
+                 f"{limit:.2f})"] if s > limit else [] for s in scores]
+
+    def operating_point(self, threshold=None, sensitivity=None):
+        """The decision threshold to use -> (threshold, what it is, in words): ``threshold`` when
+        given (in [0, 1]); with ``sensitivity`` (screening, in (0, 1]) the highest threshold whose
+        sensitivity on the model's held-out X-rays is at least that; else the model's own.
+        ValueError for both at once, a value out of range, or a sensitivity the model file
+        cannot answer (it keeps no held-out predictions)."""
+        if threshold is not None and sensitivity is not None:
+            raise ValueError("give a threshold or a sensitivity, not both")
+        if threshold is not None:
+            if not 0 <= threshold <= 1:
+                raise ValueError(f"a threshold is a probability in [0, 1], got {threshold}")
+            return float(threshold), f"threshold {threshold:.4f}, as given"
+        if sensitivity is not None:
+            if not 0 < sensitivity <= 1:
+                raise ValueError(f"a sensitivity is in (0, 1], got {sensitivity}")
+            r = self.record
+            if r.held_out_probability is None:
+                raise ValueError(f"{self.path or 'this model'} keeps no held-out predictions (made before "
+                                 "they were stored), so it cannot choose a threshold by sensitivity; "
+                                 "give a threshold instead")
+            chosen = sensitivity_threshold(r.held_out_label, r.held_out_probability, sensitivity)
+            return chosen, (f"threshold {chosen:.4f}: the highest whose {r.held_out} sensitivity is at "
+                            f"least {sensitivity:g}")
+        rule = f", {self.record.threshold_rule}" if self.record.threshold_rule else ""
+        return self.threshold, f"the model's own threshold {self.threshold:.4f}{rule}"
 
     def images(self, inputs):
         """Paths or images -> (N, S, S) float32 in [0, 1], as the model sees them.
 
-        ``inputs``: a path (str or Path), a list of paths, an (H, W) grey image, or (N, H, W)
-        images: floats in [0, 1], or integers divided by their type's maximum (255, 65535) as
-        a file's pixels are; resized to S x S and rounded to 8-bit levels as files are.
-        Raises ImageError naming a file that cannot be read.
+        ``inputs``: a path (str or Path), a list of paths, or an array: (H, W) one grey image;
+        (H, W, 3) or (H, W, 4) one colour image (BGR or BGRA, as OpenCV reads it; made grey as
+        a file is, alpha dropped); (N, H, W) grey images. A 3-D array is read as one colour image
+        when its last axis holds 3 or 4 values, else as N grey images. Floats in [0, 1], or
+        integers divided by their type's maximum (255, 65535) as a file's pixels are; resized to
+        S x S and rounded to 8-bit levels as files are. Raises ImageError naming a file that
+        cannot be read, ValueError for an array of another shape or range.
         """
+        return self.checked_images(inputs)[0]
+
+    def checked_images(self, inputs):
+        """``images`` and the cheap checks of each (``fast.data.screening``) -> (images, [reasons
+        of each image])."""
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
-        if isinstance(inputs, (list, tuple)) and all(isinstance(i, (str, Path)) for i in inputs):
-            return np.reshape([self.read(p) for p in inputs], (-1, self.image_size, self.image_size))
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(i, (str, Path)) for i in inputs):
+            read = [read_checked(p, self.image_size) for p in inputs]
+            return (from_pixels(np.reshape([levels for levels, _ in read], (-1, self.image_size, self.image_size))),
+                    [reasons for _, reasons in read])
         array = np.asarray(inputs)
-        if np.issubdtype(array.dtype, np.integer):  # 0..255 or 0..65535, as a file's pixels are
-            array = from_pixels(array)
-        array = np.asarray(array, dtype=np.float32)
-        if array.size and not (np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
-            raise ValueError("float images must hold grey values in [0, 1] (integer images are "
-                             "divided by their type's maximum)")
-        if array.ndim == 2:
-            array = array[None]
-        if array.ndim != 3:
-            raise ValueError(f"images must be (H, W) or (N, H, W) grey arrays in [0, 1], got shape {array.shape}")
+        if array.ndim == 3 and array.shape[-1] in (3, 4):  # one colour image, (H, W, C)
+            colour = colour_reason(array)
+            array = _unit_grey(array)[None]
+            checks = [[colour] if colour else []]
+        else:
+            array = _unit_grey(array)
+            if array.ndim == 2:
+                array = array[None]
+            if array.ndim != 3:
+                raise ValueError(f"images must be (H, W) or (N, H, W) grey arrays, or one (H, W, 3) "
+                                 f"or (H, W, 4) colour image, got shape {array.shape}")
+            checks = [[] for _ in array]
+        h, w = array.shape[1:]
         if array.shape[1:] != (self.image_size, self.image_size):
             array = np.reshape([resize_xray(a, self.image_size) for a in array],
                                (-1, self.image_size, self.image_size))
-        return from_pixels(to_pixels(array))  # the 8-bit levels a file's pixels end in
+        images = from_pixels(to_pixels(array))  # the 8-bit levels a file's pixels end in
+        return images, [c + cheap_checks(h, w, None, image) for c, image in zip(checks, images)]
 
-    def predict_proba(self, inputs):
-        """P(PNEUMONIA), calibrated, for paths or images (see ``images``) -> (N,) float64."""
-        return self.probability(self.images(inputs))
+    def predict_proba(self, inputs, with_warnings=False):
+        """P(PNEUMONIA), calibrated, for paths or images (see ``images``) -> (N,) float64; with
+        ``with_warnings``, (that, [each image's warnings: a list of short reasons, empty when
+        none]): the cheap checks, then the typicality score's (``predict_files`` says more)."""
+        images, checks = self.checked_images(inputs)
+        probability, typical = self.scores(images)
+        if not with_warnings:
+            return probability
+        return probability, _merged(checks, self.typicality_warnings(typical))
 
-    def predict(self, inputs):
-        """The label (class name) at the stored threshold for paths or images -> list of str."""
-        return self.labels(self.predict_proba(inputs))
+    def predict(self, inputs, threshold=None, sensitivity=None):
+        """The label (class name) of each of the paths or images -> list of str, at the model's
+        stored threshold, or the operating point ``threshold`` or ``sensitivity`` gives
+        (``operating_point``)."""
+        return self.labels(self.predict_proba(inputs), self.operating_point(threshold, sensitivity)[0])
 
-    def labels(self, probability):
-        """P(PNEUMONIA) per image -> class names at the stored threshold."""
-        return [self.class_names[int(c)] for c in called_positive(np.atleast_1d(probability), self.threshold)]
+    def labels(self, probability, threshold=None):
+        """P(PNEUMONIA) per image -> class names at ``threshold`` (default: the stored one)."""
+        threshold = self.threshold if threshold is None else threshold
+        return [self.class_names[int(c)] for c in called_positive(np.atleast_1d(probability), threshold)]
 
     def feature_maps(self, images):
         """The first member's -> (logits (N, 2), [ReLU(conv_i output) (N, F_i, H_i, W_i) for each
@@ -318,37 +445,75 @@ class Classifier:
         unit = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)  # each peak at 1
         return unit * np.clip(probability, 0, 1)[:, None, None]
 
-    def predict_files(self, paths, progress=False, keep_images=True, chunk=256):
+    def predict_files(self, paths, progress=False, keep_images=True, chunk=256, threshold=None):
         """Predict each file -> (results, images), in the order of ``paths``.
 
-        results[i] is {"path", "probability", "label"}, or {"path", "error"} for a file that
-        cannot be read; images holds the (S, S) arrays of the files that could, in order (an
-        empty list unless ``keep_images``: then files are read and predicted ``chunk`` at a
-        time, so any number of them fits in memory). ``progress`` shows a progress bar (on
-        stderr) while the files are read.
+        results[i] is {"path", "probability", "label", "warnings"}, or {"path", "error"} for a
+        file that cannot be read; "warnings" is the list of reasons the file may not be a chest
+        X-ray as the model knows one (the cheap checks of its decoded pixels, then the
+        typicality score), empty when none: its label stands, the warning beside it. Labels are
+        at ``threshold`` (default: the model's own). images holds the (S, S) arrays of the files
+        that could be read, in order (an empty list unless ``keep_images``: then files are read
+        and predicted ``chunk`` at a time, so any number of them fits in memory). ``progress``
+        shows a progress bar (on stderr) while the files are read.
         """
         results, kept = [], []
         size = self.image_size
         with tqdm(total=len(paths), desc="reading", unit="file", disable=not progress,
                   file=sys.stderr) as bar:
             for start in range(0, len(paths), chunk):
-                part, images = [], []
+                part, images, checks = [], [], []
                 for path in paths[start:start + chunk]:
                     try:
-                        images.append(self.read(path))
+                        levels, reasons = read_checked(path, size)
+                        images.append(from_pixels(levels))
+                        checks.append(reasons)
                         part.append({"path": str(path)})
                     except ImageError as err:
                         part.append({"path": str(path), "error": _reason(err, path)})
                     bar.update()
-                probability = self.probability(np.reshape(images, (-1, size, size)))
+                probability, typical = self.scores(np.reshape(images, (-1, size, size)))
                 good = (r for r in part if "error" not in r)
-                for result, p, label in zip(good, probability, self.labels(probability)):
+                found = _merged(checks, self.typicality_warnings(typical))
+                for result, p, label, warned in zip(good, probability, self.labels(probability, threshold), found):
                     result["probability"] = float(p)
                     result["label"] = label
+                    result["warnings"] = warned
                 results += part
                 if keep_images:
                     kept += images
         return results, kept
+
+
+def _merged(checks, typical):
+    """Each image's cheap-check reasons, then its typicality warning (``typical`` None: none)."""
+    return [c + t for c, t in zip(checks, typical)] if typical is not None else [list(c) for c in checks]
+
+
+def _unit_grey(array):
+    """An array of pixels -> float32 grey values in [0, 1]: integers divided by their type's
+    maximum, floats checked to lie in [0, 1]; a trailing axis of 3 or 4 (BGR, BGRA) made grey."""
+    if np.issubdtype(array.dtype, np.integer):  # 0..255 or 0..65535, as a file's pixels are
+        array = from_pixels(array)
+    array = np.asarray(array, dtype=np.float32)
+    if array.size and not (np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
+        raise ValueError("float images must hold grey values in [0, 1] (integer images are "
+                         "divided by their type's maximum)")
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2GRAY if array.shape[-1] == 3 else cv2.COLOR_BGRA2GRAY)
+    return array
+
+
+def shown_path(path):
+    """``path`` as a user would write it: relative to the working folder when it lies under it
+    (the shipped model, found by the project itself), else as it is."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return str(path)
 
 
 def _reason(err, path):
@@ -386,4 +551,12 @@ def load_classifier(path=None):
     whose record is not a trained classifier's (``ModelRecord``)."""
     path = find_model(path)
     members, record = read_classifier(path)
+    if record.typicality is None:
+        warnings.warn(f"{path} keeps no typicality model (it was made before models kept one): "
+                      "only the cheap checks (colour, blank, size, aspect) can flag an input that "
+                      "is not a chest X-ray", OldModelWarning, stacklevel=2)
     return Classifier(members, record, Path(path))
+
+
+class OldModelWarning(UserWarning):
+    """A model file made before a safeguard existed: it still answers, without that safeguard."""

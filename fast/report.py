@@ -21,19 +21,18 @@ from matplotlib import cm
 from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
-from fast.cli import add_data_flags
+from fast.cli import add_data_flags, add_operating_point_flags, open_classifier, operating_point
 from fast.data.errors import DataError, ImageError
 from fast.data.folders import CLASS_NAMES, resolve_data_root
 from fast.data.images import read_xray
 from fast.data.splits import load_splits
-from fast.files import atomic_open, folder_problem
+from fast.files import PICTURE_MARK, atomic_open, folder_problem
 from fast.inference import load_classifier
 from fast.nn.model_file import ModelFileError
 from fast.runs import RunDir
 from fast.scoring import metrics
 from fast.scoring.metrics import called_positive
 from fast.training.config import TrainConfig
-from fast.training.framing import LIMITS as FRAMING_LIMITS
 
 matplotlib.use("Agg")  # headless: no display needed, PNG only
 import matplotlib.pyplot as plt  # noqa: E402  (pyplot after the backend is chosen)
@@ -53,6 +52,7 @@ PICTURES = {
     "saliency": "saliency_test.png",
     "reliability": "reliability.png",
     "framing": "framing.png",
+    "stress": "stress.png",
 }
 
 
@@ -118,7 +118,8 @@ def display_image(path):
 def _save(fig, path):
     try:
         with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", facecolor="white",
+                        metadata={"Software": PICTURE_MARK})  # never read back as an X-ray
     finally:
         plt.close(fig)
     return Path(path)
@@ -215,29 +216,37 @@ def plot_feature_maps(classifier, examples, path, shown=FEATURE_MAPS_SHOWN):
         for layer, (fmap, channels) in enumerate(zip(maps, picked)):
             for k, c in enumerate(channels):
                 ax = subfig.add_subplot(grid[layer, 3 + k])
-                ax.imshow(fmap[n, c], cmap="viridis", vmin=0, vmax=float(fmap[:, c].max()) or 1.0,
+                ax.imshow(fmap[n, c] / (float(fmap[:, c].max()) or 1.0), cmap="viridis", vmin=0, vmax=1,
                           interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_title(f"ch {c + 1}", fontsize=8, pad=2)
                 if k == 0:
                     ax.set_ylabel(f"conv{layer + 1}\n{fmap.shape[2]}x{fmap.shape[3]}", fontsize=9)
+        subfig.colorbar(cm.ScalarMappable(norm=Normalize(0, 1), cmap="viridis"), ax=subfig.axes, shrink=0.8,
+                        label="activation after ReLU,\nshare of the channel's\nlargest (both X-rays)")
     fig.suptitle("Feature maps after ReLU, per conv layer (rows): its most active channels;\n"
                  "bright = strong activation, each channel on one scale for both X-rays",
                  fontsize=12)
     return _save(fig, path)
 
 
-def plot_roc(y, prob, threshold, path):
-    """The test ROC curve, its AUC and the operating point at ``threshold``."""
+def plot_roc(y, prob, threshold, path, own_threshold=None):
+    """The test ROC curve, its AUC and the operating point at ``threshold``; with
+    ``own_threshold`` (the model's own, when another operating point is used) that one too."""
     fpr, tpr, _ = metrics.roc_curve(y, prob)
     m = metrics.binary_metrics(y, prob, threshold)
     fig, ax = plt.subplots(figsize=(6.2, 6))
     ax.plot(fpr, tpr, color="tab:blue", linewidth=2, label=f"ROC curve (AUC = {m['roc_auc']:.3f})")
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance (AUC = 0.5)")
-    ax.plot(1 - m["specificity"], m["sensitivity"], "o", color="tab:red", markersize=9,
-            label=f"threshold {threshold:.3f}: sensitivity {m['sensitivity']:.3f},\n"
-                  f"specificity {m['specificity']:.3f}")
+    points = [(threshold, "o", "tab:red", "")]
+    if own_threshold is not None and own_threshold != threshold:
+        points = [(threshold, "o", "tab:red", "operating point, "), (own_threshold, "s", "tab:green", "model's own, ")]
+    for t, marker, colour, what in points:
+        at = metrics.binary_metrics(y, prob, t)
+        ax.plot(1 - at["specificity"], at["sensitivity"], marker, color=colour, markersize=9,
+                label=f"{what}threshold {t:.3f}: sensitivity {at['sensitivity']:.3f},\n"
+                      f"specificity {at['specificity']:.3f}")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
@@ -278,8 +287,10 @@ def plot_confusion(y, prob, threshold, path, names=CLASS_NAMES):
 def plot_reliability(curves, path, threshold=None):
     """Reliability diagram: per bin of P(pneumonia), the share of PNEUMONIA against the mean
     probability, for each split in ``curves`` ({name: (y, prob)}); a calibrated model lies on
-    the diagonal. Bars show how many X-rays each bin holds; a vertical line marks the decision
-    ``threshold`` (PNEUMONIA at and right of it)."""
+    the diagonal. Each point's area grows with the X-rays in its bin, and the bars below give
+    the counts, so that a bin of 8 X-rays does not look like one of 400; a split whose bins lie
+    below the diagonal on average, weighted by their counts, is said to be biased upward. A
+    vertical line marks the decision ``threshold`` (PNEUMONIA at and right of it)."""
     fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(6.4, 7.6), sharex=True,
                                        gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfectly calibrated")
@@ -292,15 +303,24 @@ def plot_reliability(curves, path, threshold=None):
         curve = metrics.reliability_curve(y, prob, bins=15)
         ece = metrics.expected_calibration_error(y, prob, bins=15)
         shown = curve.count > 0
-        ax.plot(curve.mean_prob[shown], curve.frac_pos[shown], "o-",
-                label=f"{name} ({len(y)} X-rays): ECE {ece:.3f}, Brier {metrics.brier_score(y, prob):.3f}")
+        bias = float(np.mean(prob) - np.mean(y))  # > 0: P(pneumonia) above the share that has it
+        leaning = (f"; biased upward (mean P {np.mean(prob):.2f}, PNEUMONIA {np.mean(y):.2f})" if bias > 0.02
+                   else f"; biased downward (mean P {np.mean(prob):.2f}, PNEUMONIA {np.mean(y):.2f})"
+                   if bias < -0.02 else "")
+        line, = ax.plot(curve.mean_prob[shown], curve.frac_pos[shown], "-", alpha=0.6)
+        ax.scatter(curve.mean_prob[shown], curve.frac_pos[shown], s=8 + 400 * curve.count[shown] / len(y),
+                   color=line.get_color(), edgecolor="black", linewidth=0.5, zorder=3,
+                   label=f"{name} ({len(y)} X-rays): ECE {ece:.3f}, Brier "
+                         f"{metrics.brier_score(y, prob):.3f}{leaning}")
         offset = (k - (len(curves) - 1) / 2) * width / len(curves)
-        ax_count.bar(curve.edges[:-1] + width / 2 + offset, curve.count, width=width / len(curves),
-                     label=name)
+        centres = curve.edges[:-1] + width / 2 + offset
+        ax_count.bar(centres, curve.count, width=width / len(curves), label=name, color=line.get_color())
+        for x, count in zip(centres[shown], curve.count[shown]):
+            ax_count.text(x, count, str(int(count)), ha="center", va="bottom", fontsize=6.5)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("fraction PNEUMONIA in the bin")
-    ax.set_title("Reliability of P(pneumonia) (15 equal-width bins)")
+    ax.set_title("Reliability of P(pneumonia) (15 equal-width bins; point area: X-rays in the bin)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8.5)
     ax_count.set_yscale("log")
@@ -325,7 +345,7 @@ def _overlay(ax, xray, cam):
 def _saliency_colorbar(fig, ax):
     mappable = cm.ScalarMappable(norm=Normalize(0, 1), cmap=SALIENCY_CMAP)
     fig.colorbar(mappable, ax=ax, shrink=0.7,
-                 label="Grad-CAM: where the evidence for PNEUMONIA lies\n"
+                 label="Grad-CAM: what moved the network towards PNEUMONIA\n"
                        "(each map peaks at its X-ray's P(pneumonia))")
 
 
@@ -379,38 +399,51 @@ def plot_saliency(classifier, cases, path):
             ax_cam.set_title("Grad-CAM", fontsize=8.5)
         row[0].set_ylabel(kind, fontsize=12)
     _saliency_colorbar(fig, axes)
-    fig.suptitle("Where the network sees pneumonia: Grad-CAM at the last conv layer,\n"
-                 "for test X-rays it got right (true positives) and wrong (false positives, "
-                 f"false negatives)\n{seen_as(SALIENCY_SIZE, classifier.image_size, sep=' ')}",
-                 fontsize=12)
+    fig.suptitle("What moved the network towards PNEUMONIA (Grad-CAM at the last conv layer), not where\n"
+                 "disease is: a map may peak on a marker, a lead or the edge. Each row shows the test "
+                 "X-rays\nthe model was most confident about of its kind: true positives, false "
+                 f"positives, false negatives\n{seen_as(SALIENCY_SIZE, classifier.image_size, sep=' ')}",
+                 fontsize=11)
     return _save(fig, path)
 
 
-def plot_framing(summary, path, title="held-out X-rays", names=CLASS_NAMES):
-    """The framing stress study (``fast.training.framing.summarise``): the share of each class called
-    PNEUMONIA at the threshold, for the X-rays as they are and framed otherwise, one line per
-    class; the study's limits are drawn as bands around the X-rays as they are."""
-    views = list(summary["views"])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+def plot_stress(summary, path, title="held-out X-rays", names=CLASS_NAMES, family=None):
+    """The stress battery (``fast.scoring.stress.summarise``), or one ``family`` of its views: the
+    share of each class called PNEUMONIA at the threshold, for the X-rays as they are and seen
+    otherwise, one line per class; each view's limit is drawn as a band around the share as they
+    are, and a view beyond it is marked with a cross and a red name."""
+    views = [v for v, row in summary["views"].items()
+             if family is None or row.get("family") in (family, "as is")]
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.5 * len(views) + 2), 5))
     x = np.arange(len(views))
     colours = {names[0]: "tab:blue", names[1]: "tab:red"}
+    failed = set()
     for cls in names:
-        shares = [summary["views"][v][cls]["called_pneumonia"] for v in views]
+        rows = [summary["views"][v] for v in views]
+        shares = [row[cls]["called_pneumonia"] for row in rows]
         ax.plot(x, shares, "o-", color=colours[cls], label=f"{cls} ({summary['images'][cls]} X-rays)")
-        base = shares[0]
-        for i, view in enumerate(views):
-            limit = FRAMING_LIMITS.get(view, {}).get(cls)
-            if limit is not None:
-                ax.plot([i, i], [base - limit, base + limit], color=colours[cls], alpha=0.25, lw=8,
-                        solid_capstyle="butt")
-    ax.set_xticks(x, [v.replace(" ", "\n", 1) for v in views])
+        base = summary["views"]["as is"][cls]["called_pneumonia"]
+        for i, row in enumerate(rows):
+            limit = row.get("limit")
+            if limit is None:
+                continue
+            ax.plot([i, i], [base - limit, base + limit], color=colours[cls], alpha=0.25, lw=8,
+                    solid_capstyle="butt")
+            if abs(row[cls]["change"]) > limit:
+                failed.add(i)
+                ax.plot(i, shares[i], "x", color="black", ms=11, mew=2.5)
+    ax.set_xticks(x, views, rotation=60, ha="right", fontsize=8)
+    for i, label in enumerate(ax.get_xticklabels()):
+        label.set_color("tab:red" if i in failed else "black")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("share called PNEUMONIA")
-    ax.set_title(f"Framing stress study, {title}: threshold {summary['threshold']:.3f}\n"
-                 "(crop f: the centre f of the side, resized back; bands: how far a share may move)",
-                 fontsize=10)
+    what = "Stress battery" if family is None else f"Stress battery, {family} views"
+    verdict = (f"{len(failed)} of {len(views) - 1} views beyond their limits (x, red names)" if failed
+               else f"all {len(views) - 1} views within their limits")
+    ax.set_title(f"{what}, {title}: threshold {summary['threshold']:.3f}\n"
+                 f"bands: how far each share may move; {verdict}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
 
 
@@ -419,13 +452,14 @@ def _most_confident(indices, score):
     return indices[np.argsort(-score[indices], kind="stable")]
 
 
-def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=None):
+def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=None, threshold=None):
     """(Re)draw every picture of the run in ``run_dir`` -> list of the PNG paths written.
 
     Into ``out_dir`` (made if missing), by default the run directory itself. ``classifier``:
     the run's model, when the caller has loaded it already. The data folder (for the pictures
     showing X-rays) is ``data_root``, else config.json's ``data``, else the default; when it
-    cannot be found, those pictures are skipped with a note. Raises ReportError (or
+    cannot be found, those pictures are skipped with a note. ``threshold``: another operating
+    point than the run's own, which the ROC curve then marks beside it. Raises ReportError (or
     ModelFileError) when the run directory lacks a file it needs.
     """
     run = _finished_run(run_dir)
@@ -433,7 +467,8 @@ def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=Non
     out_dir.mkdir(parents=True, exist_ok=True)
     results = run.read_metrics()
     classifier = load_classifier(run.model) if classifier is None else classifier
-    threshold = float(results.get("threshold", classifier.threshold))
+    own = float(results.get("threshold", classifier.threshold))
+    threshold = own if threshold is None else threshold
     best_epoch = int(results.get("best_epoch") or 0)  # none for a K-fold run: no epoch was chosen
     with np.load(run.predictions("test"), allow_pickle=False) as stored:
         prob, y, paths = stored["probability"], stored["label"].astype(np.int64), stored["paths"]
@@ -445,10 +480,13 @@ def make_report(run_dir, data_root=None, log=print, out_dir=None, classifier=Non
         if run.predictions(split).is_file():
             with np.load(run.predictions(split), allow_pickle=False) as stored_split:
                 curves[name] = (stored_split["label"].astype(np.int64), stored_split["probability"])
-    if results.get("framing"):
-        written.append(plot_framing(results["framing"], out_dir / PICTURES["framing"],
-                                    held_out + " X-rays", classifier.class_names))
-    written += _draw_model_pictures(classifier, curves, (y, prob, paths), threshold,
+    if results.get("stress"):
+        battery = results["stress"]
+        written.append(plot_stress(battery, out_dir / PICTURES["framing"], held_out + " X-rays",
+                                   classifier.class_names, family="framing"))
+        written.append(plot_stress(battery, out_dir / PICTURES["stress"], held_out + " X-rays",
+                                   classifier.class_names))
+    written += _draw_model_pictures(classifier, curves, (y, prob, paths), (threshold, own),
                                     _data_root(run_dir, data_root), out_dir, log)
     for path in written:
         log(f"wrote {path}")
@@ -473,44 +511,62 @@ def _finished_run(run_dir):
 
 def score_test_split(classifier, data_root=None, cache_dir=None, progress=False):
     """The classifier's P(pneumonia) on the test split of ``data_root`` (else $XRAY_DATA, else
-    the default; DataError when there is none) -> (y, probability, paths, the data folder)."""
+    the default; DataError when there is none) -> (y, probability, paths, the data folder, which
+    X-rays its typicality check flags (None without one))."""
     root = resolve_data_root(data_root)
     splits, _ = load_splits(root, ("test",), classifier.image_size, seed=TrainConfig.seed,
                             val_fraction=TrainConfig.val_fraction, cache_dir=cache_dir, progress=progress)
     images, y, paths = splits["test"]
-    return y, classifier.probability(images), np.array(paths), root
+    probability, typical = classifier.scores(images)
+    flagged = None if typical is None else classifier.record.typicality.flagged(typical)
+    return y, probability, np.array(paths), root, flagged
 
 
-def report_model(classifier, out_dir, data_root=None, log=print, cache_dir=None, progress=False):
+def report_model(classifier, out_dir, data_root=None, log=print, cache_dir=None, progress=False,
+                 threshold=None):
     """The pictures of a model file alone (no run directory: the shipped model, say): scores
     the test split, prints its metric table (the figures of the model's card) and draws every
     picture but the training curves into ``out_dir`` -> (PNG paths written, test metrics).
 
-    The reliability diagram has the test split only: a model file keeps no held-out
-    predictions. Raises DataError when the data folder cannot be found.
+    The reliability diagram has the held-out predictions too where the model file keeps them.
+    ``threshold``: another operating point than the model's own, scored and marked beside it.
+    Raises DataError when the data folder cannot be found.
     """
     out_dir = Path(out_dir)
-    y, prob, paths, root = score_test_split(classifier, data_root, cache_dir, progress)
-    scored = metrics.scored(y, prob, classifier.threshold)
-    log(f"test split of {root}: {scored['n']} images, threshold {classifier.threshold:.4f}")
-    log(metrics.format_metrics_table({"test": scored}))
+    y, prob, paths, root, flagged = score_test_split(classifier, data_root, cache_dir, progress)
+    own = classifier.threshold
+    threshold = own if threshold is None else threshold
+    scored = metrics.scored(y, prob, threshold)
+    log(f"test split of {root}: {scored['n']} images, threshold {threshold:.4f}"
+        + ("" if threshold == own else f" (the model's own: {own:.4f})"))
+    table = {"test": scored} if threshold == own else {f"at {threshold:.4f}": scored,
+                                                       f"own {own:.4f}": metrics.scored(y, prob, own)}
+    log(metrics.format_metrics_table(table))
+    if flagged is not None:
+        log(f"typicality: {flagged.sum()} of {len(flagged)} test X-rays ({flagged.mean():.1%}) flagged as "
+            "unlike the model's training X-rays")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = _draw_model_pictures(classifier, {"test": (y, prob)}, (y, prob, paths), classifier.threshold,
-                                   root, out_dir, log)
+    curves = {"test": (y, prob)}
+    record = classifier.record
+    if record.held_out_probability is not None:
+        curves = {record.held_out: (record.held_out_label.astype(np.int64), record.held_out_probability), **curves}
+    written = _draw_model_pictures(classifier, curves, (y, prob, paths), (threshold, own), root, out_dir, log)
     for path in written:
         log(f"wrote {path}")
     return written, scored
 
 
-def _draw_model_pictures(classifier, curves, test, threshold, root, out_dir, log):
+def _draw_model_pictures(classifier, curves, test, thresholds, root, out_dir, log):
     """The pictures of a model and its test predictions ``test`` = (y, prob, paths): filters,
     ROC, confusion matrix, reliability (of ``curves``), and, when the X-rays can be read under
-    ``root``, feature maps and Grad-CAM -> the PNG paths written."""
+    ``root``, feature maps and Grad-CAM -> the PNG paths written. ``thresholds``: (the operating
+    point used, the model's own), marked both on the ROC curve."""
     y, prob, paths = test
+    threshold, own = thresholds
     names = classifier.class_names
     written = [
         plot_filters(classifier.model, out_dir / PICTURES["filters"]),
-        plot_roc(y, prob, threshold, out_dir / PICTURES["roc"]),
+        plot_roc(y, prob, threshold, out_dir / PICTURES["roc"], own),
         plot_confusion(y, prob, threshold, out_dir / PICTURES["confusion"], names),
         plot_reliability(curves, out_dir / PICTURES["reliability"], threshold),
     ]
@@ -548,13 +604,21 @@ def _draw_model_pictures(classifier, curves, test, threshold, root, out_dir, log
 
 DESCRIPTION = """Draw the pictures of a finished training run, or of a model file alone, as PNG files.
 
-A run directory: training curves, first-layer filters, feature maps, the test ROC curve, the
-confusion matrix, the reliability diagram and Grad-CAM saliency, from the run's own files, into
-the run directory (or --out DIR).
+A run directory: from the run's own files, into the run directory (or --out DIR):
+  training_curves.png          loss and held-out AUC per epoch
+  conv1_filters.png            the first layer's filters
+  feature_maps.png             each conv layer's most active channels, a colour bar
+  roc_test.png                 the test ROC curve, the operating point (and the model's own)
+  confusion_matrix_test.png    counts at the operating point
+  reliability.png              probabilities against outcome, counts per bin, bias named
+  saliency_test.png            Grad-CAM: what moved the network, not where disease is
+  framing.png                  the stress battery's framing views of the held-out X-rays
+  stress.png                   the whole stress battery (framing and acquisition views)
 
 A model file (the shipped models/pneumonia_cnn.npz, say): the test split is scored first and
 its metric table printed (the test figures of the model's card); then every picture but the
-training curves goes into --out DIR."""
+training curves and the held-out stress battery (a run's own) goes into --out DIR.
+--threshold or --sensitivity scores and draws another operating point, the model's own beside it."""
 
 EPILOG = """examples:
   python -m fast.report runs/20240101-120000
@@ -572,6 +636,7 @@ def parse_args(argv=None):
                              "Needed for a model file")
     add_data_flags(parser, "for the test split and the pictures that show X-rays",
                    "a model file's test images")
+    add_operating_point_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -592,17 +657,22 @@ def main(argv=None):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        if not model_file:
-            run_model = RunDir(target).model
-            classifier = load_classifier(run_model) if run_model.is_file() else None
-            if classifier is not None:
-                print(f"model {classifier.describe()}", file=sys.stderr)
-            make_report(target, args.data, out_dir=args.out, classifier=classifier)
+        run_model = RunDir(target).model if not model_file else target
+        if not model_file and not run_model.is_file():
+            make_report(target, args.data, out_dir=args.out)  # says what the run directory lacks
             return 0
-        classifier = load_classifier(target)
-        print(f"model {classifier.describe()}", file=sys.stderr)
+        classifier = open_classifier(str(run_model))
+        if classifier is None:
+            return 1
+        threshold = operating_point(classifier, args)
+        if threshold is None:
+            return 2
+        if not model_file:
+            make_report(target, args.data, out_dir=args.out, classifier=classifier, threshold=threshold)
+            return 0
         print(f"scoring the test split of {resolve_data_root(args.data)}", file=sys.stderr, flush=True)
-        report_model(classifier, args.out, args.data, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
+        report_model(classifier, args.out, args.data, cache_dir=args.cache_dir, progress=sys.stderr.isatty(),
+                     threshold=threshold)
     except (ReportError, ModelFileError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -27,7 +27,9 @@ class RunDir:
     """A run directory at ``path``: ``config.json`` (the run's settings), ``history.csv`` (one row
     per epoch), ``checkpoint.npz`` (after every epoch; a K-fold run keeps one per fold, in
     ``fold1/`` ...), ``model.npz``, ``metrics.json``, and the calibrated held-out and test
-    probabilities, ``val_predictions.npz`` and ``test_predictions.npz``."""
+    probabilities, ``val_predictions.npz`` and ``test_predictions.npz``. A run that stopped on an
+    error after it began holds ``FAILED`` (the error, in words) until it is resumed; having no
+    model, it is never taken for a finished run (``latest`` skips it)."""
     path: Path
 
     CONFIG = "config.json"
@@ -35,8 +37,9 @@ class RunDir:
     CHECKPOINT = "checkpoint.npz"
     MODEL = "model.npz"
     METRICS = "metrics.json"
-    config, history, checkpoint, model, metrics = (_InRun(name) for name in (CONFIG, HISTORY, CHECKPOINT,
-                                                                            MODEL, METRICS))
+    FAILED = "FAILED"
+    config, history, checkpoint, model, metrics, failed = (
+        _InRun(name) for name in (CONFIG, HISTORY, CHECKPOINT, MODEL, METRICS, FAILED))
     # the files a finished run holds, which its pictures are drawn from
     FINISHED = (CONFIG, HISTORY, METRICS, MODEL, "test_predictions.npz")
 

@@ -13,7 +13,9 @@ def test_every_command_says_which_model_answers(tiny_run, capsys):
     assert classifier.describe() == line and repr(classifier) == f"<Classifier {line}>"
     shipped = inference.load_classifier()
     members = len(shipped.members)
-    assert repr(shipped).startswith(f"<Classifier {inference.SHIPPED_MODEL} (the shipped model): "
+    # shown as a user would write it: relative to the working folder, where it lies under it
+    shown = inference.shown_path(inference.SHIPPED_MODEL)
+    assert repr(shipped).startswith(f"<Classifier {shown} (the shipped model): "
                                     f"{shipped.image_size}x{shipped.image_size} px input")
     assert (f"an ensemble of {members} networks" if members > 1 else "one network") in repr(shipped)
     from fast import cli

@@ -217,3 +217,92 @@ def test_a_probability_exactly_at_the_threshold_is_called_pneumonia():
     classifier = inference.Classifier([ConvNet(SMALL)], record)
     below = float(np.nextafter(record.threshold, 0))
     assert classifier.labels([below, record.threshold, 1.0]) == ["NORMAL", "PNEUMONIA", "PNEUMONIA"]
+
+
+def _typical_classifier(tmp_path, seed=0):
+    """A small two-network classifier with a typicality model fitted on noise images' features
+    and held-out predictions, saved and loaded back."""
+    import dataclasses
+    from fast.scoring import typicality
+    members = [ConvNet(SMALL, seed=s) for s in (0, 1)]
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(80, 1, 16, 16)).astype(np.float32)
+    features = [inference.member_features(m, x) for m in members]
+    record = dataclasses.replace(inference.ModelRecord.from_dict(SMALL, WRITTEN),
+                                 typicality=typicality.fit([{n: v[:60] for n, v in f.items()} for f in features],
+                                                           [{n: v[60:] for n, v in f.items()} for f in features]),
+                                 held_out_probability=np.linspace(0, 1, 11), held_out_label=np.array([0] * 5 + [1] * 6))
+    inference.save_classifier(tmp_path / "m.npz", members, record)
+    return inference.load_classifier(tmp_path / "m.npz"), record
+
+
+def test_a_classifier_file_round_trips_its_typicality_and_held_out_predictions(tmp_path):
+    classifier, record = _typical_classifier(tmp_path)
+    again = classifier.record
+    assert again.typicality.threshold == record.typicality.threshold
+    for layer in record.typicality.layers:
+        assert_allclose(again.typicality.precisions[layer], record.typicality.precisions[layer], rtol=1e-6)
+    assert_array_equal(again.held_out_probability, record.held_out_probability)
+    assert_array_equal(again.held_out_label, record.held_out_label)
+    images = np.random.default_rng(9).random((3, 16, 16)).astype(np.float32)
+    probability, typical = classifier.scores(images)
+    assert_allclose(probability, classifier.probability(images))
+    x = classifier.prepare(images)  # the score is the typicality model's of the networks' features
+    assert_allclose(typical, record.typicality.score([inference.member_features(m, x) for m in classifier.members]))
+
+
+def test_an_older_model_file_loads_says_once_it_has_no_typicality_and_gets_the_cheap_checks(tmp_path):
+    members = [ConvNet(SMALL, seed=0)]
+    inference.save_classifier(tmp_path / "old.npz", members, inference.ModelRecord.from_dict(SMALL, WRITTEN))
+    with pytest.warns(inference.OldModelWarning, match="no typicality model") as caught:
+        classifier = inference.load_classifier(tmp_path / "old.npz")
+    assert len(caught) == 1
+    probability, warnings = classifier.predict_proba(np.zeros((80, 80)), with_warnings=True)
+    assert probability.shape == (1,) and warnings == [["blank or nearly constant image"]]
+    with pytest.raises(ValueError, match="keeps no held-out predictions"):
+        classifier.operating_point(sensitivity=0.9)
+
+
+def test_the_operating_point_is_the_models_own_a_given_threshold_or_one_chosen_by_sensitivity(tmp_path):
+    classifier, _ = _typical_classifier(tmp_path)
+    assert classifier.operating_point() == (0.74, "the model's own threshold 0.7400, the share of PNEUMONIA "
+                                                  "among the out-of-fold images")
+    assert classifier.operating_point(threshold=0.3)[0] == 0.3
+    # held-out labels 0 x5, 1 x6 at probabilities 0.0 .. 1.0: positives at 0.5 .. 1.0
+    assert classifier.operating_point(sensitivity=1.0)[0] == pytest.approx(0.5)
+    assert classifier.operating_point(sensitivity=0.5)[0] == pytest.approx(0.8)  # 3 of 6: 0.8, 0.9, 1.0
+    assert classifier.labels([0.75, 0.85], 0.8) == ["NORMAL", "PNEUMONIA"]
+    assert classifier.predict(np.zeros((2, 16, 16)), threshold=0.0) == ["PNEUMONIA", "PNEUMONIA"]
+    for bad in ({"threshold": 1.2}, {"sensitivity": 0.0}, {"threshold": 0.5, "sensitivity": 0.9}):
+        with pytest.raises(ValueError):
+            classifier.operating_point(**bad)
+
+
+def test_a_colour_array_is_one_image_made_grey_as_a_file_is(tmp_path):
+    classifier, _ = _typical_classifier(tmp_path)
+    grey = np.random.default_rng(4).integers(0, 256, (30, 20), dtype=np.uint8)
+    bgr = np.repeat(grey[:, :, None], 3, axis=2)
+    bgra = np.concatenate([bgr, np.full((30, 20, 1), 255, np.uint8)], axis=2)
+    expected = classifier.predict_proba(grey)
+    for colour in (bgr, bgra):
+        p, warnings = classifier.predict_proba(colour, with_warnings=True)
+        assert p.shape == (1,)  # never a batch of 30 images of 20 x 3
+        assert_allclose(p, expected, rtol=1e-6)
+        assert not any("colour" in w for w in warnings[0])  # grey stored as colour is grey
+    tinted = bgr.copy()
+    tinted[:, :, 0] = 0
+    _, warnings = classifier.predict_proba(tinted, with_warnings=True)
+    assert any("colour" in w for w in warnings[0])
+    png = tmp_path / "tinted.png"
+    cv2.imwrite(str(png), tinted)  # the same colour image as a file: the same probability
+    assert_allclose(classifier.predict_proba(str(png)), classifier.predict_proba(tinted), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        classifier.predict_proba(np.zeros((2, 3, 8, 8)))
+
+
+def test_typicality_warnings_flag_scores_above_the_threshold(tmp_path):
+    classifier, record = _typical_classifier(tmp_path)
+    limit = record.typicality.threshold
+    warned = classifier.typicality_warnings(np.array([limit, limit * 1.01]))
+    assert warned[0] == [] and "unlike the chest X-rays the model learned from" in warned[1][0]
+    assert classifier.typicality_warnings(None) is None

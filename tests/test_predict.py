@@ -154,7 +154,7 @@ def test_json_output_of_a_subprocess_parses(tiny_run, stored, tmp_path):
     result = run_cli("fast.predict", "--json", "--model", tiny_run, paths[0], tmp_path / "gone.png")
     assert result.returncode == 1
     good, missing = json.loads(result.stdout)
-    assert set(good) == {"path", "probability", "label"}
+    assert set(good) == {"path", "probability", "label", "warnings"}
     assert missing == {"path": str(tmp_path / "gone.png"), "error": "file not found"}
 
 
@@ -272,7 +272,7 @@ def test_a_folder_with_sub_folders_and_a_broken_file_gives_one_csv_row_per_file(
     assert [r["path"] for r in rows] == [str(studies / "ward a" / "first.jpeg"),
                                           str(studies / "ward b" / "bed 3" / "last.JPG"),
                                           str(studies / "ward b" / "broken.png")]
-    assert list(rows[0]) == ["path", "probability", "label", "error"]
+    assert list(rows[0]) == ["path", "probability", "label", "warnings", "error"]
     assert_allclose([float(rows[0]["probability"]), float(rows[1]["probability"])],
                     probability[[0, -1]], rtol=0, atol=1e-5)
     assert rows[0]["error"] == rows[1]["error"] == ""
@@ -342,3 +342,169 @@ def test_many_files_say_that_work_began_when_stderr_is_not_a_terminal(tiny_run, 
     assert predict_main("--model", tiny_run, "--json", *many) == 0
     err = capsys.readouterr().err
     assert f"predicting {len(many)} files" in err
+
+
+# --------------------------------------------------------------------------- nothing destroyed
+
+@pytest.mark.slow
+def test_csv_naming_an_xray_by_mistake_leaves_it_byte_identical_and_fails(tiny_run, stored, tmp_path):
+    """``predict --csv a.jpeg b.jpeg`` (the CSV's name forgotten): a.jpeg is refused as the CSV."""
+    paths, _, _ = stored
+    a, b = tmp_path / "a.jpeg", tmp_path / "b.jpeg"
+    shutil.copy(paths[0], a)
+    shutil.copy(paths[-1], b)
+    before = a.read_bytes()
+    result = run_cli("fast.predict", "--model", tiny_run, "--csv", a, b)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "is named as an image" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert a.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpeg", "b.jpeg"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make, complaint", [
+    (lambda d, xray: xray, "is one of the inputs"),  # --csv x.csv where x.csv is an input X-ray
+    (lambda d, xray: d / "scan.DCM", "is named as an image"),
+    (lambda d, xray: shutil.copy(xray, d / "looks.csv") and d / "looks.csv", "is an image (by its content)"),
+    (lambda d, xray: (d / "notes.txt").write_text("mine\n") and d / "notes.txt", "exists and is not a CSV"),
+    (lambda d, xray: (d / "bin.csv").write_bytes(b"\x00\x01binary") and d / "bin.csv", "is not a CSV"),
+])
+def test_csv_refuses_an_input_an_image_or_a_file_that_is_not_a_csv(tiny_run, stored, tmp_path, capsys,
+                                                                    make, complaint):
+    paths, _, _ = stored
+    xray = tmp_path / "x.csv"
+    shutil.copy(paths[0], xray)  # an X-ray whatever its name: read by content
+    target = make(tmp_path, xray)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert predict_main("--model", tiny_run, "--csv", target, xray) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --csv: ") and complaint in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_csv_replaces_an_earlier_csv_of_its_own(tiny_run, stored, tmp_path, capsys):
+    paths, _, _ = stored
+    table = tmp_path / "results.csv"
+    table.write_text("path,probability\nold,0.5\n")
+    assert predict_main("--model", tiny_run, "--csv", table, paths[0]) == 0
+    assert table.read_text().splitlines()[0] == ",".join(predict.CSV_FIELDS)
+    assert f"wrote {table}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_saliency_never_writes_into_an_input_folder(tiny_run, stored, tmp_path, capsys):
+    paths, _, _ = stored
+    folder = tmp_path / "xrays"
+    folder.mkdir()
+    shutil.copy(paths[0], folder / "a.jpeg")
+    for target in (folder, folder / "heat"):  # the folder itself, or one inside it
+        assert predict_main("--model", tiny_run, "--saliency", target, folder) == 2
+        assert "inside the input folder" in capsys.readouterr().err
+    # the folder of an input file given by name
+    assert predict_main("--model", tiny_run, "--saliency", folder, folder / "a.jpeg") == 2
+    assert "is the folder of the input" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.jpeg", "xrays"]
+
+
+@pytest.mark.slow
+def test_saliency_never_overwrites_says_where_and_its_pictures_are_not_read_back(tiny_run, stored,
+                                                                                tmp_path, capsys):
+    paths, _, _ = stored
+    heat = tmp_path / "heat"
+    heat.mkdir()
+    earlier = heat / f"{Path(paths[0]).stem}.saliency.png"
+    earlier.write_bytes(b"an earlier overlay")
+    assert predict_main("--model", tiny_run, "--saliency", heat, paths[0]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote 1 Grad-CAM overlay(s) to {heat}" in err
+    assert earlier.read_bytes() == b"an earlier overlay"
+    new = heat / f"{Path(paths[0]).stem}-2.saliency.png"
+    assert new.read_bytes()[:8] == PNG_SIGNATURE
+    # the overlay, renamed as any X-ray could be and put among X-rays, is not read back as one
+    shutil.copy(new, tmp_path / "IM-0001-0001.png")
+    shutil.copy(paths[0], tmp_path / "scan.jpeg")
+    assert predict.expand([tmp_path]) == [tmp_path / "scan.jpeg"]
+
+
+# --------------------------------------------------------------------------- warnings, operating point
+
+def _odd_images(folder):
+    """A blank image, a colour picture, a tiny one: flagged by the cheap checks alone."""
+    cv2.imwrite(str(folder / "black.png"), np.zeros((300, 300), np.uint8))
+    colour = np.zeros((300, 300, 3), np.uint8)
+    colour[:, :150] = (0, 0, 255)
+    colour[:, 150:] = (255, 128, 0)
+    cv2.imwrite(str(folder / "colour.png"), colour)
+    cv2.imwrite(str(folder / "tiny.png"), np.full((3, 3), 128, np.uint8))
+    return [folder / "black.png", folder / "colour.png", folder / "tiny.png"]
+
+
+@pytest.mark.slow
+def test_flagged_files_keep_their_answer_with_warnings_in_every_format(tiny_run, stored, tmp_path, capsys):
+    paths, _, _ = stored
+    odd = _odd_images(tmp_path)
+    assert predict_main("--model", tiny_run, "--json", "--csv", tmp_path / "out.csv", paths[0], *odd) == 0
+    out = capsys.readouterr()
+    results = json.loads(out.out)
+    assert all("probability" in r and "label" in r for r in results)
+    assert [bool(r["warnings"]) for r in results] == [False, True, True, True]
+    assert "blank or nearly constant image" in results[1]["warnings"]
+    assert any("colour" in w for w in results[2]["warnings"])
+    assert any("too small" in w for w in results[3]["warnings"])
+    for path in odd:  # stderr names each flagged file in one line
+        assert sum(line.startswith(f"warning: {path}: ") for line in out.err.splitlines()) == 1
+    import csv
+    with open(tmp_path / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["warnings"] == "" and "blank" in rows[1]["warnings"]
+    assert predict_main("--model", tiny_run, odd[1]) == 0
+    assert "  warning: colour picture" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_strict_makes_a_flagged_file_an_error_row(tiny_run, stored, tmp_path, capsys):
+    paths, _, _ = stored
+    odd = _odd_images(tmp_path)
+    assert predict_main("--model", tiny_run, "--json", "--strict", paths[0], odd[0]) == 1
+    good, flagged = json_out(capsys)
+    assert "probability" in good
+    assert set(flagged) == {"path", "error"} and flagged["error"].startswith("flagged (--strict): blank")
+
+
+@pytest.mark.slow
+def test_threshold_and_sensitivity_change_the_labels_exactly_as_stated(tiny_run, stored, classifier, capsys):
+    paths, probability, _ = stored
+    for t in (0.0, float(np.median(probability)), 1.0):
+        assert predict_main("--model", tiny_run, "--json", "--threshold", t, *paths) == 0
+        labels = [r["label"] for r in json_out(capsys)]
+        assert labels == list(np.where(probability >= t, "PNEUMONIA", "NORMAL"))
+    # --sensitivity S: the highest threshold whose held-out sensitivity is at least S
+    record = classifier.record
+    held_p, held_y = record.held_out_probability, record.held_out_label
+    assert predict_main("--model", tiny_run, "--json", "--sensitivity", 0.9, *paths) == 0
+    out = capsys.readouterr()
+    chosen = float(re.search(r"operating point: threshold ([0-9.]+)", out.err).group(1))
+    exact, _ = classifier.operating_point(sensitivity=0.9)
+    assert chosen == pytest.approx(exact, abs=5e-5)
+    assert np.mean(held_p[held_y == 1] >= exact) >= 0.9
+    above = held_p[held_p > exact]  # any higher threshold (the next distinct score) misses more
+    if len(above):
+        assert np.mean(held_p[held_y == 1] >= above.min()) < 0.9
+    labels = [r["label"] for r in json.loads(out.out)]
+    assert labels == list(np.where(probability >= exact, "PNEUMONIA", "NORMAL"))
+    assert f"(the model's own: {classifier.threshold:.4f})" in out.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, complaint", [
+    (["--threshold", "1.5"], "must be a probability in [0, 1]"),
+    (["--sensitivity", "0"], "must be in (0, 1]"),
+    (["--threshold", "0.5", "--sensitivity", "0.9"], "not allowed with argument"),
+])
+def test_bad_operating_points_are_refused_by_argparse(tiny_run, stored, capsys, args, complaint):
+    paths, _, _ = stored
+    with pytest.raises(SystemExit) as exit_:
+        predict_main("--model", tiny_run, *args, paths[0])
+    assert exit_.value.code == 2 and complaint in capsys.readouterr().err

@@ -177,3 +177,72 @@ def test_a_folder_of_model_files_is_pointed_to_the_model_file(tmp_path, capsys):
     assert report.main([str(SHIPPED_MODEL.parent)]) == 1
     err = capsys.readouterr().err
     assert "not a run directory" in err and f"python -m fast.report {SHIPPED_MODEL} --out DIR" in err
+
+
+def test_the_reliability_diagram_sizes_points_by_their_bins_counts_and_names_an_upward_bias(drawn, tmp_path):
+    rng = np.random.default_rng(1)
+    y = (rng.uniform(0, 1, 400) < 0.4).astype(int)
+    prob = np.clip(0.4 + 0.3 + rng.normal(0, 0.05, 400), 0, 1)  # about 0.7 for a 0.4 share: biased upward
+    report.plot_reliability({"test": (y, prob)}, tmp_path / "r.png")
+    fig = drawn["r.png"]
+    texts = _texts(fig)
+    assert any("biased upward" in t for t in texts)
+    points = [c for c in fig.axes[0].collections if len(c.get_offsets())]
+    sizes = points[0].get_sizes()
+    counts = [int(t) for t in texts if t.isdigit()]  # the count over each bar
+    assert sum(counts) == 400
+    assert len(sizes) == len(counts) and np.argmax(sizes) == np.argmax(counts)
+    prob = rng.uniform(0, 1, 20000)
+    calibrated = (rng.uniform(0, 1, 20000) < prob).astype(int)  # mean within 0.01 of its share
+    report.plot_reliability({"calibrated": (calibrated, prob)}, tmp_path / "c.png")
+    assert not any("biased" in t for t in _texts(drawn["c.png"]))
+
+
+def test_the_roc_curve_marks_the_operating_point_and_the_models_own(drawn, tmp_path):
+    rng = np.random.default_rng(2)
+    y = np.r_[np.zeros(50, int), np.ones(50, int)]
+    prob = np.clip(0.3 * y + rng.uniform(0, 0.7, 100), 0, 1)
+    report.plot_roc(y, prob, 0.4, tmp_path / "roc.png", own_threshold=0.6)
+    texts = " ".join(_texts(drawn["roc.png"]))
+    assert "operating point, threshold 0.400" in texts and "model's own, threshold 0.600" in texts
+    report.plot_roc(y, prob, 0.4, tmp_path / "one.png")
+    assert "model's own" not in " ".join(_texts(drawn["one.png"]))
+
+
+@pytest.mark.slow
+def test_feature_maps_have_a_colour_bar_and_the_grad_cam_grid_says_what_it_shows(tiny_run, xray_root, drawn,
+                                                                                 tmp_path):
+    run_dir = fresh_copy(tiny_run, tmp_path / "run")
+    report.make_report(run_dir, data_root=xray_root, log=lambda *a: None)
+    features = drawn[report.PICTURES["features"]]
+    assert any("activation after ReLU" in t for t in _texts(features))  # the colour bar's label
+    grid = " ".join(_texts(drawn[report.PICTURES["saliency"]]))
+    assert "not where\ndisease is" in grid and "most confident about" in grid
+    assert "Where the network sees pneumonia" not in grid
+
+
+def test_the_stress_picture_marks_each_view_beyond_its_limit(drawn, tmp_path):
+    from fast.scoring import stress
+    y = np.array([0] * 20 + [1] * 20)
+    base = np.r_[np.full(20, 0.2), np.full(20, 0.8)]
+    moved = base.copy()
+    moved[:4] = 0.9  # +0.20 of NORMAL: beyond any limit
+    summary = stress.summarise(y, {"as is": base, "crop 0.9": base, "noise 0.01": moved}, 0.5)
+    report.plot_stress(summary, tmp_path / "s.png")
+    fig = drawn["s.png"]
+    labels = {t.get_text(): t.get_color() for t in fig.axes[0].get_xticklabels()}
+    assert labels["noise 0.01"] == "tab:red" and labels["crop 0.9"] == "black"
+    assert any("1 of 2 views beyond their limits" in t for t in _texts(fig))
+    report.plot_stress(summary, tmp_path / "f.png", family="framing")
+    assert [t.get_text() for t in drawn["f.png"].axes[0].get_xticklabels()] == ["as is", "crop 0.9"]
+
+
+def test_every_picture_is_listed_where_pictures_are_listed():
+    """docs/using.md (the list the README links to) and report --help name every picture a run draws."""
+    helped = subprocess.run([sys.executable, "-m", "fast.report", "--help"], cwd=REPO_ROOT,
+                            capture_output=True, text=True).stdout
+    assert "docs/using.md#pictures" in (REPO_ROOT / "README.md").read_text()
+    for place, text in (("docs/using.md", (REPO_ROOT / "docs" / "using.md").read_text()),
+                        ("report --help", helped)):
+        for name in report.PICTURES.values():
+            assert name in text, f"{name} missing from {place}"

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from fast import report
+from fast import inference, report
 from fast.inference import SHIPPED_MODEL, load_classifier
 from fast.scoring import metrics
 
@@ -53,9 +53,9 @@ def test_the_shipped_model_reproduces_the_cards_test_figures_and_draws_its_evide
     assert figures["ece"] == pytest.approx(_card_figure("test ECE"), abs=5e-5)
     printed = capsys.readouterr()
     assert metrics.format_metrics_table({"test": figures}) in printed.out
-    assert f"model {SHIPPED_MODEL} (the shipped model)" in printed.err
-    # a model file has no training history and no held-out framing study of its own
-    drawn = {name for key, name in report.PICTURES.items() if key not in ("curves", "framing")}
+    assert f"model {inference.shown_path(SHIPPED_MODEL)} (the shipped model)" in printed.err
+    # a model file has no training history and no held-out stress battery of its own
+    drawn = {name for key, name in report.PICTURES.items() if key not in ("curves", "framing", "stress")}
     assert {p.name for p in out.iterdir()} == drawn
     for name in drawn:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -68,4 +68,38 @@ def test_the_card_shows_how_to_draw_its_pictures_and_names_no_other():
     assert "python -m fast.report models/pneumonia_cnn.npz --out" in text
     named = set(re.findall(r"[\w-]+\.png", text))
     assert named and named <= {name for key, name in report.PICTURES.items()
-                               if key not in ("curves", "framing")}
+                               if key not in ("curves", "framing", "stress")}
+
+
+@pytest.mark.slow
+def test_the_shipped_model_flags_what_is_not_a_chest_xray(xray_root):
+    """Blank, noise, colour, text, tiny, synthetic patterns, and training X-rays inverted (a
+    misread MONOCHROME1) or turned by 90 degrees: each one gets a warning (``studies.odd_inputs``,
+    whose figures the card reports); real X-rays as they are mostly do not."""
+    from studies.odd_inputs import FROM_XRAYS, SYNTHETIC, flagged_share, odd_inputs
+    from fast.data.splits import load_splits
+    classifier = load_classifier()
+    assert classifier.record.typicality is not None
+    splits, _ = load_splits(xray_root, ("train",), classifier.image_size, seed=0, val_fraction=0.0, progress=False)
+    pixels, _, _ = splits["train"]
+    xrays = pixels.levels(np.arange(0, len(pixels), len(pixels) // 20)[:20])
+    kinds = odd_inputs(xrays, seed=1)
+    assert set(kinds) == set(SYNTHETIC) | set(FROM_XRAYS)
+    for kind, images in kinds.items():
+        warned, _ = flagged_share(classifier, images[:20])
+        assert warned == 1.0, f"{kind}: {warned:.0%} flagged"
+    as_they_are, _ = flagged_share(classifier, list(xrays))
+    assert as_they_are <= 0.1
+
+
+@pytest.mark.slow
+def test_the_shipped_model_flags_about_one_percent_of_the_training_xrays_it_did_not_see(xray_root):
+    """Out of fold (each network's own fold, as the threshold was chosen): about 1 %, at most 3 %."""
+    from studies.odd_inputs import out_of_fold_share
+    from fast.data.splits import load_splits
+    classifier = load_classifier()
+    splits, _ = load_splits(xray_root, ("train",), classifier.image_size, seed=0, val_fraction=0.0, progress=False)
+    pixels, y, paths = splits["train"]
+    share = out_of_fold_share(classifier, pixels, y, paths, seed=0)
+    assert share == pytest.approx(classifier.record.typicality.held_out_rate, abs=0.002)
+    assert share <= 0.03

@@ -26,18 +26,19 @@ LEVELS = {
     "fast.nn": 0, "fast.data": 0, "fast.scoring": 0, "fast.training": 0, "reference": 0,
     # the leaves of each folder
     "reference.layers": 1, "fast.nn.kernels": 1, "fast.data.errors": 1, "fast.data.augment": 1,
-    "fast.scoring.metrics": 1, "fast.training.optim": 1,
+    "fast.scoring.metrics": 1, "fast.training.optim": 1, "fast.data.screening": 1,
+    "fast.scoring.typicality": 1,
     "fast.nn.layers": 2, "fast.data.dicom": 2, "fast.scoring.calibration": 2,
     "fast.nn.model": 3, "fast.data.images": 3, "fast.data.folders": 3,
     "fast.nn.model_file": 4, "fast.data.normalise": 4,
-    "fast.data.pixels": 5,
+    "fast.data.pixels": 5, "fast.scoring.stress": 5,
     "fast.data.cache": 6,
     "fast.data.splits": 7,
     "fast.data.dataset": 8,
     # the trained classifier: its record, its test-time views, its answers
     "fast.inference": 9,
     # training builds on all of it
-    "fast.training.config": 10, "fast.training.distributed": 10, "fast.training.framing": 10,
+    "fast.training.config": 10, "fast.training.distributed": 10,
     "fast.training.loop": 11,
     "fast.training.trainer": 12,
     # what the commands share

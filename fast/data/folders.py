@@ -11,11 +11,13 @@ import numpy as np
 
 from fast.data.dicom import DICOM_EXTENSION, is_dicom
 from fast.data.errors import DataError
+from fast.files import written_by_project
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 SPLITS = ("train", "val", "test")
 DEFAULT_DATA = "data/chest_xray"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", DICOM_EXTENSION)
+OVERLAY_SUFFIX = ".saliency.png"  # how ``fast.predict --saliency`` names its overlays
 
 _DATA_SOURCE = (
     "The data set is Kermany et al. (2018), \"Labeled Optical Coherence Tomography (OCT) and "
@@ -57,10 +59,15 @@ def _find_class_dir(split_dir, class_name):
 def is_image_file(path):
     """Whether the pipeline reads ``path`` as an image: a file named with an IMAGE_EXTENSIONS
     suffix (any case), or any other file that is DICOM by content; hidden files (names
-    starting with '.', e.g. macOS '._x.jpeg' forks) are not."""
+    starting with '.', e.g. macOS '._x.jpeg' forks) are not, nor are the pictures this project
+    draws: named as its Grad-CAM overlays are (``OVERLAY_SUFFIX``), or marked as its own
+    (``fast.files.written_by_project``), whatever they are named now."""
     path = Path(path)
-    return (not path.name.startswith(".") and path.is_file()
-            and (path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(path)))
+    if path.name.startswith(".") or not path.is_file() or path.name.lower().endswith(OVERLAY_SUFFIX):
+        return False
+    if path.suffix.lower() == ".png" and written_by_project(path):
+        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(path)
 
 
 def find_images(folder):

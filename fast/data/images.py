@@ -12,6 +12,7 @@ import numpy as np
 
 from fast.data.dicom import DICOM_EXTENSION, HEADER_SIZE, is_dicom, read_dicom
 from fast.data.errors import ImageError
+from fast.data.screening import cheap_checks, colour_reason
 
 LEVELS = 255  # grey levels 0..255 stand for 0..1
 _DICOM_LOCK = threading.Lock()
@@ -96,6 +97,12 @@ def decode_xray_bytes(data, size, name="<bytes>"):
 
 def _decode_unit_gray(data, name):
     """Encoded image bytes (1-D uint8 array) -> (H, W) float32 in [0, 1], at full size."""
+    return _decode(data, name)[0]
+
+
+def _decode(data, name):
+    """Encoded image bytes -> ((H, W) float32 grey in [0, 1] at full size, ``colour_reason`` of
+    the decoded image before it was made grey)."""
     data = np.asarray(data, dtype=np.uint8).reshape(-1)
     if data.size == 0:
         raise ImageError(f"{name}: empty file")
@@ -111,7 +118,7 @@ def _decode_unit_gray(data, name):
     if image is None or image.size == 0:
         raise ImageError(f"{name}: not an image OpenCV can decode (corrupt or unknown format)")
     try:
-        return _to_unit_gray(image)
+        return _to_unit_gray(image), colour_reason(image)
     except ValueError as err:
         raise ImageError(f"{name}: {err}") from err
 
@@ -125,6 +132,12 @@ def read_pixels(path, size):
     far below the noise). A DICOM file (by content, or named .dcm) is read by
     ``fast.data.dicom.read_dicom`` instead. Raises ImageError naming the file.
     """
+    return read_checked(path, size)[0]
+
+
+def read_checked(path, size):
+    """``read_pixels`` and the cheap checks of the decoded image (``fast.data.screening``) ->
+    ((size, size) uint8 levels, list of reasons it may not be a chest radiograph)."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -134,10 +147,11 @@ def read_pixels(path, size):
         raise ImageError(f"{path}: cannot read it ({err.strerror or err})") from err
     if path.suffix.lower() == DICOM_EXTENSION or is_dicom(data[:HEADER_SIZE]):
         with _DICOM_LOCK:  # read_dicom watches pydicom's warnings, which are process-wide
-            unit = read_dicom(path)
+            unit, colour = read_dicom(path), None  # colour DICOM is refused by read_dicom
     else:
-        unit = _decode_unit_gray(data, str(path))
-    return to_pixels(resize_xray(unit, size))
+        unit, colour = _decode(data, str(path))
+    levels = to_pixels(resize_xray(unit, size))
+    return levels, cheap_checks(*unit.shape, colour, from_pixels(levels))
 
 
 def read_xray(path, size):

@@ -355,6 +355,27 @@ class ConvNet:
         parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.arch.num_classes), self.dtype)
 
+    @kernel_threads()
+    def logits_and_features(self, x, batch_size=32):
+        """Evaluation mode, in batches -> (logits (N, num_classes), {name: (N, D) features}): the
+        network's summaries of each image. "head": what the last affine layer reads (the hidden
+        layer's ReLU output; with no hidden layer, the last block flattened or averaged); "conv1",
+        "conv2", ...: each conv layer's ReLU maps averaged over each quarter of the image (the
+        2x2 quadrants), channel by channel, (N, 4 F_k): what it found, and roughly where."""
+        logits, features = [], []
+        for i in range(0, len(x), batch_size):
+            maps = []
+            out, caches = self.forward(x[i:i + batch_size], feature_maps=maps)
+            seen = caches.head.out.x  # the last affine layer's input (dropout passes all in evaluation)
+            logits.append(out)
+            features.append({"head": seen.reshape(len(seen), -1),
+                             **{f"conv{k + 1}": quadrant_means(m) for k, m in enumerate(maps)}})
+        if not logits:
+            x = np.zeros((1, *self.arch.input_shape), self.dtype)  # the features' sizes, of nothing
+            empty = self.logits_and_features(x)
+            return empty[0][:0], {name: f[:0] for name, f in empty[1].items()}
+        return np.concatenate(logits), {name: np.concatenate([f[name] for f in features]) for name in features[0]}
+
     def predict_proba(self, x, batch_size=32):
         """Evaluation mode: class probabilities (N, num_classes), float64, in batches."""
         return softmax(self.predict_logits(x, batch_size).astype(np.float64))
@@ -368,6 +389,15 @@ class ConvNet:
         dlogits[:, target_class] = 1
         _, dx = self.backward(dlogits, caches, need_dx=True)
         return dx
+
+
+def quadrant_means(maps):
+    """(N, F, H, W) maps -> (N, 4 F): each channel's mean over each quadrant (top-left, top-right,
+    bottom-left, bottom-right; the middle row or column of an odd side goes to the second half)."""
+    h, w = maps.shape[2] // 2, maps.shape[3] // 2
+    parts = [maps[:, :, rows, cols].mean(axis=(2, 3), dtype=np.float64)
+             for rows in (slice(0, max(h, 1)), slice(h, None)) for cols in (slice(0, max(w, 1)), slice(w, None))]
+    return np.stack(parts, axis=2).reshape(len(maps), -1).astype(maps.dtype)
 
 
 def softmax(logits):

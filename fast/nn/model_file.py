@@ -2,8 +2,9 @@
 arrays and strings, so that loading never needs pickle (which could run code from the file).
 
 The file holds each member's params and buffers, the architecture record
-(``Architecture.to_json``) and a JSON record of whatever the caller adds (``metadata``: what a
-trained classifier needs besides its weights, ``fast.inference.ModelRecord``).
+(``Architecture.to_json``), a JSON record of whatever the caller adds (``metadata``: what a
+trained classifier needs besides its weights, ``fast.inference.ModelRecord``) and the arrays that
+record holds (``record/NAME``: the typicality model, the held-out predictions).
 """
 import json
 import os
@@ -14,30 +15,33 @@ from fast.files import atomic_savez
 from fast.nn.model import Architecture, ConvNet
 
 FORMAT_VERSION = 2
+RECORD = "record/"  # the prefix of the record's arrays
 
 
 class ModelFileError(Exception):
     """A model file that is missing, corrupt, or not a model of this project."""
 
 
-def save_model(path, models, metadata=None):
+def save_model(path, models, metadata=None, arrays=None):
     """Write one model, or an ensemble (a list of models of one architecture, used as their
-    mean probability), with its architecture and JSON ``metadata`` (normalisation, threshold,
-    ...) to ``.npz``: plain arrays and strings only, so loading never needs pickle.
+    mean probability), with its architecture, JSON ``metadata`` (normalisation, threshold,
+    ...) and the record's ``arrays`` ({name: array}) to ``.npz``: plain arrays and strings only,
+    so loading never needs pickle.
 
-    Member k's arrays are stored as ``member{k}/param/NAME`` and ``member{k}/buffer/NAME``.
+    Member k's arrays are stored as ``member{k}/param/NAME`` and ``member{k}/buffer/NAME``, the
+    record's as ``record/NAME``.
     """
     members = models if isinstance(models, (list, tuple)) else [models]
     if not members or any(m.arch != members[0].arch for m in members):
         raise ValueError("save_model needs one model or a non-empty list of one architecture")
-    arrays = {}
+    stored = {f"{RECORD}{name}": np.asarray(value) for name, value in (arrays or {}).items()}
     for k, model in enumerate(members):
-        arrays.update({f"member{k}/param/{n}": v for n, v in model.params.items()})
-        arrays.update({f"member{k}/buffer/{n}": v for n, v in model.buffers.items()})
-    arrays["architecture"] = np.array(members[0].arch.to_json())
-    arrays["metadata"] = np.array(json.dumps(metadata or {}))
-    arrays["format_version"] = np.array(FORMAT_VERSION)
-    atomic_savez(path, **arrays)
+        stored.update({f"member{k}/param/{n}": v for n, v in model.params.items()})
+        stored.update({f"member{k}/buffer/{n}": v for n, v in model.buffers.items()})
+    stored["architecture"] = np.array(members[0].arch.to_json())
+    stored["metadata"] = np.array(json.dumps(metadata or {}))
+    stored["format_version"] = np.array(FORMAT_VERSION)
+    atomic_savez(path, **stored)
 
 
 def _read_model_file(path):
@@ -62,13 +66,20 @@ def _read_model_file(path):
 
 
 def load_models(path, impl="fast", dtype=None):
-    """Read a file written by ``save_model`` -> (list of models, metadata dict).
+    """Read a file written by ``save_model`` -> (list of models, metadata dict); ``load_model_file``
+    gives the record's arrays too.
 
     The weights keep the dtype they were saved in unless ``dtype`` is given. Files of format
     1 (one model, arrays under ``param/``) are read too. Raises ModelFileError for a missing,
     corrupt or foreign file, or one that would need pickle (never allowed: loading must not
     run code from the file).
     """
+    return load_model_file(path, impl, dtype)[:2]
+
+
+def load_model_file(path, impl="fast", dtype=None):
+    """``load_models`` -> (list of models, metadata dict, the record's arrays {name: array},
+    empty for a file that stores none)."""
     contents = _read_model_file(path)
     if "architecture" not in contents or "format_version" not in contents:
         raise ModelFileError(f"{path}: not a model of this project (no architecture record)")
@@ -100,7 +111,8 @@ def load_models(path, impl="fast", dtype=None):
                                          f"needs {wanted[k].shape}")
                 wanted[k][...] = v
         models.append(model)
-    return models, metadata
+    arrays = {k[len(RECORD):]: v for k, v in contents.items() if k.startswith(RECORD)}
+    return models, metadata, arrays
 
 
 def load_model(path, impl="fast", dtype=None):

@@ -152,14 +152,15 @@ def binary_metrics(y_true, scores, threshold):
 
 def scored(y_true, prob, threshold):
     """``binary_metrics`` at ``threshold`` plus the calibration figures of the probabilities:
-    the Brier score and the ECE (15 bins)."""
+    the Brier score, the log loss and the ECE (15 bins)."""
     return {**binary_metrics(y_true, prob, threshold), "brier": brier_score(y_true, prob),
-            "ece": expected_calibration_error(y_true, prob)}
+            "log_loss": log_loss(y_true, prob), "ece": expected_calibration_error(y_true, prob)}
 
 
 _TABLE_ROWS = (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
                ("specificity", "specificity"), ("precision", "precision"), ("F1", "f1"),
-               ("ROC AUC", "roc_auc"), ("Brier", "brier"), ("ECE", "ece"))
+               ("ROC AUC", "roc_auc"), ("Brier", "brier"), ("log loss", "log_loss"),
+               ("ECE", "ece"))
 _COUNT_ROWS = (("TN", 0, 0), ("FP", 0, 1), ("FN", 1, 0), ("TP", 1, 1))
 
 
@@ -311,3 +312,14 @@ def brier_score(y_true, prob):
     """Mean squared error (p - y)^2 of the predicted P(positive); 0 is perfect."""
     y, p = check_labelled_probabilities(y_true, prob)
     return float(np.mean((p - y) ** 2))
+
+
+LOG_LOSS_FLOOR = 1e-15  # probabilities are kept this far from 0 and 1, so one certain miss is finite
+
+
+def log_loss(y_true, prob):
+    """Mean negative log-likelihood -[y log p + (1 - y) log(1 - p)] of the predicted P(positive),
+    in nats; p is clipped to [LOG_LOSS_FLOOR, 1 - LOG_LOSS_FLOOR]. 0 is perfect, log 2 a coin."""
+    y, p = check_labelled_probabilities(y_true, prob)
+    p = np.clip(p, LOG_LOSS_FLOOR, 1 - LOG_LOSS_FLOOR)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))

@@ -68,7 +68,8 @@ def carved_fraction(folds, val_fraction):
 
 # What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
 LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False,
-          "crop_area": None, "stem_stride": 1, "stem_kernel": 3, "reframe": 1.0}
+          "crop_area": None, "stem_stride": 1, "stem_kernel": 3, "reframe": 1.0, "cues": False,
+          "match_detail": 0.0}
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,17 @@ class TrainConfig:
                      "saved model's) is the mean over the image and the image zoomed by 0.95 and 1.05")
     acquisition: bool = _opt(False, "augmentation also blurs or sharpens each training image and adds "
                              "noise, by random amounts (part of --augment)")
+    cues: bool = _opt(True, "augmentation also shows every training X-ray, whatever its class, with "
+                      "random acquisition cues on its grey values before normalisation: zoom-outs "
+                      "with black, replicated or reflected borders, exposure (gamma), blur and "
+                      "sharpening, lower resolution, a laterality letter, electrode discs, an erased "
+                      "corner, noise, JPEG (part of --augment: none with --no-augment; "
+                      "fast.data.augment.acquisition_cues)")
+    match_detail: float = _opt(0.0, "with --augment, NORMAL training X-rays are blurred by a Gaussian of "
+                               "this many pixels (per 224 of the side) so that they carry as much fine "
+                               "detail as the PNEUMONIA ones, which the training split's smaller "
+                               "originals made blurrier (0.6 matches their means; 0: off)",
+                               type=_non_negative_float)
     stem_stride: int = _opt(4, "stride of the first conv (the stem): S takes in an image S times the "
                             "side at about the cost of the image at 1/S of it (1 and --stem-kernel 3: "
                             "a plain first conv, for small images)", type=_positive_int)
@@ -184,6 +196,8 @@ class TrainConfig:
                     "larger --image-size, a smaller --stem-stride or fewer --channels")
         if self.acquisition and not self.augment:
             return "--acquisition is part of the augmentation; it needs --augment"
+        if self.match_detail and not self.augment:
+            return "--match-detail is part of the augmentation; it needs --augment"
         return None
 
     @classmethod

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from fast.data.augment import augment_batch
+from fast.data.augment import acquisition_cues, augment_batch, matched_detail
+from fast.data.normalise import normalise
 from fast.files import atomic_savez, atomic_write_text
 from fast.nn.model import ConvNet, softmax
 from fast.scoring import metrics
@@ -181,7 +182,15 @@ def train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epo
         lo, hi = group.part(len(idx))
         shard = distributed.Shard(group, lo, hi, y_train[idx]) if group.size > 1 else None
         mine = idx[lo:hi]
-        xb = x_train[mine]
+        if config.augment and (config.cues or config.match_detail):  # on the grey values, then normalised
+            grey = x_train.pixels[mine]
+            if config.match_detail:
+                grey = matched_detail(grey, y_train[mine], config.match_detail)
+            if config.cues:
+                grey = acquisition_cues(grey, rng, (lo, hi, len(idx)))
+            xb = normalise(grey, x_train.how, x_train.mean, x_train.std)[:, None]
+        else:
+            xb = x_train[mine]
         if config.augment:
             xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition,
                                crop_area=config.crop_area, per_image=config.normalise != "dataset",

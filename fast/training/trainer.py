@@ -7,7 +7,7 @@ threshold on the held-out predictions (the validation split, or with ``--folds``
 out-of-fold ones), scores the test split once with that model, calibration and threshold, and
 writes the model file, the metrics and the predictions. Every held-out and test prediction is
 the classifier's own (``fast.inference.ensemble_proba`` over the run's test-time views), and the
-framing stress study (``fast.training.framing``) runs on the held-out images. Pictures are the
+stress battery (``fast.scoring.stress``: framing and acquisition views) runs on the held-out images. Pictures are the
 training command's business (``fast.train``), not the trainer's.
 
 Under ``mpiexec -n N`` the processes form a ``distributed.Group``: each batch and each
@@ -15,6 +15,8 @@ evaluation is split between them, and only the lead process (rank 0) reads check
 writes the run directory and prints; the others receive what it read.
 """
 import json
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +28,11 @@ from fast.data.errors import SkippedImageWarning
 from fast.data.folders import resolve_data_root
 from fast.data.splits import patient_folds
 from fast.files import atomic_savez, atomic_write_text
-from fast.inference import IMAGE_ALONE, TEST_TIME_ZOOMS, Calibration, ModelRecord, ensemble_proba, save_classifier
+from fast.inference import (IMAGE_ALONE, TEST_TIME_ZOOMS, Calibration, ModelRecord, ensemble_proba,
+                            member_features, save_classifier)
 from fast.runs import RunDir
-from fast.scoring import calibration, metrics
-from fast.training import distributed, framing
+from fast.scoring import calibration, metrics, stress, typicality
+from fast.training import distributed
 from fast.training.config import TrainConfig
 from fast.training.loop import HISTORY_FIELDS, Progress, TrainingError, fit, write_history
 
@@ -47,8 +50,13 @@ class HeldOut:
     y: np.ndarray
     paths: list
     name: str  # "validation" or "out-of-fold"
-    study: np.ndarray = None  # which of them the framing study predicts (a boolean mask)
-    framed: dict = None  # {view name: their uncalibrated P(PNEUMONIA) seen framed so}
+    study: np.ndarray = None  # which of them the stress battery predicts (a boolean mask)
+    viewed: dict = None  # {view name: their uncalibrated P(PNEUMONIA) seen so}
+    # each network's features (``inference.member_features``) of the images it trained on, and
+    # of the held-out images it alone predicts: what the typicality model is fitted on
+    trained_on: list = None
+    unseen: list = None
+    stress_seconds: float = 0.0  # what the stress battery's predictions took
 
 
 def test_time_zooms(config):
@@ -63,11 +71,17 @@ def held_out_proba(members, x, group, zooms=IMAGE_ALONE):
     return group.gather(ensemble_proba(members, group.own_part(x), zooms=zooms))
 
 
-def framed_proba(members, x, group, config):
-    """The framing study's predictions: {view name: P(PNEUMONIA) of x (``Inputs``) framed as the
+def viewed_proba(members, x, group, config):
+    """The stress battery's predictions: {view name: P(PNEUMONIA) of x (``Inputs``) seen as the
     view says}, uncalibrated, over the run's test-time views."""
-    return {name: held_out_proba(members, framed, group, test_time_zooms(config))
-            for name, framed in framing.views_of(x).items()}
+    return {name: held_out_proba(members, viewed, group, test_time_zooms(config))
+            for name, viewed in stress.views_of(x).items()}
+
+
+def features_of(member, x, group):
+    """What ``member`` sees of each image of x (``Inputs``; ``inference.member_features``), each
+    process of ``group`` reading its part -> {name: (N, D)}."""
+    return {name: group.gather(f) for name, f in member_features(member, group.own_part(x)).items()}
 
 
 def fold_seed(seed, k):
@@ -78,9 +92,10 @@ def fold_seed(seed, k):
 # --------------------------------------------------------------------------- the run
 
 def open_run(config, resume, log, group=distributed.Group()):
-    """The run directory and its configuration: a new one, or the stored one of ``resume``
-    -> (RunDir, TrainConfig). The lead process decides; the others receive its answer (or its
-    error)."""
+    """The run directory and its configuration: a new one (not made yet: ``start_run`` makes it
+    once the data has loaded, so a run that fails on its data leaves nothing behind), or the
+    stored one of ``resume`` -> (RunDir, TrainConfig). The lead process decides; the others
+    receive its answer (or its error)."""
     return group.lead_first(lambda: _open_run(config, resume, log), only_lead=True)
 
 
@@ -96,9 +111,25 @@ def _open_run(config, resume, log):
     if run.holds_a_run():
         raise TrainingError(f"{run.path} already holds a run; use --resume {run.path} to continue it, "
                             "or choose another --out")
-    run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, json.dumps(config.to_dict(), indent=2) + "\n")
     return run, config
+
+
+def start_run(run, config, group=distributed.Group()):
+    """Make the run directory and write its configuration, or (resumed) clear its FAILED mark:
+    the lead process, once the data has loaded."""
+    if not group.lead:
+        return
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.config.is_file():
+        atomic_write_text(run.config, json.dumps(config.to_dict(), indent=2) + "\n")
+    run.failed.unlink(missing_ok=True)
+
+
+def mark_failed(run, err, group=distributed.Group()):
+    """Leave the reason a begun run stopped in its FAILED file (the lead process)."""
+    if group.lead and run.path.is_dir():
+        atomic_write_text(run.failed, f"{type(err).__name__}: {err}\n"
+                          f"continue with: python -m fast.train --resume {run.path}\n")
 
 
 def _quiet_unless(speaks, job):
@@ -111,7 +142,7 @@ def _quiet_unless(speaks, job):
         return job()
 
 
-def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, group=None):
+def train(config: TrainConfig, resume=None, log=log_line, progress_bars=None, group=None):
     """Train, calibrate and choose the threshold on held-out predictions, score the test split
     once -> run directory.
 
@@ -122,9 +153,13 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
     mean probability.
 
     ``group``: the processes training together (default ``distributed.world()``: those that
-    ``mpiexec`` started, or this one alone). Returns the run directory's path.
+    ``mpiexec`` started, or this one alone). ``progress_bars``: on stderr while decoding and
+    training (default: only when stderr is a terminal; a log gets a line per epoch either way).
+    Returns the run directory's path.
     """
     group = distributed.world() if group is None else group
+    if progress_bars is None:
+        progress_bars = sys.stderr.isatty()
     if not group.lead:
         log, progress_bars = (lambda *parts: None), False
     elif group.size > 1:
@@ -139,6 +174,7 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
         cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars,
         normalisation=config.normalise)))
     group.check_same_data(ds)
+    start_run(run, config, group)
     folded = config.folds > 1
     log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
         f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
@@ -151,6 +187,9 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=True, gr
         log(f"\ninterrupted; every completed epoch is saved in {run.path}; "
             f"continue with: python -m fast.train --resume {run.path}")
         raise
+    except Exception as err:
+        mark_failed(run, err, group)
+        raise
 
 
 def _train_one(run, config, ds, log, progress_bars, group):
@@ -158,10 +197,13 @@ def _train_one(run, config, ds, log, progress_bars, group):
     model, progress = fit(run, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
                           config.seed, (config.seed,), keep_best=True, log=log,
                           progress_bars=progress_bars, group=group)
-    study = framing.study_rows(ds.y_val, config.seed)
+    study = stress.study_rows(ds.y_val, config.seed)
+    start = time.perf_counter()
+    viewed = viewed_proba([model], ds.x_val.subset(study), group, config)
     held_out = HeldOut(held_out_proba([model], ds.x_val, group, test_time_zooms(config)),
-                       ds.y_val, ds.paths_val, "validation", study,
-                       framed_proba([model], ds.x_val.subset(study), group, config))
+                       ds.y_val, ds.paths_val, "validation", study, viewed,
+                       [features_of(model, ds.x_train, group)], [features_of(model, ds.x_val, group)],
+                       time.perf_counter() - start)
     return [model], held_out, progress
 
 
@@ -174,9 +216,9 @@ def _train_folds(run, config, ds, root, log, progress_bars, group):
     except ValueError as err:
         raise TrainingError(f"cannot make {config.folds} folds of {root / 'train'}: {err}") from None
     oof = np.empty(len(ds.y_train))
-    study = framing.study_rows(ds.y_train, config.seed)
-    framed_oof = {v.name: np.empty(study.sum()) for v in framing.VIEWS}
-    members, seconds, history = [], 0.0, []
+    study = stress.study_rows(ds.y_train, config.seed)
+    viewed_oof = {v.name: np.empty(study.sum()) for v in stress.VIEWS}
+    members, seconds, history, trained_on, unseen, stress_seconds = [], 0.0, [], [], [], 0.0
     for k in range(config.folds):
         inside, outside = folds != k, folds == k
         log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
@@ -186,16 +228,22 @@ def _train_folds(run, config, ds, root, log, progress_bars, group):
                               (x_held, ds.y_train[outside]), fold_seed(config.seed, k), (config.seed, k + 1),
                               keep_best=False, log=log, progress_bars=progress_bars, group=group)
         oof[outside] = held_out_proba([model], x_held, group, test_time_zooms(config))
-        # the framing study's images among the held-out ones, seen framed otherwise
+        # the stress battery's images among the held-out ones, seen otherwise
         mine = outside[study]
-        for name, prob in framed_proba([model], ds.x_train.subset(outside & study), group, config).items():
-            framed_oof[name][mine] = prob
+        start = time.perf_counter()
+        for name, prob in viewed_proba([model], ds.x_train.subset(outside & study), group, config).items():
+            viewed_oof[name][mine] = prob
+        stress_seconds += time.perf_counter() - start
+        features = features_of(model, ds.x_train, group)
+        trained_on.append({name: f[inside] for name, f in features.items()})
+        unseen.append({name: f[outside] for name, f in features.items()})
         members.append(model)
         seconds += progress.train_seconds
         history += [{"fold": k + 1, **row} for row in progress.history]
     if group.lead:
         write_history(run, history, ("fold",) + HISTORY_FIELDS)
-    held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study, framed_oof)
+    held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study, viewed_oof, trained_on, unseen,
+                       stress_seconds)
     return members, held_out, Progress(train_seconds=seconds)
 
 
@@ -211,9 +259,10 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
     held_prob, test_prob = fitted.apply(held_out.raw), fitted.apply(test_raw)
     threshold, rule = metrics.choose_threshold(held_out.y, held_prob, config.threshold_rule,
                                                config.target_sensitivity, held_out.name)
-    framed = {framing.AS_IS.name: held_prob[held_out.study],
-              **{name: fitted.apply(raw) for name, raw in held_out.framed.items()}}
-    framing_study = framing.summarise(held_out.y[held_out.study], framed, threshold, ds.class_names)
+    viewed = {stress.AS_IS.name: held_prob[held_out.study],
+              **{name: fitted.apply(raw) for name, raw in held_out.viewed.items()}}
+    battery = stress.summarise(held_out.y[held_out.study], viewed, threshold, ds.class_names)
+    typical = typicality.fit(held_out.trained_on, held_out.unseen)
     results = {
         "threshold": threshold,
         "threshold_rule": rule,
@@ -223,13 +272,18 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
         "val": metrics.scored(held_out.y, held_prob, threshold),
         "test": metrics.scored(ds.y_test, test_prob, threshold),
         "train_seconds": round(progress.train_seconds, 2),
-        # the framing stress study, on the held-out images (see fast.training.framing)
-        "framing": framing_study,
+        "stress_seconds": round(held_out.stress_seconds, 2),
+        # the stress battery, on the held-out images (see fast.scoring.stress)
+        "stress": battery,
+        # the typicality model's threshold, and the share of held-out X-rays it flags
+        "typicality": {"threshold": typical.threshold, "quantile": typicality.QUANTILE,
+                       "held_out_flagged": typical.held_out_rate},
     }
     record = ModelRecord(architecture=members[0].arch, mean=ds.mean, std=ds.std, normalise=config.normalise,
                          test_time_zooms=test_time_zooms(config), threshold=threshold, calibration=fitted,
                          class_names=tuple(ds.class_names), best_epoch=results["best_epoch"],
-                         threshold_rule=rule, held_out=held_out.name)
+                         threshold_rule=rule, held_out=held_out.name, typicality=typical,
+                         held_out_probability=held_prob, held_out_label=held_out.y)
     _write_results(run, members, record, results, ds, (held_prob, held_out), test_prob)
     kept = (f"kept epoch {progress.best_epoch} (val AUC {progress.best_auc:.4f})" if len(members) == 1
             else f"{len(members)} fold models, averaged")
@@ -237,11 +291,15 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
         f"{fitted.bias:+.3f}) fitted on {held_out.name} predictions; "
         f"threshold {threshold:.4f} chosen by {rule}")
     log(metrics.format_metrics_table({held_out.name: results["val"], "test": results["test"]}))
-    log(f"framing stress study, {held_out.name} X-rays "
-        f"({', '.join(f'{n} {c}' for c, n in framing_study['images'].items())}), share called "
+    log(f"stress battery, {held_out.name} X-rays "
+        f"({', '.join(f'{n} {c}' for c, n in battery['images'].items())}), share called "
         f"PNEUMONIA at the threshold (change from as is):")
-    log(framing.format_summary(framing_study, ds.class_names))
-    log(f"training time {progress.train_seconds:.1f}s; wrote {run.model}, {RunDir.METRICS}")
+    log(stress.format_summary(battery, ds.class_names))
+    log(f"typicality: Gaussians of each network's features at each depth, of the X-rays it trained on; "
+        f"flagged above {typical.threshold:.3f}, the {typicality.QUANTILE:.0%} quantile of the "
+        f"{held_out.name} X-rays' scores ({typical.held_out_rate:.1%} of them flagged)")
+    log(f"training time {progress.train_seconds:.1f}s, the stress battery {held_out.stress_seconds:.1f}s; "
+        f"wrote {run.model}, {RunDir.METRICS}")
     return run.path
 
 

@@ -125,3 +125,62 @@ def test_reframing_needs_the_whole_batchs_labels_and_changes_only_normal_images(
     part = augment_batch(x[1:3], np.random.default_rng(1), (1, 3, 4), crop_area=0.5, labels=labels,
                          reframe=1.5)
     assert_array_equal(part, reframed[1:3])
+
+
+# --------------------------------------------------------------------------- acquisition cues
+
+def _greys(n=6, size=32, seed=0):
+    return np.random.default_rng(seed).random((n, size, size), dtype=np.float32)
+
+
+def test_cues_keep_shape_dtype_and_the_grey_range_and_leave_the_input_alone():
+    images = _greys()
+    before = images.copy()
+    out = augment.acquisition_cues(images, np.random.default_rng(1))
+    assert out.shape == images.shape and out.dtype == np.float32 and out is not images
+    assert out.min() >= 0 and out.max() <= 1
+    assert_array_equal(images, before)
+    assert not np.array_equal(out, images)
+
+
+def test_with_every_cue_off_the_images_come_back_as_they_were(monkeypatch):
+    monkeypatch.setattr(augment, "CUE_CHANCE", {cue: 0.0 for cue in augment.CUE_CHANCE})
+    images = _greys()
+    assert_array_equal(augment.acquisition_cues(images, np.random.default_rng(1)), images)
+
+
+def test_a_batch_split_between_processes_gets_the_cues_it_would_get_in_one_piece():
+    images = _greys(n=7)
+    whole = augment.acquisition_cues(images, np.random.default_rng(3))
+    parts = [augment.acquisition_cues(images[lo:hi], np.random.default_rng(3), (lo, hi, 7))
+             for lo, hi in ((0, 3), (3, 3), (3, 7))]
+    assert_array_equal(np.concatenate(parts), whole)
+    with pytest.raises(ValueError, match="do not fit"):
+        augment.acquisition_cues(images[:2], np.random.default_rng(3), (0, 3, 7))
+
+
+@pytest.mark.parametrize("cue", sorted(augment.CUE_CHANCE))
+def test_each_cue_alone_changes_the_image(monkeypatch, cue):
+    monkeypatch.setattr(augment, "CUE_CHANCE", {c: float(c == cue) for c in augment.CUE_CHANCE})
+    images = 0.1 + 0.8 * _greys(n=4, size=224)  # away from 0 and 1, where gamma and clipping do nothing
+    out = augment.acquisition_cues(images, np.random.default_rng(2))
+    assert all(not np.allclose(o, i, atol=1e-3) for o, i in zip(out, images)), cue
+
+
+def test_a_letter_is_pasted_in_its_corner_at_its_height():
+    image = np.zeros((100, 100), np.float32)
+    augment.paste_letter(image, "R", 20, corner=3)  # bottom-right
+    rows, cols = np.nonzero(image > 0.5)
+    assert rows.min() > 60 and cols.min() > 60 and rows.max() < 100 and cols.max() < 100
+    assert 15 <= rows.max() - rows.min() + 1 <= 24
+
+
+def test_matched_detail_blurs_the_normal_images_only():
+    import cv2
+    images = _greys(n=4)
+    labels = np.array([0, 1, 0, 1])
+    out = augment.matched_detail(images, labels, 0.6)
+    assert_array_equal(out[labels == 1], images[labels == 1])
+    blurred = cv2.GaussianBlur(images[0], (0, 0), 0.6 * 32 / 224, borderType=cv2.BORDER_REPLICATE)
+    assert_allclose(out[0], blurred, atol=1e-6)
+    assert_array_equal(augment.matched_detail(images, labels, 0.0), images)

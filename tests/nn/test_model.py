@@ -317,3 +317,34 @@ def test_the_default_network_is_the_one_the_docs_describe():
                                           pad=1, pool=2, hidden=128, num_classes=2, convs_per_block=1,
                                           batchnorm=True, head="flatten", dropout=0.3, stem_stride=1,
                                           stem_kernel=3)
+
+
+@pytest.mark.parametrize("head, hidden", [("flatten", 12), ("gap", 0)])
+def test_the_features_are_what_the_layers_hand_on_in_both_implementations(head, hidden):
+    """logits_and_features: the logits of predict_logits; "head" the features from which the last
+    affine layer gives those logits; "convK" each conv layer's ReLU maps averaged per quadrant;
+    the reference model (float64) agrees with the fast one."""
+    arch = Architecture(input_shape=(1, 12, 12), channels=(3, 4), hidden=hidden, head=head, dropout=0.3,
+                        batchnorm=True)
+    x = np.random.default_rng(5).normal(size=(5, 1, 12, 12))
+    fast_model = ConvNet(arch, impl="fast", seed=2, dtype=np.float64)
+    reference = ConvNet(arch, impl="reference", seed=2, dtype=np.float64)
+    logits, features = fast_model.logits_and_features(x, batch_size=2)
+    assert list(features) == ["head", "conv1", "conv2"]
+    assert features["head"].shape == (5, hidden or 4)
+    assert features["conv1"].shape == (5, 4 * 3) and features["conv2"].shape == (5, 4 * 4)
+    assert_allclose(logits, fast_model.predict_logits(x), rtol=1e-12)
+    p = fast_model.params
+    assert_allclose(features["head"] @ p["fc2_w"] + p["fc2_b"], logits, rtol=1e-10, atol=1e-12)
+    maps = []
+    fast_model.forward(x, feature_maps=maps)
+    first = maps[0]  # (5, 3, 12, 12): channel c's top-right quadrant is rows 0..5, columns 6..11
+    assert_allclose(features["conv1"].reshape(5, 3, 4)[:, :, 1], first[:, :, :6, 6:].mean(axis=(2, 3)))
+    assert_allclose(features["conv1"].reshape(5, 3, 4)[:, :, 2], first[:, :, 6:, :6].mean(axis=(2, 3)))
+    ref_logits, ref_features = reference.logits_and_features(x)
+    for name in features:
+        assert_allclose(ref_features[name], features[name], rtol=1e-10, atol=1e-12)
+    assert_allclose(ref_logits, logits, rtol=1e-10, atol=1e-12)
+    empty_logits, empty_features = fast_model.logits_and_features(x[:0])
+    assert empty_logits.shape == (0, 2)
+    assert {n: f.shape for n, f in empty_features.items()} == {n: (0, f.shape[1]) for n, f in features.items()}

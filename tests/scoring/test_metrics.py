@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fast.scoring.metrics import (binary_metrics, brier_score, called_positive, choose_threshold,
-                                  confusion_matrix, expected_calibration_error, format_metrics_table,
+                                  confusion_matrix, expected_calibration_error, format_metrics_table, log_loss,
                                   prevalence_threshold, reliability_curve, roc_auc, roc_curve, scored,
                                   sensitivity_threshold, youden_threshold)
 
@@ -416,8 +416,16 @@ def test_brier_score_matches_the_hand_computation():
     assert brier_score([0, 1], [1.0, 0.0]) == 1.0
 
 
+def test_log_loss_matches_the_hand_computation_and_stays_finite_on_a_certain_miss():
+    # -(log 0.8 + log 0.5 + log 0.9) / 3: a positive at 0.8, a negative at 0.5, a negative at 0.1
+    assert log_loss([1, 0, 0], [0.8, 0.5, 0.1]) == pytest.approx(-(np.log(0.8) + np.log(0.5) + np.log(0.9)) / 3)
+    assert log_loss([0, 1], [0.5, 0.5]) == pytest.approx(np.log(2))
+    assert log_loss([0, 1], [0.0, 1.0]) == pytest.approx(0.0, abs=1e-14)
+    assert log_loss([1], [0.0]) == pytest.approx(-np.log(1e-15))  # clipped, not infinite
+
+
 @pytest.mark.parametrize("prob", [[0.5, 1.5], [-0.1, 0.5], [0.5, np.nan]])
-@pytest.mark.parametrize("metric", [expected_calibration_error, brier_score, reliability_curve])
+@pytest.mark.parametrize("metric", [expected_calibration_error, brier_score, log_loss, reliability_curve])
 def test_calibration_metrics_reject_values_outside_the_unit_interval(metric, prob):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         metric([0, 1], prob)

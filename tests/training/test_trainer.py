@@ -8,8 +8,7 @@ import pytest
 import fast.training.loop
 from fast.inference import ensemble_proba
 from fast.nn.model_file import load_model
-from fast.scoring import metrics
-from fast.training import framing
+from fast.scoring import metrics, stress
 from fast.training.loop import TrainingError
 from fast.training.trainer import train
 
@@ -129,12 +128,12 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
     with np.load(run_dir / "val_predictions.npz", allow_pickle=False) as npz:
         assert results["threshold"] == npz["label"].mean() == pytest.approx(3875 / 5216, abs=2 / 300)
     assert results["threshold_rule"] == "the share of PNEUMONIA among the out-of-fold images"
-    # the framing study: every held-out image of the small run (under PER_CLASS of each class),
+    # the stress battery: every held-out image of the small run (under PER_CLASS of each class),
     # as it is and in every view, at the run's threshold
-    study = results["framing"]
+    study = results["stress"]
     assert study["threshold"] == results["threshold"]
     assert sum(study["images"].values()) == 300
-    assert list(study["views"]) == ["as is"] + [v.name for v in framing.VIEWS]
+    assert list(study["views"]) == ["as is"] + [v.name for v in stress.VIEWS]
     as_is = study["views"]["as is"]
     matrix = results["val"]["confusion_matrix"]  # as is, the study's shares are the run's own
     assert as_is["NORMAL"]["called_pneumonia"] == pytest.approx(matrix[0][1] / sum(matrix[0]))
@@ -143,8 +142,10 @@ def test_k_fold_run_predicts_every_training_image_once_and_saves_the_ensemble(xr
 
 
 @pytest.mark.slow
-def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch):
-    whole = train(small_config(xray_root, tmp_path / "a", folds=2, epochs=2), log=quiet, progress_bars=False)
+@pytest.mark.parametrize("augmentation", [{}, {"cues": True, "match_detail": 0.6}])
+def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatch, augmentation):
+    whole = train(small_config(xray_root, tmp_path / "a", folds=2, epochs=2, **augmentation), log=quiet,
+                  progress_bars=False)
     real_augment, calls = fast.training.loop.augment_batch, []
 
     def interrupting_augment(x, rng, rows=None, **kwargs):  # 2 folds of about 150 images: 5 batches an epoch
@@ -154,7 +155,7 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
         return real_augment(x, rng, rows, **kwargs)
 
     monkeypatch.setattr(fast.training.loop, "augment_batch", interrupting_augment)
-    config = small_config(xray_root, tmp_path / "b", folds=2, epochs=2)
+    config = small_config(xray_root, tmp_path / "b", folds=2, epochs=2, **augmentation)
     with pytest.raises(KeyboardInterrupt):
         train(config, log=quiet, progress_bars=False)
     # fold 1 finished, fold 2 stopped after its first epoch
@@ -162,11 +163,14 @@ def test_k_fold_run_resumes_to_the_same_ensemble(xray_root, tmp_path, monkeypatc
     assert not (tmp_path / "b" / "run" / "model.npz").exists()
     monkeypatch.setattr(fast.training.loop, "augment_batch", real_augment)
     resumed = train(config, resume=tmp_path / "b" / "run", log=quiet, progress_bars=False)
-    from fast.nn.model_file import load_models
-    a, b = load_models(whole / "model.npz")[0], load_models(resumed / "model.npz")[0]
+    from fast.nn.model_file import load_model_file
+    (a, _, kept), (b, _, again) = load_model_file(whole / "model.npz"), load_model_file(resumed / "model.npz")
     for m, n in zip(a, b, strict=True):
         for k, v in m.state().items():
             assert np.array_equal(v, n.state()[k]), k
+    assert set(kept) == set(again) >= {"typicality_layers", "typicality_conv1_means", "held_out_probability"}
+    for k, v in kept.items():  # the typicality model and the held-out predictions too
+        assert np.array_equal(v, again[k]), k
 
 
 @pytest.mark.slow
@@ -178,3 +182,23 @@ def test_a_k_fold_runs_test_predictions_come_back_through_the_classifier(xray_ro
     with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as npz:
         paths, stored = [str(p) for p in npz["paths"]], npz["probability"]
     np.testing.assert_allclose(classifier.predict_proba(paths), stored, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_typicality_model_attached_afterwards_is_the_one_the_run_fitted(xray_root, tmp_path):
+    """``studies.attach_typicality`` (for model files made before they kept one) fits exactly what
+    the trainer fits at the end of a run."""
+    import dataclasses
+    from fast.inference import read_classifier, save_classifier
+    from studies import attach_typicality
+    run = train(small_config(xray_root, tmp_path, folds=2, epochs=1), log=quiet, progress_bars=False)
+    members, record = read_classifier(run / "model.npz")
+    save_classifier(run / "model.npz", members, dataclasses.replace(record, typicality=None))
+    assert read_classifier(run / "model.npz")[1].typicality is None
+    assert attach_typicality.main(["--model", str(run), "--data", str(xray_root),
+                                   "--cache-dir", str(tmp_path / "cache")]) == 0
+    again = read_classifier(run / "model.npz")[1].typicality
+    kept = record.typicality.arrays()
+    assert set(again.arrays()) == set(kept)
+    for name, value in again.arrays().items():
+        assert np.array_equal(value, kept[name]), name

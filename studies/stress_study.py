@@ -1,7 +1,7 @@
-"""The framing stress study (``fast.training.framing``) of a saved model, on X-rays it never saw.
+"""The stress battery (``fast.scoring.stress``) of a saved model, on X-rays it never saw.
 
-    python -m studies.framing_study                                 # the shipped model, out of fold
-    python -m studies.framing_study --model runs/X --split test     # an ensemble on the test split
+    python -m studies.stress_study                                  # the shipped model, out of fold
+    python -m studies.stress_study --model runs/X --split test      # an ensemble on the test split
 
 ``--split train`` (the default) needs an ensemble of K fold models saved by a K-fold run: fold
 model k predicts the training X-rays of fold k, the fold it did not train on, with the folds
@@ -22,7 +22,7 @@ from fast.data.pixels import Inputs
 from fast.data.splits import load_splits, patient_folds
 from fast.inference import SHIPPED_MODEL, ensemble_proba, load_classifier
 from fast.runs import RunDir
-from fast.training import framing
+from fast.scoring import stress
 
 
 def held_out_predictions(classifier, inputs, y, paths, seed):
@@ -30,19 +30,19 @@ def held_out_predictions(classifier, inputs, y, paths, seed):
     the fold model that did not train on it -> (that dict, their labels)."""
     members = classifier.members
     folds = patient_folds(paths, y, len(members), seed)
-    rows = framing.study_rows(y, seed)
-    raw = {name: np.empty(rows.sum()) for name in [framing.AS_IS.name, *framing.views_of(inputs)]}
+    rows = stress.study_rows(y, seed)
+    raw = {name: np.empty(rows.sum()) for name in [stress.AS_IS.name, *stress.views_of(inputs)]}
     for k, member in enumerate(members):
         mine = folds[rows] == k
         part = inputs.subset((folds == k) & rows)
-        views = {framing.AS_IS.name: part, **framing.views_of(part)}
+        views = {stress.AS_IS.name: part, **stress.views_of(part)}
         for name, x in views.items():
             raw[name][mine] = ensemble_proba([member], x, zooms=classifier.zooms)
     return raw, y[rows]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m studies.framing_study", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m studies.stress_study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help="a model file or run directory "
@@ -70,13 +70,13 @@ def main(argv=None):
         raw, y = held_out_predictions(classifier, inputs, y, paths, seed)
         where = f"out-of-fold training X-rays (seed {seed}, {len(classifier.members)} folds)"
     else:
-        views = {framing.AS_IS.name: inputs, **framing.views_of(inputs)}
+        views = {stress.AS_IS.name: inputs, **stress.views_of(inputs)}
         raw = {name: ensemble_proba(classifier.members, x, zooms=classifier.zooms) for name, x in views.items()}
         where = "test X-rays (a measurement, not a choice)"
     calibrated = {name: record.calibration.apply(p) for name, p in raw.items()}
-    summary = framing.summarise(y, calibrated, classifier.threshold, classifier.class_names)
+    summary = stress.summarise(y, calibrated, classifier.threshold, classifier.class_names)
     print(f"model {classifier.path}, {where}:")
-    print(framing.format_summary(summary, classifier.class_names))
+    print(stress.format_summary(summary, classifier.class_names))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
