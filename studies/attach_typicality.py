@@ -24,6 +24,7 @@ from fast.inference import member_features, read_classifier, save_classifier
 from fast.runs import RunDir
 from fast.scoring import typicality
 from fast.training.config import TrainConfig
+from studies import run
 
 
 def fit_for(members, record, root, config, cache_dir):
@@ -72,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -22,6 +22,7 @@ from fast.data.folders import resolve_data_root
 from fast.data.splits import load_splits, patient_folds
 from fast.inference import SHIPPED_MODEL, load_classifier, member_features
 from fast.runs import RunDir
+from studies import run
 
 PER_KIND = 40  # images of each kind
 SIDE = 512  # pixels a side of the synthetic images: the size of a small radiograph file
@@ -141,4 +142,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

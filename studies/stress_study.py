@@ -19,10 +19,12 @@ import numpy as np
 
 from fast.data.folders import resolve_data_root
 from fast.data.pixels import Inputs
+from fast.files import atomic_write_text
 from fast.data.splits import load_splits, patient_folds
 from fast.inference import SHIPPED_MODEL, ensemble_proba, load_classifier
 from fast.runs import RunDir
 from fast.scoring import stress
+from studies import run
 
 
 def held_out_predictions(classifier, inputs, y, paths, seed):
@@ -54,6 +56,8 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=".cache")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the summary as JSON")
     args = parser.parse_args(argv)
+    if args.json and (Path(args.json).suffix.lower() != ".json" or Path(args.json).is_dir()):
+        parser.error(f"--json {args.json}: name a .json file (it is written over; never a model or an image)")
 
     path = Path(args.model)
     classifier = load_classifier(path)
@@ -78,9 +82,9 @@ def main(argv=None):
     print(f"model {classifier.path}, {where}:")
     print(stress.format_summary(summary, classifier.class_names))
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))
