@@ -74,3 +74,19 @@ def pytest_collection_modifyitems(items):
     if unmarked:
         raise pytest.UsageError("tests that need the tiny run (a trained network) lack the slow "
                                 "marker: " + ", ".join(unmarked))
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures ``fast.pictures.plots`` draws, kept open for inspection instead of saved: {file name: figure}."""
+    from fast.pictures import plots  # matplotlib for the tests that draw, not for every test
+    figures = {}
+
+    def keep(fig, path):
+        figures[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    yield figures
+    for fig in figures.values():
+        plots.plt.close(fig)

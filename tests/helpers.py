@@ -1,6 +1,7 @@
 """What the tests share: the two layer implementations as a parameter, the dtypes, the tolerances
 and hypothesis settings of the layer proofs, centred-difference gradients, memory layouts, small
 trees of image files, a small training configuration, and running a command."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import reference.layers
 from fast.data.folders import CLASS_NAMES
 from fast.nn.model import Architecture, ConvNet
 from fast.nn.model_file import load_model, save_model
+from fast.runs import RunDir
 from fast.training.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -314,3 +316,19 @@ def run_cli(module, *args, cwd=REPO_ROOT):
     """``python -m module args`` in a fresh interpreter -> CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- pictures
+
+def fresh_copy(run_dir, folder):
+    """The run's own files, without any picture already drawn, in ``folder``."""
+    folder.mkdir()
+    for name in RunDir.FINISHED:
+        shutil.copy(run_dir / name, folder / name)
+    return folder
+
+
+def texts_of(fig):
+    """Every piece of text in a matplotlib figure: titles, labels, legends, captions."""
+    from matplotlib.text import Text
+    return [t.get_text() for t in fig.findobj(Text)]

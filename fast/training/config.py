@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from fast.data.splits import DEFAULT_SEED, DEFAULT_VAL_FRACTION, carved_fraction
 from fast.nn.model import Architecture
 
 
@@ -60,12 +61,6 @@ def _opt(default, help, type=None, choices=None):
     return field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
-def carved_fraction(folds, val_fraction):
-    """The share of the training patients carved out as a validation split: ``val_fraction`` for
-    one model, none for K fold models (K > 1), whose held-out images are their folds."""
-    return 0.0 if folds > 1 else val_fraction
-
-
 # What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
 LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False,
           "crop_area": None, "stem_stride": 1, "stem_kernel": 3, "reframe": 1.0, "cues": False,
@@ -93,7 +88,7 @@ class TrainConfig:
     schedule: str = _opt("cosine", "learning-rate schedule over the epochs", choices=("cosine", "constant", "step"))
     patience: int = _opt(8, "stop after this many epochs without a better validation ROC AUC "
                          "(one model only; fold models train every epoch)", type=_positive_int)
-    val_fraction: float = _opt(0.1, "share of the training patients held out for validation", type=_fraction)
+    val_fraction: float = _opt(DEFAULT_VAL_FRACTION, "share of the training patients held out for validation", type=_fraction)
     class_weights: str = _opt("balanced", "loss weights per class: balanced (inverse frequency) or none",
                               choices=("balanced", "none"))
     normalise: str = _opt("image", "how each image's grey values are scaled for the network: with the "
@@ -144,7 +139,7 @@ class TrainConfig:
     hidden: int = _opt(Architecture.hidden, "units of the hidden affine layer (0: none)", type=_non_negative_int)
     dropout: float = _opt(Architecture.dropout, "dropout probability before the last affine layer",
                           type=_probability)
-    seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)",
+    seed: int = _opt(DEFAULT_SEED, "seed for every random choice (init, split, shuffling, augmentation)",
                      type=_non_negative_int)
     folds: int = _opt(5, "K >= 2: K models on patient-grouped folds of the training split, their "
                       "out-of-fold predictions choosing calibration and threshold, saved as their "
