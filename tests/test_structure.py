@@ -39,6 +39,7 @@ LEVELS = {
     "fast.inference": 9,
     # training builds on all of it; the pictures of a run or a model file
     "fast.training.config": 10, "fast.training.distributed": 10, "fast.pictures.drawing": 10,
+    "fast.scoring.held_out": 10,
     "fast.training.loop": 11,
     "fast.training.trainer": 12,
     # what the commands share
