@@ -270,10 +270,10 @@ def bad_model_files(folder, tiny_model):
     with np.load(tiny_model, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arch = Architecture.from_json(str(arrays["architecture"]))
-    arrays["architecture"] = np.array(Architecture(input_shape=arch.input_shape, channels=(8, 8),
+    arrays["architecture"] = np.array(small_architecture(input_shape=arch.input_shape, channels=(8, 8),
                                                    hidden=arch.hidden).to_json())
     np.savez(files["other architecture"], **arrays)
-    colour = ConvNet(Architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
+    colour = ConvNet(small_architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
     save_model(files["three channels"], colour, metadata)
     np.savez(files["pickle"], weights=np.array([_RunsCodeWhenUnpickled(folder / "pwned")],
                                                dtype=object))
@@ -301,7 +301,13 @@ def quiet(*_):
 
 
 # small test images get a plain first conv, not the default 4x4 patches of 224 px images
-SMALL_STEM = dict(stem_stride=1, stem_kernel=3)
+SMALL_STEM = dict(stem_stride=1, stem_kernel=3)  # a plain 3x3 first conv, for small images
+
+
+def small_architecture(**fields):
+    """An ``Architecture`` for the small images of tests: the default network's settings but a
+    plain first conv (``SMALL_STEM``) and whatever ``fields`` say."""
+    return Architecture(**{**SMALL_STEM, **fields})
 
 
 def small_config(root, tmp_path, **changes):

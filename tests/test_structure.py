@@ -21,8 +21,9 @@ ARCHITECTURE_DOC = REPO_ROOT / "docs" / "architecture.md"
 # (fast/scoring), the trained classifier (fast/inference.py), training (fast/training), and the
 # pictures and commands at the top of fast/.
 LEVELS = {
-    # the bottom: the contract the two layer implementations share, threads, files, run directories
-    "contract": 0, "fast": 0, "fast.runtime": 0, "fast.files": 0, "fast.runs": 0,
+    # the bottom: the contract the two layer implementations share, threads, files, run directories,
+    # what older files were made with
+    "contract": 0, "fast": 0, "fast.runtime": 0, "fast.files": 0, "fast.runs": 0, "fast.recorded": 0,
     "fast.nn": 0, "fast.data": 0, "fast.scoring": 0, "fast.training": 0, "fast.pictures": 0, "reference": 0,
     # the leaves of each folder
     "reference.layers": 1, "fast.nn.kernels": 1, "fast.data.errors": 1, "fast.data.augment": 1,
