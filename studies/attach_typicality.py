@@ -15,8 +15,6 @@ import argparse
 import dataclasses
 import sys
 
-import numpy as np
-
 from fast.data.folders import resolve_data_root
 from fast.data.pixels import Inputs
 from fast.data.splits import load_splits, patient_folds

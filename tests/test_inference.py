@@ -10,7 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fast import inference
 from fast.data.images import read_xray
-from fast.nn.model import Architecture, ConvNet
+from fast.nn.model import ConvNet
 from fast.nn.model_file import ModelFileError, load_models
 
 from helpers import bad_model_files, small_architecture
@@ -30,7 +30,7 @@ def test_a_zoomed_view_enlarges_about_the_centre():
 
 def test_an_ensemble_with_zooms_averages_every_member_over_every_view():
     from fast.inference import ensemble_proba
-    from fast.nn.model import Architecture, ConvNet
+    from fast.nn.model import ConvNet
     arch = small_architecture(input_shape=(1, 16, 16), channels=(4,), hidden=8, batchnorm=True, dropout=0.2)
     members = [ConvNet(arch, seed=s) for s in (0, 1)]
     x = np.random.default_rng(0).normal(size=(5, 1, 16, 16)).astype(np.float32)

@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import fast.nn.layers
 from fast import runtime
 from fast.nn import kernels
-from fast.nn.model import Architecture, ConvNet
+from fast.nn.model import ConvNet
 
 from helpers import REPO_ROOT, small_architecture
 

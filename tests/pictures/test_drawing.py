@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fast.inference import load_classifier
-from fast.pictures.drawing import PICTURES, ReportError, make_report
+from fast.pictures.drawing import PICTURES, make_report
 
 from helpers import assert_readable_png, fresh_copy, texts_of
 

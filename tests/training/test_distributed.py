@@ -16,7 +16,7 @@ import fast.nn.layers
 import fast.training.loop
 from fast import runtime
 from fast.data.augment import augment_batch
-from fast.nn.model import Architecture, ConvNet
+from fast.nn.model import ConvNet
 from fast.nn.model_file import load_model, load_models
 from fast.training import distributed
 from fast.training.trainer import train
