@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data, a tiny trained run and its classifier; the hypothesis profile.
+"""Shared fixtures: the real data, a tiny trained run and its classifier, the figures a test draws; the
+hypothesis profile.
 
 A test that trains a network (``tiny_run`` included) or reads the whole data set carries the
 ``slow`` marker, so ``pytest -m "not slow"`` runs the proofs alone; plain ``pytest`` runs

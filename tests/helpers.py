@@ -1,6 +1,7 @@
 """What the tests share: the two layer implementations as a parameter, the dtypes, the tolerances
 and hypothesis settings of the layer proofs, centred-difference gradients, memory layouts, small
-trees of image files, a small training configuration, and running a command."""
+trees of image files, a small training configuration and a small network, running a command, and
+reading pictures."""
 import shutil
 import subprocess
 import sys
