@@ -11,6 +11,7 @@ from fast.nn.model import Architecture
 # 2x2 max-pool) on (32, 1, 128, 128) float32, affine 16384->128->2 (three poolings of 128x128
 # leave 64 x 16 x 16 = 16384 features), one plain SGD step; no batch norm, no dropout.
 BENCH_ARCH = Architecture(input_shape=(1, 128, 128), channels=(16, 32, 64), kernel=3, pad=1, pool=2,
+                          stem_stride=1, stem_kernel=3,
                           hidden=128, num_classes=2, batchnorm=False, dropout=0.0)
 BATCH = 32
 

@@ -285,6 +285,7 @@ def test_network_step_each_contender_in_its_own_process(benchmark):
 # --- the normalisation layers' share of a batch-normalised step ---------------------------------
 
 NORMALISED_ARCH = Architecture(input_shape=(1, 128, 128), channels=(16, 32, 64), kernel=3, pad=1, pool=2,
+                               stem_stride=1, stem_kernel=3,
                                hidden=128, num_classes=2, batchnorm=True, head="gap", dropout=0.3)
 NORMALISATION_LAYERS = ("batchnorm_forward", "batchnorm_backward", "dropout_forward", "dropout_backward",
                         "global_avgpool_forward", "global_avgpool_backward")

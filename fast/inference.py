@@ -20,12 +20,12 @@ from tqdm import tqdm
 
 from fast.data.augment import about_centre, warp
 from fast.data.errors import ImageError
-from fast.data.folders import CLASS_NAMES
 from fast.data.images import from_pixels, read_checked, read_xray, resize_xray, to_pixels
 from fast.data.screening import cheap_checks, colour_reason
 from fast.data.normalise import NORMALISATIONS, normalise
 from fast.nn.model import Architecture, softmax
 from fast.nn.model_file import ModelFileError, load_model_file, save_model
+from fast.recorded import recorded
 from fast.runs import RUNS_DIR, RunDir
 from fast.scoring.calibration import apply_platt, temperature_map
 from fast.scoring.metrics import called_positive, sensitivity_threshold
@@ -120,10 +120,6 @@ class Calibration:
         return {"method": self.method, "scale": self.scale, "bias": self.bias}
 
 
-# What a model file written before a field existed was made with: its record reads so.
-RECORDED_BEFORE = {"normalise": "dataset", "test_time_zooms": list(IMAGE_ALONE),
-                   "class_names": list(CLASS_NAMES), "best_epoch": None, "threshold_rule": None,
-                   "held_out": "validation"}
 _REQUIRED = ("mean", "std", "threshold")
 
 
@@ -136,7 +132,7 @@ class ModelRecord:
 
     ``to_dict`` is the JSON record a model file stores beside the weights (the architecture
     has a record of its own there); ``from_dict`` reads it back, a file from an older version
-    with ``RECORDED_BEFORE`` for what it lacks. ValueError for a record no model of this project
+    with what it was made with for what it lacks (``fast.recorded``). ValueError for a record no model of this project
     has: a missing field, an unknown normalisation, a view that is no zoom, std <= 0, or an
     architecture other than one-channel square images in, two classes out.
     """
@@ -191,13 +187,12 @@ class ModelRecord:
         missing = [k for k in _REQUIRED if k not in values]
         if missing:
             raise ValueError(f"not a trained X-ray model (its metadata lacks {', '.join(missing)})")
-        values = {**RECORDED_BEFORE, **values}
-        stored = values.get("calibration")
-        # before calibration was fitted a file held a plain temperature T, or nothing (T = 1)
+        values = recorded("classifier", values)
+        stored = values["calibration"]
         if stored:
             calibration = Calibration(stored["method"], float(stored["scale"]), float(stored["bias"]))
-        else:
-            calibration = Calibration("temperature", *temperature_map(values.get("temperature", 1.0)))
+        else:  # a file from before calibration was fitted: its temperature
+            calibration = Calibration("temperature", *temperature_map(values["temperature"]))
         return cls(architecture=architecture, mean=float(values["mean"]), std=float(values["std"]),
                    normalise=values["normalise"],
                    test_time_zooms=tuple(float(z) for z in values["test_time_zooms"]),

@@ -100,7 +100,7 @@ def write_saliency(results, images, classifier, out_dir):
     """A Grad-CAM overlay PNG per answered image into ``out_dir`` (``results`` and ``images``
     in the same order; rows with an error are skipped); adds "saliency" to results -> how many
     were written."""
-    from fast import report  # matplotlib only when pictures are asked for
+    from fast.pictures import plots  # matplotlib only when pictures are asked for
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,11 +110,11 @@ def write_saliency(results, images, classifier, out_dir):
     cams = classifier.grad_cam(np.stack(images), [r["probability"] for r in good])
     taken = set()
     for result, cam in zip(good, cams):
-        xray = report.display_image(result["path"])
+        xray = plots.display_image(result["path"])
         out = _unique_png(out_dir, result["path"], taken)
         title = (f"{Path(result['path']).name}\nP(pneumonia) = {result['probability']:.3f}, "
                  f"predicted {result['label']} (threshold {classifier.threshold:.3f})")
-        report.save_saliency_overlay(out, xray, cam, title, classifier.image_size)
+        plots.save_saliency_overlay(out, xray, cam, title, classifier.image_size)
         result["saliency"] = str(out)
     return len(good)
 

@@ -3,7 +3,7 @@ import sys
 
 from fast.cli import one_line_warnings
 from fast.data.errors import DataError
-from fast.report import ReportError, make_report
+from fast.pictures.drawing import ReportError, make_report
 from fast.runtime import configure_process
 from fast.training import distributed
 from fast.training.config import TrainConfig, build_parser

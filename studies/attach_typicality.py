@@ -15,15 +15,15 @@ import argparse
 import dataclasses
 import sys
 
-import numpy as np
-
 from fast.data.folders import resolve_data_root
 from fast.data.pixels import Inputs
 from fast.data.splits import load_splits, patient_folds
 from fast.inference import member_features, read_classifier, save_classifier
 from fast.runs import RunDir
 from fast.scoring import typicality
+from fast.scoring.held_out import features_apart
 from fast.training.config import TrainConfig
+from fast.training.distributed import Group
 from studies import run
 
 
@@ -36,12 +36,8 @@ def fit_for(members, record, root, config, cache_dir):
         pixels, y, paths = splits["train"]
         x = Inputs(pixels, record.mean, record.std, record.normalise)
         folds = patient_folds(paths, y, len(members), config.seed)
-        trained_on, unseen = [], []
-        for k, member in enumerate(members):
-            features = member_features(member, x)
-            trained_on.append({n: f[folds != k] for n, f in features.items()})
-            unseen.append({n: f[folds == k] for n, f in features.items()})
-        return typicality.fit(trained_on, unseen)
+        trained_on, unseen = zip(*(features_apart(member, x, folds == k, Group()) for k, member in enumerate(members)))
+        return typicality.fit(list(trained_on), list(unseen))
     splits, _ = load_splits(root, ("train", "val"), size, seed=config.seed, val_fraction=config.val_fraction,
                             limit=config.limit, cache_dir=cache_dir, progress=False)
     (member,) = members

@@ -46,9 +46,9 @@ from fast.runs import RunDir
 from fast.runtime import configure_process
 from fast.scoring import metrics
 from fast.training.config import TrainConfig
-from fast.training.distributed import Group
-from fast.training.loop import fit
-from fast.training.trainer import held_out_proba, test_time_zooms
+from fast.scoring.held_out import held_out_proba
+from fast.training.loop import TrainingRun, fit
+from fast.training.trainer import test_time_zooms
 
 
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")  # 'person12' -> ('person', '12'), 'IM-0115' -> ('IM-', '0115')
@@ -154,11 +154,11 @@ def main(argv=None):
             x_in = Inputs(pixels.subset(inside), mean, std, config.normalise)
             x_out = Inputs(pixels.subset(outside), mean, std, config.normalise)
             start = time.perf_counter()
-            model, _ = fit(RunDir(Path(tmp) / f"half{d}"), config, (x_in, labels[inside]),
-                           (x_out, labels[outside]), config.seed + d, (config.seed, d + 1),
-                           keep_best=False, log=lambda *a: None, progress_bars=False)
+            job = TrainingRun(RunDir(Path(tmp) / f"half{d}"), config)
+            model, _ = fit(job, (x_in, labels[inside]), (x_out, labels[outside]), config.seed + d,
+                           (config.seed, d + 1), keep_best=False)
             seconds += time.perf_counter() - start
-            prob[outside] = held_out_proba([model], x_out, Group(), test_time_zooms(config))
+            prob[outside] = held_out_proba([model], x_out, job.group, test_time_zooms(config))
     threshold = metrics.sensitivity_threshold(labels, prob, 0.95)
     at = metrics.binary_metrics(labels, prob, threshold)
     clipped = np.clip(prob, 1e-7, 1 - 1e-7)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data, a tiny trained run and its classifier; the hypothesis profile.
+"""Shared fixtures: the real data, a tiny trained run and its classifier, the figures a test draws; the
+hypothesis profile.
 
 A test that trains a network (``tiny_run`` included) or reads the whole data set carries the
 ``slow`` marker, so ``pytest -m "not slow"`` runs the proofs alone; plain ``pytest`` runs
@@ -74,3 +75,19 @@ def pytest_collection_modifyitems(items):
     if unmarked:
         raise pytest.UsageError("tests that need the tiny run (a trained network) lack the slow "
                                 "marker: " + ", ".join(unmarked))
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures ``fast.pictures.plots`` draws, kept open for inspection instead of saved: {file name: figure}."""
+    from fast.pictures import plots  # matplotlib for the tests that draw, not for every test
+    figures = {}
+
+    def keep(fig, path):
+        figures[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    yield figures
+    for fig in figures.values():
+        plots.plt.close(fig)

@@ -1,6 +1,8 @@
 """What the tests share: the two layer implementations as a parameter, the dtypes, the tolerances
 and hypothesis settings of the layer proofs, centred-difference gradients, memory layouts, small
-trees of image files, a small training configuration, and running a command."""
+trees of image files, a small training configuration and a small network, running a command, and
+reading pictures."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ import reference.layers
 from fast.data.folders import CLASS_NAMES
 from fast.nn.model import Architecture, ConvNet
 from fast.nn.model_file import load_model, save_model
+from fast.runs import RunDir
 from fast.training.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -268,10 +271,10 @@ def bad_model_files(folder, tiny_model):
     with np.load(tiny_model, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arch = Architecture.from_json(str(arrays["architecture"]))
-    arrays["architecture"] = np.array(Architecture(input_shape=arch.input_shape, channels=(8, 8),
+    arrays["architecture"] = np.array(small_architecture(input_shape=arch.input_shape, channels=(8, 8),
                                                    hidden=arch.hidden).to_json())
     np.savez(files["other architecture"], **arrays)
-    colour = ConvNet(Architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
+    colour = ConvNet(small_architecture(input_shape=(3, 32, 32), channels=(4,), hidden=8))
     save_model(files["three channels"], colour, metadata)
     np.savez(files["pickle"], weights=np.array([_RunsCodeWhenUnpickled(folder / "pwned")],
                                                dtype=object))
@@ -299,7 +302,13 @@ def quiet(*_):
 
 
 # small test images get a plain first conv, not the default 4x4 patches of 224 px images
-SMALL_STEM = dict(stem_stride=1, stem_kernel=3)
+SMALL_STEM = dict(stem_stride=1, stem_kernel=3)  # a plain 3x3 first conv, for small images
+
+
+def small_architecture(**fields):
+    """An ``Architecture`` for the small images of tests: the default network's settings but a
+    plain first conv (``SMALL_STEM``) and whatever ``fields`` say."""
+    return Architecture(**{**SMALL_STEM, **fields})
 
 
 def small_config(root, tmp_path, **changes):
@@ -314,3 +323,19 @@ def run_cli(module, *args, cwd=REPO_ROOT):
     """``python -m module args`` in a fresh interpreter -> CompletedProcess (text)."""
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- pictures
+
+def fresh_copy(run_dir, folder):
+    """The run's own files, without any picture already drawn, in ``folder``."""
+    folder.mkdir()
+    for name in RunDir.FINISHED:
+        shutil.copy(run_dir / name, folder / name)
+    return folder
+
+
+def texts_of(fig):
+    """Every piece of text in a matplotlib figure: titles, labels, legends, captions."""
+    from matplotlib.text import Text
+    return [t.get_text() for t in fig.findobj(Text)]

@@ -4,7 +4,8 @@ import json
 import pytest
 from numpy.testing import assert_allclose
 
-from fast import evaluate
+from fast import cli, evaluate
+from fast.cli import score_split
 from fast.data.errors import DataError
 from fast.nn.model_file import save_model
 
@@ -22,13 +23,12 @@ def test_evaluate_reproduces_the_runs_test_metrics(tiny_run, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_scores_the_same_val_images_as_the_trainer(tiny_run, classifier, xray_root):
-    config = json.loads((tiny_run / "config.json").read_text())
-    images, y, _ = evaluate.split_images(xray_root, "val", classifier.image_size,
-                                         limit=config["limit"], seed=config["seed"],
-                                         val_fraction=config["val_fraction"])
-    result, flagged = evaluate.evaluate(classifier, images, y)
-    assert flagged.shape == y.shape  # the tiny run keeps a typicality model
+def test_evaluate_scores_the_same_val_images_as_the_trainer(tiny_run, classifier):
+    """``cli.score_split`` reads the run's data folder, --limit, seed and validation share from
+    its config.json beside the model file."""
+    answers = score_split(classifier, "val")
+    result = answers.scored(classifier.threshold)
+    assert answers.flagged.shape == answers.y.shape  # the tiny run keeps a typicality model
     stored_val = json.loads((tiny_run / "metrics.json").read_text())["val"]
     assert result["confusion_matrix"] == stored_val["confusion_matrix"]
     assert_allclose(result["roc_auc"], stored_val["roc_auc"], rtol=0, atol=1e-12)
@@ -70,11 +70,11 @@ def test_evaluate_refuses_the_val_split_of_a_k_fold_ensemble(xray_root, tmp_path
 def test_evaluate_says_it_began_before_decoding_the_images(tiny_run, xray_root, monkeypatch, capsys):
     said = []
 
-    def split_images(*args, **kwargs):  # the slow part: the start line must already be out
+    def load_splits(*args, **kwargs):  # the slow part: the start line must already be out
         said.append(capsys.readouterr().err)
         raise DataError("stopped here by the test")
 
-    monkeypatch.setattr(evaluate, "split_images", split_images)
+    monkeypatch.setattr(cli, "load_splits", load_splits)
     assert evaluate.main(["--model", str(tiny_run), "--data", str(xray_root)]) == 1
     assert f"scoring the test split of {xray_root}" in said[0]
 

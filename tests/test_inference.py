@@ -10,10 +10,10 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fast import inference
 from fast.data.images import read_xray
-from fast.nn.model import Architecture, ConvNet
+from fast.nn.model import ConvNet
 from fast.nn.model_file import ModelFileError, load_models
 
-from helpers import bad_model_files
+from helpers import bad_model_files, small_architecture
 
 
 def test_a_zoomed_view_enlarges_about_the_centre():
@@ -30,8 +30,8 @@ def test_a_zoomed_view_enlarges_about_the_centre():
 
 def test_an_ensemble_with_zooms_averages_every_member_over_every_view():
     from fast.inference import ensemble_proba
-    from fast.nn.model import Architecture, ConvNet
-    arch = Architecture(input_shape=(1, 16, 16), channels=(4,), hidden=8, batchnorm=True, dropout=0.2)
+    from fast.nn.model import ConvNet
+    arch = small_architecture(input_shape=(1, 16, 16), channels=(4,), hidden=8, batchnorm=True, dropout=0.2)
     members = [ConvNet(arch, seed=s) for s in (0, 1)]
     x = np.random.default_rng(0).normal(size=(5, 1, 16, 16)).astype(np.float32)
     zooms = (1.0, 0.9, 1.2)
@@ -165,7 +165,7 @@ def test_files_are_predicted_a_chunk_at_a_time_as_in_one_piece(classifier, store
 
 # --------------------------------------------------------------------------- the record, in memory
 
-SMALL = Architecture(input_shape=(1, 16, 16), channels=(2,), hidden=0, batchnorm=False, dropout=0.0)
+SMALL = small_architecture(input_shape=(1, 16, 16), channels=(2,), hidden=0, batchnorm=False, dropout=0.0)
 # a model file's record as the trainer writes it, key by key in its order
 WRITTEN = {"mean": 0.47, "std": 0.23, "normalise": "image", "test_time_zooms": [1.0, 0.95, 1.05],
            "threshold": 0.74, "calibration": {"method": "platt", "scale": 0.7, "bias": 2.6},
@@ -192,9 +192,9 @@ def test_a_record_from_an_older_file_reads_as_it_was_made():
 @pytest.mark.parametrize("values, arch, message", [
     ({"mean": 0.4, "threshold": 0.5}, SMALL, "lacks std"),
     ({**WRITTEN, "std": 0.0}, SMALL, r"corrupt metadata \(std 0.0\)"),
-    (WRITTEN, Architecture(input_shape=(3, 16, 16), channels=(2,)), "expected a 1-channel square input"),
-    (WRITTEN, Architecture(input_shape=(1, 16, 12), channels=(2,)), "expected a 1-channel square input"),
-    (WRITTEN, Architecture(input_shape=(1, 16, 16), channels=(2,), num_classes=3), "and 2 classes"),
+    (WRITTEN, small_architecture(input_shape=(3, 16, 16), channels=(2,)), "expected a 1-channel square input"),
+    (WRITTEN, small_architecture(input_shape=(1, 16, 12), channels=(2,)), "expected a 1-channel square input"),
+    (WRITTEN, small_architecture(input_shape=(1, 16, 16), channels=(2,), num_classes=3), "and 2 classes"),
 ])
 def test_a_record_no_model_of_this_project_has_is_refused_saying_why(values, arch, message):
     with pytest.raises(ValueError, match=message):
@@ -208,7 +208,7 @@ def test_a_classifier_file_round_trips_its_networks_and_record(tmp_path):
     loaded, again = inference.read_classifier(tmp_path / "m.npz")
     assert again == record and len(loaded) == 2
     with pytest.raises(ValueError, match="architecture"):
-        inference.save_classifier(tmp_path / "n.npz", [ConvNet(Architecture(input_shape=(1, 8, 8), channels=(2,)))],
+        inference.save_classifier(tmp_path / "n.npz", [ConvNet(small_architecture(input_shape=(1, 8, 8), channels=(2,)))],
                                   record)
 
 

@@ -10,9 +10,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import fast.nn.layers
 from fast import runtime
 from fast.nn import kernels
-from fast.nn.model import Architecture, ConvNet
+from fast.nn.model import ConvNet
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, small_architecture
 
 
 def blas_threads():
@@ -91,7 +91,7 @@ def test_every_pass_of_the_network_runs_with_blas_on_one_thread(two_blas_threads
 
     for name in ("conv2d_forward", "conv2d_backward", "affine_forward", "affine_backward"):
         monkeypatch.setattr(fast.nn.layers, name, recording(getattr(fast.nn.layers, name)))
-    model = ConvNet(Architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=8), seed=0)
+    model = ConvNet(small_architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=8), seed=0)
     x = np.random.default_rng(0).normal(size=(3, 1, 16, 16)).astype(np.float32)
     model.loss(x, np.array([0, 1, 1]), rng=np.random.default_rng(1))
     model.predict_proba(x, batch_size=2)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fast import inference, report
+from fast.pictures.drawing import PICTURES, RUN_ONLY
 from fast.inference import SHIPPED_MODEL, load_classifier
 from fast.scoring import metrics
 
@@ -35,18 +36,18 @@ def test_the_shipped_model_reproduces_the_cards_test_figures_and_draws_its_evide
                                                                                    monkeypatch, capsys):
     """``python -m fast.report models/pneumonia_cnn.npz --out DIR``, as the card says: the test
     split scored to the card's figures, and the pictures of a model file drawn."""
-    scored = []
+    answered = []
 
-    def report_model(*args, **kwargs):
-        written, figures = real_report_model(*args, **kwargs)
-        scored.append(figures)
-        return written, figures
+    def score_split(classifier, *args, **kwargs):
+        answers = real_score_split(classifier, *args, **kwargs)
+        answered.append(answers.scored(classifier.threshold))
+        return answers
 
-    real_report_model = report.report_model
-    monkeypatch.setattr(report, "report_model", report_model)
+    real_score_split = report.score_split
+    monkeypatch.setattr(report, "score_split", score_split)
     out = tmp_path / "evidence"
     assert report.main([str(SHIPPED_MODEL), "--out", str(out), "--data", str(xray_root)]) == 0
-    (figures,) = scored
+    (figures,) = answered
     assert figures["n"] == 624
     assert figures["roc_auc"] == pytest.approx(_card_figure("test ROC AUC"), abs=5e-5)
     assert figures["accuracy"] == pytest.approx(_card_figure("test accuracy"), abs=5e-5)
@@ -55,7 +56,7 @@ def test_the_shipped_model_reproduces_the_cards_test_figures_and_draws_its_evide
     assert metrics.format_metrics_table({"test": figures}) in printed.out
     assert f"model {inference.shown_path(SHIPPED_MODEL)} (the shipped model)" in printed.err
     # a model file has no training history and no held-out stress battery of its own
-    drawn = {name for key, name in report.PICTURES.items() if key not in ("curves", "framing", "stress")}
+    drawn = {name for key, name in PICTURES.items() if key not in RUN_ONLY}
     assert {p.name for p in out.iterdir()} == drawn
     for name in drawn:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -67,8 +68,7 @@ def test_the_card_shows_how_to_draw_its_pictures_and_names_no_other():
     text = CARD.read_text()
     assert "python -m fast.report models/pneumonia_cnn.npz --out" in text
     named = set(re.findall(r"[\w-]+\.png", text))
-    assert named and named <= {name for key, name in report.PICTURES.items()
-                               if key not in ("curves", "framing", "stress")}
+    assert named and named <= {name for key, name in PICTURES.items() if key not in RUN_ONLY}
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fast import report
+from fast.pictures.drawing import PICTURES, read_history
 from fast.train import main
 
 
@@ -29,9 +29,9 @@ def test_the_training_command_draws_every_picture_of_a_k_fold_run(xray_root, tmp
                  "--stem-stride", "1", "--stem-kernel", "3",
                  "--epochs", "1", "--folds", "2", "--channels", "4,8", "--hidden", "0", "--head", "gap",
                  "--batchnorm", "--dropout", "0.2", "--cache-dir", str(tmp_path / "cache")]) == 0
-    for name in report.PICTURES.values():
+    for name in PICTURES.values():
         assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    history = report.read_history(run_dir / "history.csv")
+    history = read_history(run_dir / "history.csv")
     assert set(history["fold"]) == {1.0, 2.0}
 
 

@@ -16,8 +16,8 @@ random strength (up to 0.1 standard deviations) is added, as exposures differ in
 A network that could tell the classes apart by sharpness or noise texture, not by the lungs,
 loses that shortcut.
 
-With ``crop_area`` set (the default since the framing study; see ``fast.scoring.stress``), the
-geometry is wider: each image is cropped to a random window keeping ``crop_area`` to all of
+With ``crop_area`` set (the training default; see ``fast.scoring.stress``), the geometry is
+wider: each image is cropped to a random window keeping ``crop_area`` to all of
 its area, or shrunk as far the other way with the border replicated around it (a zoom-out),
 the window's aspect ratio jittered by up to 4:3 and the window placed anywhere in the image.
 How tightly a chest is framed (collimated) then says nothing about its class: in the training
@@ -99,7 +99,7 @@ def augment_batch(x, rng, rows=None, acquisition=False, crop_area=None, per_imag
     so every image gets the transform it would get in one piece. ``acquisition``: blur or
     sharpen, and add noise, too (drawn after the other transforms, which stay as without it).
     ``crop_area``: the smallest share of the area a random crop keeps (see the module's
-    docstring); None: the small zooms of earlier versions, drawn as they were drawn.
+    docstring); None: the small zooms (MAX_ZOOM) alone.
     ``per_image``: with ``crop_area``, each moved image is standardised again by itself.
     ``labels`` (of the whole batch, all ``total`` rows) and ``reframe``: with ``crop_area``, the
     windows of class-0 (NORMAL) images keep 1 / ``reframe`` of the area they would otherwise

@@ -9,6 +9,12 @@ import numpy as np
 from fast.data.cache import decode_images, warn_skipped
 from fast.data.folders import CLASS_NAMES, SPLITS, list_split
 
+# The training defaults of the choice of images (``TrainConfig.seed`` and ``val_fraction`` are
+# these): the seed that draws the validation patients and any --limit subset, and the share of the
+# training patients carved out for validation.
+DEFAULT_SEED = 0
+DEFAULT_VAL_FRACTION = 0.1
+
 _PATIENT_PATTERNS = (
     re.compile(r"^(person\d+)_(?:bacteria|virus)_\d+"),  # person1_virus_6, person447_virus_921_1
     re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+"),            # IM-0115-0001, NORMAL2-IM-0395-0001-0002
@@ -40,6 +46,12 @@ def _patients(paths, labels):
         groups.setdefault(patient_id(path), []).append(i)
     ids = sorted(groups)
     return groups, ids, {pid: int(np.mean(labels[groups[pid]]) >= 0.5) for pid in ids}
+
+
+def carved_fraction(folds, val_fraction):
+    """The share of the training patients carved out as a validation split: ``val_fraction`` for
+    one model, none for K fold models (K > 1), whose held-out images are their folds."""
+    return 0.0 if folds > 1 else val_fraction
 
 
 def split_by_patient(paths, labels, val_fraction, seed):

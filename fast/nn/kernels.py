@@ -94,6 +94,7 @@ def channel_major(shape, dtype, zeroed=True):
 
 
 def is_channel_major(x):
+    """Whether the (N, C, H, W) array x is channel-major: each channel's N*H*W values together."""
     return x.ndim == 4 and x.strides[1] > x.strides[0]
 
 
@@ -103,16 +104,15 @@ def by_channel(a):
     return a.transpose(1, 0, 2, 3).reshape(c, n * h * w)
 
 
-def like(x, shape, zeroed):
-    """A new (N, C, H, W) array in x's layout: channel-major if x is, else C order."""
+def new_in_layout_of(x, shape, zeroed):
+    """A new (N, C, H, W) array of ``shape`` in x's layout: channel-major if x is, else C order."""
     if is_channel_major(x):
         return channel_major(shape, x.dtype, zeroed=zeroed)
     return (np.zeros if zeroed else np.empty)(shape, dtype=x.dtype)
 
 
-def planes(x):
-    """(N, C, H, W) -> its memory as (planes, H, W), a view, in memory order (C-major for
-    channel-major arrays); None when the (H, W) planes are not contiguous back to back."""
+def image_planes(x):
+    """x's (H, W) planes as one (N*C, H, W) view in memory order; None if not back to back."""
     N, C, H, W = x.shape
     memory = x.transpose(1, 0, 2, 3) if is_channel_major(x) else x
     if not memory.flags.c_contiguous:
@@ -120,8 +120,8 @@ def planes(x):
     return memory.reshape(N * C, H, W)
 
 
-def flat(a):
-    """a's elements as a 1-D view in memory order: for C-order and channel-major arrays."""
+def flat_view(a):
+    """a's elements as a 1-D view in memory order; None unless a is C-order or channel-major."""
     if a.flags.c_contiguous:
         return a.reshape(-1)
     if is_channel_major(a) and a.transpose(1, 0, 2, 3).flags.c_contiguous:
@@ -133,7 +133,7 @@ def elementwise(job, out, *inputs):
     """``job(*inputs, out)`` for an element-wise job, split between cores (in cache-sized
     blocks) when every array has out's memory layout; in one piece otherwise."""
     small = out.size < PARALLEL_MIN_ELEMENTS and out.size <= BLOCK_ELEMENTS  # one piece it is
-    flats = [] if small else [flat(a) for a in (*inputs, out)]
+    flats = [] if small else [flat_view(a) for a in (*inputs, out)]
     if not flats or any(f is None for f in flats) or any(a.strides != out.strides for a in inputs):
         job(*inputs, out)
         return
@@ -373,7 +373,7 @@ def pools_2x2(x, size, stride):
     """Whether ``maxpool_2x2_forward`` applies: 2x2 windows tiling even H and W, in
     planes laid out back to back."""
     _, _, H, W = x.shape
-    return size == 2 and stride == 2 and H % 2 == 0 and W % 2 == 0 and planes(x) is not None
+    return size == 2 and stride == 2 and H % 2 == 0 and W % 2 == 0 and image_planes(x) is not None
 
 
 def maxpool_windows_forward(x, size, stride, oh, ow):
@@ -383,7 +383,7 @@ def maxpool_windows_forward(x, size, stride, oh, ow):
     the lead, so on a tie the earlier offset keeps it, the contract's tie rule.
     """
     N = x.shape[0]
-    out = like(x, (N, x.shape[1], oh, ow), zeroed=False)
+    out = new_in_layout_of(x, (N, x.shape[1], oh, ow), zeroed=False)
     arg = np.zeros(out.shape, dtype=np.uint16 if size * size > 255 else np.uint8)
     views = [x[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
              for i in range(size) for j in range(size)]  # offset k = i * size + j, row-major
@@ -439,8 +439,8 @@ def maxpool_2x2_forward(x, relu=False):
     is then rectified in place, while it is still in the core's cache.
     """
     N, C, H, W = x.shape
-    out = like(x, (N, C, H // 2, W // 2), zeroed=False)
-    x_planes, out_planes = planes(x), planes(out)  # (N*C, H, W) and (N*C, H/2, W/2) views
+    out = new_in_layout_of(x, (N, C, H // 2, W // 2), zeroed=False)
+    x_planes, out_planes = image_planes(x), image_planes(out)  # (N*C, H, W) and (N*C, H/2, W/2) views
     right_won = np.empty((len(x_planes), H, W // 2), dtype=bool)
     bottom_won = np.empty(out_planes.shape, dtype=bool)
 
@@ -471,10 +471,10 @@ def maxpool_2x2_backward(dout, x_shape, channel_major_input, right_won, bottom_w
     N, C, H, W = x_shape
     dx = channel_major(x_shape, dout.dtype, zeroed=False) if channel_major_input else \
         np.empty(x_shape, dout.dtype)
-    dx_planes = planes(dx)
+    dx_planes = image_planes(dx)
     # dout's planes in the order of the masks (a copy only if dout's layout differs)
     g_planes = (dout.transpose(1, 0, 2, 3) if channel_major_input else dout).reshape(N * C, H // 2, W // 2)
-    relu_planes = None if relu_output is None else planes(relu_output)
+    relu_planes = None if relu_output is None else image_planes(relu_output)
 
     def scatter(lo, hi):
         g = g_planes[lo:hi].reshape(-1, W // 2)

@@ -246,7 +246,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
 
     rows = kernels.channel_rows(x)
     if rows is not None:  # a conv's output: each channel one contiguous row
-        xhat, out = kernels.like(x, x.shape, zeroed=False), kernels.like(x, x.shape, zeroed=False)
+        xhat = kernels.new_in_layout_of(x, x.shape, zeroed=False)
+        out = kernels.new_in_layout_of(x, x.shape, zeroed=False)
         mean, var, inv_std = kernels.batchnorm_rows_forward(
             rows, kernels.channel_rows(xhat), kernels.channel_rows(out), gamma, beta, eps,
             None if training else (running_mean, running_var))
@@ -257,7 +258,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         return out, BatchNormCache(xhat, inv_std, gamma, bool(training))
 
     mean = _sum_per_channel(x) / m if training else running_mean.astype(np.float64)
-    xhat = kernels.like(x, x.shape, zeroed=False)
+    xhat = kernels.new_in_layout_of(x, x.shape, zeroed=False)
     # x - mean computed in float64 (the ufunc converts x chunk by chunk, no float64 copy of x)
     # and rounded once into xhat: a float32 mean of 1e4 alone would be off by 5e-4.
     np.subtract(x, _per_channel(mean), out=xhat, casting="same_kind")  # centred, for now
@@ -270,7 +271,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         var = running_var.astype(np.float64)
     inv_std = 1 / np.sqrt(var + eps)  # (C,), float64
     np.multiply(xhat, _per_channel(inv_std), out=xhat, casting="same_kind")
-    out = kernels.like(x, x.shape, zeroed=False)
+    out = kernels.new_in_layout_of(x, x.shape, zeroed=False)
     np.multiply(xhat, _per_channel(gamma, x.dtype), out=out)
     out += _per_channel(beta, x.dtype)
     return out, BatchNormCache(xhat, inv_std, gamma, bool(training))
@@ -290,13 +291,13 @@ def batchnorm_backward(dout, cache):
     m = N * H * W
     rows, xhat_rows = kernels.channel_rows(dout), kernels.channel_rows(xhat)
     if rows is not None and xhat_rows is not None:  # both channel-major: row by row
-        dx = kernels.like(xhat, xhat.shape, zeroed=False)
+        dx = kernels.new_in_layout_of(xhat, xhat.shape, zeroed=False)
         dgamma, dbeta = kernels.batchnorm_rows_backward(rows, xhat_rows, kernels.channel_rows(dx),
                                                         gamma * inv_std, training)
         return dx, dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
     dbeta = _sum_per_channel(dout)  # (C,), float64
     dgamma = _sum_per_channel(dout * xhat)
-    dx = kernels.like(xhat, xhat.shape, zeroed=False)
+    dx = kernels.new_in_layout_of(xhat, xhat.shape, zeroed=False)
     scale = _per_channel(gamma * inv_std, dout.dtype)
     if training:
         np.multiply(scale, dout - _per_channel(dbeta / m, dout.dtype)

@@ -19,14 +19,11 @@ import numpy as np
 import fast.nn.layers
 import reference.layers
 from contract import conv_output_size
+from fast.recorded import recorded
 from fast.runtime import kernel_threads
 
 IMPLEMENTATIONS = {"fast": fast.nn.layers, "reference": reference.layers}
 HEADS = ("flatten", "gap")
-# What an architecture record written before a field existed describes: a network without it,
-# whatever today's defaults are.
-RECORDED_BEFORE = {"convs_per_block": 1, "batchnorm": False, "head": "flatten", "dropout": 0.0,
-                   "stem_stride": 1, "stem_kernel": 3}
 
 
 @dataclass(frozen=True)
@@ -38,11 +35,12 @@ class Architecture:
     conv(kernel, stride, pad) [- batch norm] - ReLU, the block's last ReLU after a
     max-pool(pool) (pool 1: no pooling). Then the head: the last block's maps flattened, or
     averaged over each channel (``head="gap"``); [affine(hidden) - ReLU when hidden > 0];
-    dropout(p = ``dropout``); affine(num_classes). The first conv is the stem (``conv_shape``).
-    The defaults describe a plain 64 px network with the training default's blocks and head; the
-    training default itself (224 px, 4x4 patches) is built by ``TrainConfig.architecture``.
+    dropout(p = ``dropout``); affine(num_classes). The first conv is the stem (``conv_shape``):
+    by default it reads the 224 px image as non-overlapping 4x4 patches; ``stem_stride=1,
+    stem_kernel=3`` makes it a plain first conv, for small images. The training settings take
+    their defaults from these (``fast.training.config.TrainConfig``).
     """
-    input_shape: tuple = (1, 64, 64)
+    input_shape: tuple = (1, 224, 224)
     channels: tuple = (16, 32, 64)
     kernel: int = 3
     stride: int = 1
@@ -54,10 +52,8 @@ class Architecture:
     batchnorm: bool = True
     head: str = "flatten"
     dropout: float = 0.3
-    # the stem's own defaults are a plain conv, whatever the training default is: an
-    # architecture that says nothing of its stem (tests, older files) has an ordinary first conv
-    stem_stride: int = 1
-    stem_kernel: int = 3
+    stem_stride: int = 4
+    stem_kernel: int = 4
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -95,8 +91,9 @@ class Architecture:
 
     @classmethod
     def from_json(cls, text):
-        """The record ``to_json`` wrote; fields it lacks get ``RECORDED_BEFORE``'s values."""
-        fields = {**RECORDED_BEFORE, **json.loads(text)}
+        """The record ``to_json`` wrote; fields it lacks get the values of the networks made
+        before they existed (``fast.recorded``)."""
+        fields = recorded("architecture", json.loads(text))
         fields["input_shape"] = tuple(fields["input_shape"])
         fields["channels"] = tuple(fields["channels"])
         return cls(**fields)
@@ -406,10 +403,11 @@ def softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def simple_convnet(input_shape=(1, 28, 28), filters=30, kernel=5, pad=0, stride=1, hidden=100,
+def simple_convnet(input_shape=(1, 28, 28), filters=30, kernel=5, stride=1, hidden=100,
                    num_classes=2, impl="fast", seed=0, dtype=np.float32):
-    """The classic conv - ReLU - pool(2) - affine - ReLU - affine network, as a ConvNet."""
-    arch = Architecture(input_shape=tuple(input_shape), channels=(filters,), kernel=kernel,
-                        stride=stride, pad=pad, pool=2, hidden=hidden, num_classes=num_classes,
+    """The classic conv - ReLU - pool(2) - affine - ReLU - affine network, as a ConvNet. Its one
+    conv is the stem: ``kernel`` x ``kernel`` with ``stride``, padded as ``conv_shape`` says."""
+    arch = Architecture(input_shape=tuple(input_shape), channels=(filters,), stem_kernel=kernel,
+                        stem_stride=stride, pool=2, hidden=hidden, num_classes=num_classes,
                         convs_per_block=1, batchnorm=False, head="flatten", dropout=0.0)
     return ConvNet(arch, impl=impl, seed=seed, dtype=dtype)

@@ -1,15 +1,17 @@
 """All training defaults in one place: a frozen dataclass whose fields become the CLI flags.
 
-The network's blocks, head and regularisation default to the model's own
-(``fast.nn.model.Architecture``); its input size and stem are the training default's: 224 px read
-as 4x4 patches, where an ``Architecture`` that says nothing of its stem has a plain first conv.
-The configuration builds the network's architecture (``TrainConfig.architecture``).
+The network's settings (input size, stem, blocks, head, regularisation) default to the default
+network's own (``fast.nn.model.Architecture``), and the choice of images (seed, validation share)
+to ``fast.data.splits``'s; the configuration builds the network's architecture
+(``TrainConfig.architecture``).
 """
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from fast.data.splits import DEFAULT_SEED, DEFAULT_VAL_FRACTION, carved_fraction
 from fast.nn.model import Architecture
+from fast.recorded import recorded
 
 
 def _number(convert, accepts, requirement, name):
@@ -60,18 +62,6 @@ def _opt(default, help, type=None, choices=None):
     return field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
-def carved_fraction(folds, val_fraction):
-    """The share of the training patients carved out as a validation split: ``val_fraction`` for
-    one model, none for K fold models (K > 1), whose held-out images are their folds."""
-    return 0.0 if folds > 1 else val_fraction
-
-
-# What a run made before a setting existed did instead (see ``TrainConfig.from_dict``).
-LEGACY = {"normalise": "dataset", "tta": False, "threshold_rule": "youden", "acquisition": False,
-          "crop_area": None, "stem_stride": 1, "stem_kernel": 3, "reframe": 1.0, "cues": False,
-          "match_detail": 0.0}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """The trainer's settings. ``python -m fast.train`` with no flags uses exactly these."""
@@ -79,7 +69,7 @@ class TrainConfig:
     out: str = _opt(None, "run directory for config, history, model and metrics (default: runs/<timestamp>)")
     impl: str = _opt("fast", "layer implementation: fast (im2col, float32) or reference (loops, float64, slow)",
                      choices=("fast", "reference"))
-    image_size: int = _opt(224, "images are resized to SIZE x SIZE pixels (the data's own size is 224; "
+    image_size: int = _opt(Architecture.input_shape[-1], "images are resized to SIZE x SIZE pixels (the data's own size is 224; "
                            "with the default stem the network reads them as 4x4 patches)",
                            type=_image_size)
     batch_size: int = _opt(32, "mini-batch size", type=_positive_int)
@@ -93,19 +83,20 @@ class TrainConfig:
     schedule: str = _opt("cosine", "learning-rate schedule over the epochs", choices=("cosine", "constant", "step"))
     patience: int = _opt(8, "stop after this many epochs without a better validation ROC AUC "
                          "(one model only; fold models train every epoch)", type=_positive_int)
-    val_fraction: float = _opt(0.1, "share of the training patients held out for validation", type=_fraction)
+    val_fraction: float = _opt(DEFAULT_VAL_FRACTION, "share of the training patients held out for validation", type=_fraction)
     class_weights: str = _opt("balanced", "loss weights per class: balanced (inverse frequency) or none",
                               choices=("balanced", "none"))
     normalise: str = _opt("image", "how each image's grey values are scaled for the network: with the "
                           "training pixels' mean and std (dataset), with its own (image), or "
                           "histogram-equalised, then with its own (equalise)",
                           choices=("dataset", "image", "equalise"))
-    augment: bool = _opt(True, "random small shifts, rotations and zooms of training images")
+    augment: bool = _opt(True, "random geometry of training images (rotations up to 10 degrees, the "
+                         "framing of --crop-area or small zooms, shifts) and their contrast and brightness")
     crop_area: float = _opt(0.5, "with --augment, each training image is cropped to a random window "
                             "keeping this share of its area up to all of it, or zoomed out as far, "
                             "with an aspect jitter up to 4:3, so how tightly an X-ray is framed says "
-                            "nothing of its class; none: the small zooms (0.9 to 1.1) of earlier "
-                            "versions", type=_area_or_none)
+                            "nothing of its class; none: zooms of 0.9 to 1.1 of each side instead",
+                            type=_area_or_none)
     reframe: float = _opt(1.4, "with --crop-area, NORMAL training X-rays are framed tighter: their "
                           "random windows keep 1/R of the area they would otherwise keep, so that "
                           "they are framed as tightly as the PNEUMONIA ones, which the training split "
@@ -127,10 +118,10 @@ class TrainConfig:
                                "detail as the PNEUMONIA ones, which the training split's smaller "
                                "originals made blurrier (0.6 matches their means; 0: off)",
                                type=_non_negative_float)
-    stem_stride: int = _opt(4, "stride of the first conv (the stem): S takes in an image S times the "
+    stem_stride: int = _opt(Architecture.stem_stride, "stride of the first conv (the stem): S takes in an image S times the "
                             "side at about the cost of the image at 1/S of it (1 and --stem-kernel 3: "
                             "a plain first conv, for small images)", type=_positive_int)
-    stem_kernel: int = _opt(4, "kernel side of the first conv: 4 with --stem-stride 4 reads the image as "
+    stem_kernel: int = _opt(Architecture.stem_kernel, "kernel side of the first conv: 4 with --stem-stride 4 reads the image as "
                             "non-overlapping 4x4 patches; 3 with --stem-stride 2, overlapping windows",
                             type=_positive_int)
     channels: tuple = _opt(Architecture.channels, "filters of each conv block, comma-separated",
@@ -144,7 +135,7 @@ class TrainConfig:
     hidden: int = _opt(Architecture.hidden, "units of the hidden affine layer (0: none)", type=_non_negative_int)
     dropout: float = _opt(Architecture.dropout, "dropout probability before the last affine layer",
                           type=_probability)
-    seed: int = _opt(0, "seed for every random choice (init, split, shuffling, augmentation)",
+    seed: int = _opt(DEFAULT_SEED, "seed for every random choice (init, split, shuffling, augmentation)",
                      type=_non_negative_int)
     folds: int = _opt(5, "K >= 2: K models on patient-grouped folds of the training split, their "
                       "out-of-fold predictions choosing calibration and threshold, saved as their "
@@ -203,13 +194,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values):
         """The configuration stored in a run's config.json. Settings it lacks were added after
-        the run was made, and get the behaviour the run was made with (``LEGACY``), not
+        the run was made, and get the behaviour the run was made with (``fast.recorded``), not
         today's defaults, so a resumed run goes on as it began."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
-        values = {**LEGACY, **values}
+        values = recorded("run", values)
         if values.get("channels") is not None:
             values["channels"] = tuple(values["channels"])
         return cls(**values)

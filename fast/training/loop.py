@@ -6,8 +6,10 @@ by held-out AUC is kept, with early stopping (or, for a fold model, the last). E
 with an atomic checkpoint, and each epoch's randomness is drawn from ``(seed, epoch)``, so a run
 resumed after a crash ends with the same weights as an uninterrupted one.
 
-With a ``distributed.Group`` of several processes each batch and each evaluation is split
-between them; the lead process alone reads and writes the checkpoint.
+A ``TrainingRun`` holds what every step of a run shares (its directory, settings, log and
+processes), a ``Learner`` one model in training (weights, optimiser, kept state, progress). With
+a ``distributed.Group`` of several processes each batch and each evaluation is split between
+them; the lead process alone reads and writes the checkpoint.
 """
 import csv
 import io
@@ -15,7 +17,8 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -24,9 +27,11 @@ from fast.data.augment import acquisition_cues, augment_batch, matched_detail
 from fast.data.normalise import normalise
 from fast.files import atomic_savez, atomic_write_text
 from fast.nn.model import ConvNet, softmax
+from fast.runs import RunDir
 from fast.scoring import metrics
 from fast.scoring.metrics import called_positive
 from fast.training import distributed
+from fast.training.config import TrainConfig
 from fast.training.optim import learning_rate, make_optimizer
 
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_auc", "seconds")
@@ -45,6 +50,37 @@ class Progress:
     bad_epochs: int = 0
     train_seconds: float = 0.0
     history: list = field(default_factory=list)
+
+
+def _say_nothing(*parts):
+    """A log that says nothing: a run's processes other than the lead."""
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What every step of a training run shares: its run directory (``fast.runs.RunDir``, one
+    fold model's own for a fold), its settings, its log (a ``print``-like function), whether
+    progress bars are drawn, and the processes training together (one, by default)."""
+    run: RunDir
+    config: TrainConfig
+    log: Callable = _say_nothing
+    progress_bars: bool = False
+    group: distributed.Group = field(default_factory=distributed.Group)
+
+    def fold(self, k):
+        """The same run, for fold model k (1-based), kept in its own directory."""
+        return replace(self, run=self.run.fold(k))
+
+
+@dataclass
+class Learner:
+    """One model in training: its network, optimiser and class weights, the kept state (the
+    epoch of best held-out AUC, or the last) and its ``Progress``."""
+    model: ConvNet
+    optimizer: object
+    class_weights: object  # (num_classes,) loss weights, or None (all 1)
+    best: dict = None
+    progress: Progress = field(default_factory=Progress)
 
 
 def make_model(config, seed=None):
@@ -68,7 +104,7 @@ def class_weights_for(config, y):
     return balanced_class_weights(y) if config.class_weights == "balanced" else None
 
 
-def evaluate_split(model, x, y, class_weights, group=distributed.Group()):
+def evaluate_split(model, x, y, class_weights, group):
     """x: ``fast.data.pixels.Inputs`` -> (weighted loss, P(PNEUMONIA) per image), read in
     batches, each process of ``group`` predicting its part."""
     logits = group.gather(model.predict_logits(group.own_part(x)))
@@ -78,32 +114,31 @@ def evaluate_split(model, x, y, class_weights, group=distributed.Group()):
 
 # --------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(run, model, best_params, optimizer, progress):
-    """The model's state, the kept state, the optimizer's and ``progress`` -> ``run.checkpoint``."""
-    arrays = {f"state/{k}": v for k, v in model.state().items()}
-    arrays.update({f"best/{k}": v for k, v in best_params.items()})
-    arrays.update({f"opt/{k}": v for k, v in optimizer.state.items()})
-    arrays["progress"] = np.array(json.dumps(progress.__dict__))
+def save_checkpoint(run, learner):
+    """The learner's model state, kept state, optimizer state and progress -> ``run.checkpoint``."""
+    arrays = {f"state/{k}": v for k, v in learner.model.state().items()}
+    arrays.update({f"best/{k}": v for k, v in learner.best.items()})
+    arrays.update({f"opt/{k}": v for k, v in learner.optimizer.state.items()})
+    arrays["progress"] = np.array(json.dumps(learner.progress.__dict__))
     atomic_savez(run.checkpoint, **arrays)
 
 
-def load_checkpoint(run, model, optimizer):
-    """Restore params, buffers and optimizer state in place -> (best state, progress)."""
+def load_checkpoint(run, learner):
+    """Restore the learner from ``run.checkpoint`` in place: its model's params and buffers, its
+    optimizer's state, its kept state and its progress."""
     path = run.checkpoint
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint to resume from (no epoch of this run completed)")
+    model = learner.model
     with np.load(path, allow_pickle=False) as data:
-        # checkpoints written before batch norm stored the params alone, under param/
-        current = "state" if any(k.startswith("state/") for k in data.files) else "param"
-        missing = [k for k in model.state() if f"{current}/{k}" not in data.files or f"best/{k}" not in data.files]
+        missing = [k for k in model.state() if f"state/{k}" not in data.files or f"best/{k}" not in data.files]
         if missing:
             raise TrainingError(f"{path}: the checkpoint does not fit this run's network (no {missing[0]}); "
                                 "it was written by another version or configuration")
-        model.load_state({k: data[f"{current}/{k}"] for k in model.state()})
-        best = {k: data[f"best/{k}"].copy() for k in model.state()}
-        optimizer.state = {k[4:]: data[k].copy() for k in data.files if k.startswith("opt/")}
-        progress = Progress(**json.loads(str(data["progress"])))
-    return best, progress
+        model.load_state({k: data[f"state/{k}"] for k in model.state()})
+        learner.best = {k: data[f"best/{k}"].copy() for k in model.state()}
+        learner.optimizer.state = {k[4:]: data[k].copy() for k in data.files if k.startswith("opt/")}
+        learner.progress = Progress(**json.loads(str(data["progress"])))
 
 
 def write_history(run, history, fields=HISTORY_FIELDS):
@@ -117,37 +152,37 @@ def write_history(run, history, fields=HISTORY_FIELDS):
 
 # --------------------------------------------------------------------------- one model
 
-def fit(run, config, train_set, held_out, seed, epoch_seed, keep_best, log, progress_bars,
-        group=distributed.Group()):
-    """Train one model in the run directory ``run`` (a ``fast.runs.RunDir``, resuming from its
-    checkpoint when there is one) -> (model holding the kept weights, Progress).
+def fit(job, train_set, held_out, seed, epoch_seed, keep_best):
+    """Train one model of the run ``job`` (a ``TrainingRun``), resuming from its checkpoint when
+    there is one -> (model holding the kept weights, Progress).
 
-    ``epoch_seed``: epoch e draws its randomness from (*epoch_seed, e). ``keep_best``: keep
-    the epoch with the best held-out AUC and stop early after ``config.patience`` epochs
-    without a better one; otherwise train every epoch and keep the last. The lead process of
-    ``group`` reads the checkpoint and hands it to the others.
+    ``seed``: the model's initialisation. ``epoch_seed``: epoch e draws its randomness from
+    (*epoch_seed, e). ``keep_best``: keep the epoch with the best held-out AUC and stop early
+    after ``config.patience`` epochs without a better one; otherwise train every epoch and keep
+    the last. The lead process reads the checkpoint and hands it to the others.
     """
-    model = make_model(config, seed)
-    class_weights = class_weights_for(config, train_set[1])
-    optimizer = make_optimizer(config.optimizer, config.momentum, config.weight_decay)
+    config, run = job.config, job.run
+    learner = Learner(make_model(config, seed), make_optimizer(config.optimizer, config.momentum,
+                                                              config.weight_decay),
+                      class_weights_for(config, train_set[1]))
 
     def resume_point():
         run.path.mkdir(parents=True, exist_ok=True)
         if not run.checkpoint.is_file():
             return None
-        best, progress = load_checkpoint(run, model, optimizer)
-        log(f"continuing {run.path} after epoch {progress.epoch}")
-        return model.state(), optimizer.state, best, progress
+        load_checkpoint(run, learner)
+        job.log(f"continuing {run.path} after epoch {learner.progress.epoch}")
+        return learner.model.state(), learner.optimizer.state, learner.best, learner.progress
 
-    resumed = group.lead_first(resume_point, only_lead=True)
-    best, progress = {k: v.copy() for k, v in model.state().items()}, Progress()
+    resumed = job.group.lead_first(resume_point, only_lead=True)
+    learner.best = {k: v.copy() for k, v in learner.model.state().items()}
+    learner.progress = Progress()
     if resumed is not None:
-        state, optimizer.state, best, progress = resumed
-        model.load_state(state)
-    best = run_epochs(run, config, train_set, held_out, model, optimizer, class_weights, best,
-                      progress, epoch_seed, keep_best, log, progress_bars, group)
-    model.load_state(best)
-    return model, progress
+        state, learner.optimizer.state, learner.best, learner.progress = resumed
+        learner.model.load_state(state)
+    run_epochs(job, learner, train_set, held_out, epoch_seed, keep_best)
+    learner.model.load_state(learner.best)
+    return learner.model, learner.progress
 
 
 def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None, shard=None):
@@ -167,16 +202,16 @@ def train_step(model, optimizer, x, y, lr, class_weights=None, rng=None, shard=N
     return loss
 
 
-def train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epoch, progress_bars,
-                group=distributed.Group()):
+def train_epoch(job, learner, train_set, lr, rng, epoch):
     """One pass over ``train_set`` in the order ``rng`` draws, a step per batch -> the mean
     training loss; TrainingError (naming the batch) when a loss stops being finite."""
+    config, group = job.config, job.group
     x_train, y_train = train_set
     n, bs = len(y_train), config.batch_size
     order = rng.permutation(n)
     running, seen = 0.0, 0
     bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-               leave=False, disable=not progress_bars, file=sys.stderr)
+               leave=False, disable=not job.progress_bars, file=sys.stderr)
     for b in bar:
         idx = order[b:b + bs]
         lo, hi = group.part(len(idx))
@@ -195,7 +230,8 @@ def train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epo
             xb = augment_batch(xb, rng, (lo, hi, len(idx)), acquisition=config.acquisition,
                                crop_area=config.crop_area, per_image=config.normalise != "dataset",
                                labels=y_train[idx], reframe=config.reframe)
-        loss = train_step(model, optimizer, xb, y_train[mine], lr, class_weights, rng, shard)
+        loss = train_step(learner.model, learner.optimizer, xb, y_train[mine], lr, learner.class_weights, rng,
+                          shard)
         if not math.isfinite(loss):
             raise TrainingError(f"the loss became {loss} in epoch {epoch + 1}, batch {b // bs + 1}; "
                                 "stopping")
@@ -206,11 +242,11 @@ def train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epo
     return running / seen
 
 
-def run_epochs(run, config, train_set, held_out, model, optimizer, class_weights, best_params,
-               progress, epoch_seed, keep_best, log, progress_bars, group=distributed.Group()):
+def run_epochs(job, learner, train_set, held_out, epoch_seed, keep_best):
     """Train until config.epochs (or early stopping, with ``keep_best``), a checkpoint after each
-    epoch -> the kept state (best held-out AUC, or the last epoch's). x: ``Inputs``, read a
-    batch at a time; with a ``group`` of several processes each takes its part of a batch."""
+    epoch, leaving in ``learner.best`` the kept state (best held-out AUC, or the last epoch's).
+    x: ``Inputs``, read a batch at a time; with several processes each takes its part of a batch."""
+    config, progress, model = job.config, learner.progress, learner.model
     x_val, y_val = held_out
     for epoch in range(progress.epoch, config.epochs):
         if keep_best and progress.bad_epochs >= config.patience:
@@ -219,14 +255,13 @@ def run_epochs(run, config, train_set, held_out, model, optimizer, class_weights
         rng = np.random.default_rng([*epoch_seed, epoch])
         start = time.perf_counter()
         try:
-            train_loss = train_epoch(config, train_set, model, optimizer, class_weights, lr, rng, epoch,
-                                     progress_bars, group)
+            train_loss = train_epoch(job, learner, train_set, lr, rng, epoch)
         except TrainingError as err:
             raise TrainingError(f"{err}. The last good checkpoint (after epoch {progress.epoch}) is in "
-                                f"{run.checkpoint}. Try a smaller --lr (now {config.lr}).") from None
+                                f"{job.run.checkpoint}. Try a smaller --lr (now {config.lr}).") from None
         seconds = time.perf_counter() - start
 
-        val_loss, val_prob = evaluate_split(model, x_val, y_val, class_weights, group)
+        val_loss, val_prob = evaluate_split(model, x_val, y_val, learner.class_weights, job.group)
         val_auc = metrics.roc_auc(y_val, val_prob)
         # at 0.5, before calibration and threshold exist (chosen once training is over): the
         # epoch line says so, as its figure can sit far from the run's final accuracy
@@ -237,20 +272,19 @@ def run_epochs(run, config, train_set, held_out, model, optimizer, class_weights
                                  "val_accuracy": val_acc, "val_auc": val_auc, "seconds": round(seconds, 2)})
         marker = ""
         if not keep_best:
-            best_params = {k: v.copy() for k, v in model.state().items()}
+            learner.best = {k: v.copy() for k, v in model.state().items()}
             progress.best_auc, progress.best_epoch = val_auc, epoch + 1
         elif val_auc > progress.best_auc:
             progress.best_auc, progress.best_epoch, progress.bad_epochs = val_auc, epoch + 1, 0
-            best_params = {k: v.copy() for k, v in model.state().items()}
+            learner.best = {k: v.copy() for k, v in model.state().items()}
             marker = "  *best"
         else:
             progress.bad_epochs += 1
-        log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val acc@0.5 {val_acc:.4f}  val AUC {val_auc:.4f}  lr {lr:.2e}  {seconds:.1f}s{marker}")
-        if group.lead:
-            save_checkpoint(run, model, best_params, optimizer, progress)
-            write_history(run, progress.history)
+        job.log(f"epoch {epoch + 1:3d}/{config.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                f"val acc@0.5 {val_acc:.4f}  val AUC {val_auc:.4f}  lr {lr:.2e}  {seconds:.1f}s{marker}")
+        if job.group.lead:
+            save_checkpoint(job.run, learner)
+            write_history(job.run, progress.history)
 
     if keep_best and progress.bad_epochs >= config.patience and progress.epoch < config.epochs:
-        log(f"early stop: no better val AUC for {config.patience} epochs")
-    return best_params
+        job.log(f"early stop: no better val AUC for {config.patience} epochs")

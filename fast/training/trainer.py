@@ -6,8 +6,9 @@ with a validation split carved out by patient, or K models on patient-grouped fo
 threshold on the held-out predictions (the validation split, or with ``--folds`` the
 out-of-fold ones), scores the test split once with that model, calibration and threshold, and
 writes the model file, the metrics and the predictions. Every held-out and test prediction is
-the classifier's own (``fast.inference.ensemble_proba`` over the run's test-time views), and the
-stress battery (``fast.scoring.stress``: framing and acquisition views) runs on the held-out images. Pictures are the
+the classifier's own (``fast.inference.ensemble_proba`` over the run's test-time views). What the
+held-out images say of the networks besides their scores, the stress battery and the typicality
+model, is ``fast.scoring.held_out``'s: the trainer hands it each network. Pictures are the
 training command's business (``fast.train``), not the trainer's.
 
 Under ``mpiexec -n N`` the processes form a ``distributed.Group``: each batch and each
@@ -16,7 +17,6 @@ writes the run directory and prints; the others receive what it read.
 """
 import json
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +28,13 @@ from fast.data.errors import SkippedImageWarning
 from fast.data.folders import resolve_data_root
 from fast.data.splits import patient_folds
 from fast.files import atomic_savez, atomic_write_text
-from fast.inference import (IMAGE_ALONE, TEST_TIME_ZOOMS, Calibration, ModelRecord, ensemble_proba,
-                            member_features, save_classifier)
+from fast.inference import IMAGE_ALONE, TEST_TIME_ZOOMS, Calibration, ModelRecord, save_classifier
 from fast.runs import RunDir
 from fast.scoring import calibration, metrics, stress, typicality
+from fast.scoring.held_out import HeldOutStudy, held_out_proba
 from fast.training import distributed
 from fast.training.config import TrainConfig
-from fast.training.loop import HISTORY_FIELDS, Progress, TrainingError, fit, write_history
+from fast.training.loop import HISTORY_FIELDS, Progress, TrainingError, TrainingRun, fit, write_history
 
 
 def log_line(*parts):
@@ -50,38 +50,13 @@ class HeldOut:
     y: np.ndarray
     paths: list
     name: str  # "validation" or "out-of-fold"
-    study: np.ndarray = None  # which of them the stress battery predicts (a boolean mask)
-    viewed: dict = None  # {view name: their uncalibrated P(PNEUMONIA) seen so}
-    # each network's features (``inference.member_features``) of the images it trained on, and
-    # of the held-out images it alone predicts: what the typicality model is fitted on
-    trained_on: list = None
-    unseen: list = None
-    stress_seconds: float = 0.0  # what the stress battery's predictions took
+    study: HeldOutStudy  # the stress battery's predictions and the typicality model's features
 
 
 def test_time_zooms(config):
     """The views every final prediction averages over: the image, and with ``config.tta`` its
     zooms by ``inference.TEST_TIME_ZOOMS``."""
     return TEST_TIME_ZOOMS if config.tta else IMAGE_ALONE
-
-
-def held_out_proba(members, x, group, zooms=IMAGE_ALONE):
-    """``ensemble_proba`` of x (``fast.data.pixels.Inputs``) over ``zooms``, each process of
-    ``group`` predicting its part."""
-    return group.gather(ensemble_proba(members, group.own_part(x), zooms=zooms))
-
-
-def viewed_proba(members, x, group, config):
-    """The stress battery's predictions: {view name: P(PNEUMONIA) of x (``Inputs``) seen as the
-    view says}, uncalibrated, over the run's test-time views."""
-    return {name: held_out_proba(members, viewed, group, test_time_zooms(config))
-            for name, viewed in stress.views_of(x).items()}
-
-
-def features_of(member, x, group):
-    """What ``member`` sees of each image of x (``Inputs``; ``inference.member_features``), each
-    process of ``group`` reading its part -> {name: (N, D)}."""
-    return {name: group.gather(f) for name, f in member_features(member, group.own_part(x)).items()}
 
 
 def fold_seed(seed, k):
@@ -91,12 +66,13 @@ def fold_seed(seed, k):
 
 # --------------------------------------------------------------------------- the run
 
-def open_run(config, resume, log, group=distributed.Group()):
-    """The run directory and its configuration: a new one (not made yet: ``start_run`` makes it
-    once the data has loaded, so a run that fails on its data leaves nothing behind), or the
-    stored one of ``resume`` -> (RunDir, TrainConfig). The lead process decides; the others
-    receive its answer (or its error)."""
-    return group.lead_first(lambda: _open_run(config, resume, log), only_lead=True)
+def open_run(config, resume, log, progress_bars, group):
+    """The run: a new one (its directory not made yet: ``start_run`` makes it once the data has
+    loaded, so a run that fails on its data leaves nothing behind), or the stored one of
+    ``resume`` -> TrainingRun. The lead process decides; the others receive its answer (or its
+    error)."""
+    run, config = group.lead_first(lambda: _open_run(config, resume, log), only_lead=True)
+    return TrainingRun(run, config, log, progress_bars, group)
 
 
 def _open_run(config, resume, log):
@@ -114,20 +90,22 @@ def _open_run(config, resume, log):
     return run, config
 
 
-def start_run(run, config, group=distributed.Group()):
+def start_run(job):
     """Make the run directory and write its configuration, or (resumed) clear its FAILED mark:
     the lead process, once the data has loaded."""
-    if not group.lead:
+    if not job.group.lead:
         return
+    run = job.run
     run.path.mkdir(parents=True, exist_ok=True)
     if not run.config.is_file():
-        atomic_write_text(run.config, json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write_text(run.config, json.dumps(job.config.to_dict(), indent=2) + "\n")
     run.failed.unlink(missing_ok=True)
 
 
-def mark_failed(run, err, group=distributed.Group()):
+def mark_failed(job, err):
     """Leave the reason a begun run stopped in its FAILED file (the lead process)."""
-    if group.lead and run.path.is_dir():
+    run = job.run
+    if job.group.lead and run.path.is_dir():
         atomic_write_text(run.failed, f"{type(err).__name__}: {err}\n"
                           f"continue with: python -m fast.train --resume {run.path}\n")
 
@@ -166,7 +144,8 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=None, gr
         log(f"data-parallel over {group.size} processes: each batch of {config.batch_size} split between them")
     if resume is None and config.conflict():  # a stored configuration passed this when it was new
         raise TrainingError(config.conflict())
-    run, config = open_run(config, resume, log, group)
+    job = open_run(config, resume, log, progress_bars, group)
+    config, run = job.config, job.run
     root = resolve_data_root(config.data)
     # the lead decodes first, filling the cache that the others then read
     ds = group.lead_first(lambda: _quiet_unless(group.lead, lambda: load_dataset(
@@ -174,95 +153,79 @@ def train(config: TrainConfig, resume=None, log=log_line, progress_bars=None, gr
         cache_dir=config.cache_dir, limit=config.limit, progress=progress_bars,
         normalisation=config.normalise)))
     group.check_same_data(ds)
-    start_run(run, config, group)
+    start_run(job)
     folded = config.folds > 1
     log(f"data {root}: train {len(ds.y_train)} ({np.bincount(ds.y_train, minlength=2).tolist()} "
         f"NORMAL/PNEUMONIA), " + (f"{config.folds} patient-grouped folds" if folded else f"val {len(ds.y_val)}")
         + f", test {len(ds.y_test)}; run directory {run.path}")
     try:
-        trained = (_train_folds(run, config, ds, root, log, progress_bars, group) if folded
-                   else _train_one(run, config, ds, log, progress_bars, group))
-        return finish(run, config, ds, *trained, log, group)
+        trained = _train_folds(job, ds, root) if folded else _train_one(job, ds)
+        return finish(job, ds, *trained)
     except KeyboardInterrupt:
         log(f"\ninterrupted; every completed epoch is saved in {run.path}; "
             f"continue with: python -m fast.train --resume {run.path}")
         raise
     except Exception as err:
-        mark_failed(run, err, group)
+        mark_failed(job, err)
         raise
 
 
-def _train_one(run, config, ds, log, progress_bars, group):
+def _train_one(job, ds):
     """One model, the epoch of best validation AUC kept -> (members, HeldOut, Progress)."""
-    model, progress = fit(run, config, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val),
-                          config.seed, (config.seed,), keep_best=True, log=log,
-                          progress_bars=progress_bars, group=group)
-    study = stress.study_rows(ds.y_val, config.seed)
-    start = time.perf_counter()
-    viewed = viewed_proba([model], ds.x_val.subset(study), group, config)
-    held_out = HeldOut(held_out_proba([model], ds.x_val, group, test_time_zooms(config)),
-                       ds.y_val, ds.paths_val, "validation", study, viewed,
-                       [features_of(model, ds.x_train, group)], [features_of(model, ds.x_val, group)],
-                       time.perf_counter() - start)
+    config, group = job.config, job.group
+    model, progress = fit(job, (ds.x_train, ds.y_train), (ds.x_val, ds.y_val), config.seed, (config.seed,),
+                          keep_best=True)
+    study = HeldOutStudy(ds.y_val, config.seed, test_time_zooms(config))
+    study.observe(model, group, ds.x_train, ds.x_val)
+    held_out = HeldOut(held_out_proba([model], ds.x_val, group, test_time_zooms(config)), ds.y_val,
+                       ds.paths_val, "validation", study)
     return [model], held_out, progress
 
 
-def _train_folds(run, config, ds, root, log, progress_bars, group):
+def _train_folds(job, ds, root):
     """K fold models, each predicting the fold it did not see -> (members, HeldOut of the
     out-of-fold predictions, Progress); every fold's epochs go into one history table, the
     held-out fold as each one's "val"."""
+    config, group = job.config, job.group
     try:
         folds = patient_folds(ds.paths_train, ds.y_train, config.folds, config.seed)
     except ValueError as err:
         raise TrainingError(f"cannot make {config.folds} folds of {root / 'train'}: {err}") from None
     oof = np.empty(len(ds.y_train))
-    study = stress.study_rows(ds.y_train, config.seed)
-    viewed_oof = {v.name: np.empty(study.sum()) for v in stress.VIEWS}
-    members, seconds, history, trained_on, unseen, stress_seconds = [], 0.0, [], [], [], 0.0
+    study = HeldOutStudy(ds.y_train, config.seed, test_time_zooms(config))
+    members, seconds, history = [], 0.0, []
     for k in range(config.folds):
         inside, outside = folds != k, folds == k
-        log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
-            f"predicting the other {outside.sum()}")
+        job.log(f"fold {k + 1}/{config.folds}: training on {inside.sum()} images, "
+                f"predicting the other {outside.sum()}")
         x_held = ds.x_train.subset(outside)
-        model, progress = fit(run.fold(k + 1), config, (ds.x_train.subset(inside), ds.y_train[inside]),
+        model, progress = fit(job.fold(k + 1), (ds.x_train.subset(inside), ds.y_train[inside]),
                               (x_held, ds.y_train[outside]), fold_seed(config.seed, k), (config.seed, k + 1),
-                              keep_best=False, log=log, progress_bars=progress_bars, group=group)
+                              keep_best=False)
         oof[outside] = held_out_proba([model], x_held, group, test_time_zooms(config))
-        # the stress battery's images among the held-out ones, seen otherwise
-        mine = outside[study]
-        start = time.perf_counter()
-        for name, prob in viewed_proba([model], ds.x_train.subset(outside & study), group, config).items():
-            viewed_oof[name][mine] = prob
-        stress_seconds += time.perf_counter() - start
-        features = features_of(model, ds.x_train, group)
-        trained_on.append({name: f[inside] for name, f in features.items()})
-        unseen.append({name: f[outside] for name, f in features.items()})
+        study.observe_fold(model, group, ds.x_train, outside)
         members.append(model)
         seconds += progress.train_seconds
         history += [{"fold": k + 1, **row} for row in progress.history]
     if group.lead:
-        write_history(run, history, ("fold",) + HISTORY_FIELDS)
-    held_out = HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study, viewed_oof, trained_on, unseen,
-                       stress_seconds)
-    return members, held_out, Progress(train_seconds=seconds)
+        write_history(job.run, history, ("fold",) + HISTORY_FIELDS)
+    return members, HeldOut(oof, ds.y_train, ds.paths_train, "out-of-fold", study), Progress(train_seconds=seconds)
 
 
 # --------------------------------------------------------------------------- the end
 
-def finish(run, config, ds, members, held_out, progress, log, group=distributed.Group()):
+def finish(job, ds, members, held_out, progress):
     """On the held-out predictions, fit the calibration and pick the threshold; score the test
     split once; write the model, the metrics and the predictions (the lead process)."""
-    test_raw = held_out_proba(members, ds.x_test, group, test_time_zooms(config))
-    if not group.lead:
+    config, run, log = job.config, job.run, job.log
+    test_raw = held_out_proba(members, ds.x_test, job.group, test_time_zooms(config))
+    if not job.group.lead:
         return run.path
     fitted = Calibration(config.calibration, *calibration.fit(config.calibration, held_out.raw, held_out.y))
     held_prob, test_prob = fitted.apply(held_out.raw), fitted.apply(test_raw)
     threshold, rule = metrics.choose_threshold(held_out.y, held_prob, config.threshold_rule,
                                                config.target_sensitivity, held_out.name)
-    viewed = {stress.AS_IS.name: held_prob[held_out.study],
-              **{name: fitted.apply(raw) for name, raw in held_out.viewed.items()}}
-    battery = stress.summarise(held_out.y[held_out.study], viewed, threshold, ds.class_names)
-    typical = typicality.fit(held_out.trained_on, held_out.unseen)
+    battery, typical = held_out.study.conclude(held_prob, fitted.apply, threshold, ds.class_names)
     results = {
         "threshold": threshold,
         "threshold_rule": rule,
@@ -272,7 +235,7 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
         "val": metrics.scored(held_out.y, held_prob, threshold),
         "test": metrics.scored(ds.y_test, test_prob, threshold),
         "train_seconds": round(progress.train_seconds, 2),
-        "stress_seconds": round(held_out.stress_seconds, 2),
+        "stress_seconds": round(held_out.study.seconds, 2),
         # the stress battery, on the held-out images (see fast.scoring.stress)
         "stress": battery,
         # the typicality model's threshold, and the share of held-out X-rays it flags
@@ -298,7 +261,7 @@ def finish(run, config, ds, members, held_out, progress, log, group=distributed.
     log(f"typicality: Gaussians of each network's features at each depth, of the X-rays it trained on; "
         f"flagged above {typical.threshold:.3f}, the {typicality.QUANTILE:.0%} quantile of the "
         f"{held_out.name} X-rays' scores ({typical.held_out_rate:.1%} of them flagged)")
-    log(f"training time {progress.train_seconds:.1f}s, the stress battery {held_out.stress_seconds:.1f}s; "
+    log(f"training time {progress.train_seconds:.1f}s, the stress battery {held_out.study.seconds:.1f}s; "
         f"wrote {run.model}, {RunDir.METRICS}")
     return run.path
 

@@ -9,7 +9,7 @@ from fast.data.folders import list_split
 from fast.nn.model import Architecture, ConvNet, simple_convnet
 from fast.training.optim import Adam
 
-from helpers import numerical_gradient, rel_error
+from helpers import numerical_gradient, rel_error, small_architecture
 
 # A whole network's centred differences through the loop layers take tens of seconds: the
 # reference runs only in the full suite. The quick run keeps the proof: the fast network against
@@ -21,7 +21,7 @@ IMPL_NAMES = [pytest.param("reference", marks=pytest.mark.slow), "fast"]
 PLAIN = dict(batchnorm=False, dropout=0.0)
 
 
-SMALL = Architecture(**PLAIN, input_shape=(1, 9, 8), channels=(3, 4), kernel=3, stride=1, pad=1, pool=2,
+SMALL = small_architecture(**PLAIN, input_shape=(1, 9, 8), channels=(3, 4), kernel=3, stride=1, pad=1, pool=2,
                      hidden=5, num_classes=2)
 
 
@@ -43,8 +43,8 @@ def _same_weights(arch, seed, dtype=np.float64):
 
 @pytest.mark.parametrize("arch", [
     SMALL,
-    Architecture(**PLAIN, input_shape=(2, 11, 10), channels=(3,), kernel=5, stride=2, pad=2, pool=1, hidden=4,
-                 num_classes=3),
+    small_architecture(**PLAIN, input_shape=(2, 11, 10), channels=(3,), stem_kernel=5, stem_stride=2, pool=1,
+                       hidden=4, num_classes=3),
     simple_convnet(input_shape=(1, 12, 12), filters=4, kernel=5, hidden=6).arch,
 ], ids=["convnet", "strided-no-pool", "simple"])
 def test_fast_model_matches_reference_model_loss_and_gradients(arch):
@@ -96,7 +96,7 @@ def test_input_gradient_matches_numerical_gradient(impl):
 
 
 def test_he_initialisation_has_the_right_scale_and_is_seeded():
-    arch = Architecture(**PLAIN, input_shape=(1, 32, 32), channels=(64, 64), hidden=256)
+    arch = small_architecture(**PLAIN, input_shape=(1, 32, 32), channels=(64, 64), hidden=256)
     model = ConvNet(arch, seed=0, dtype=np.float64)
     # conv2 sees 64 channels x 3 x 3 inputs: std sqrt(2 / 576) = 0.0589
     np.testing.assert_allclose(model.params["conv2_w"].std(), np.sqrt(2 / 576), rtol=0.02)
@@ -139,7 +139,7 @@ def test_fast_model_overfits_a_small_batch_of_real_xrays(xray_root):
     assert kept.all()
     images = np.asarray(images)
     x = ((images - images.mean()) / images.std())[:, None]
-    model = ConvNet(Architecture(**PLAIN, input_shape=(1, 32, 32), channels=(8, 16), hidden=32), seed=0)
+    model = ConvNet(small_architecture(**PLAIN, input_shape=(1, 32, 32), channels=(8, 16), hidden=32), seed=0)
     start = model.loss(x, labels[pick])[0]
     final = _overfit(model, x, labels[pick], steps=60, lr=3e-3)
     assert start > 0.3 and final < 0.02
@@ -150,7 +150,7 @@ def test_reference_model_overfits_a_few_tiny_images():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(4, 1, 6, 6))
     y = np.array([0, 1, 0, 1])
-    model = ConvNet(Architecture(**PLAIN, input_shape=(1, 6, 6), channels=(3,), hidden=8), impl="reference",
+    model = ConvNet(small_architecture(**PLAIN, input_shape=(1, 6, 6), channels=(3,), hidden=8), impl="reference",
                     seed=0, dtype=np.float64)
     start = model.loss(x, y)[0]
     final = _overfit(model, x, y, steps=150, lr=2e-2)
@@ -159,21 +159,21 @@ def test_reference_model_overfits_a_few_tiny_images():
 
 # Networks with the normalising layers: batch norm after every conv, two convs per block,
 # global average pooling, dropout before the classifier, with and without a hidden layer.
-NORMED = Architecture(input_shape=(1, 8, 8), channels=(3, 4), convs_per_block=2, batchnorm=True,
+NORMED = small_architecture(input_shape=(1, 8, 8), channels=(3, 4), convs_per_block=2, batchnorm=True,
                       head="gap", dropout=0.25, hidden=0)
 
 
-NORMED_HIDDEN = Architecture(input_shape=(1, 8, 6), channels=(3,), batchnorm=True, head="flatten",
+NORMED_HIDDEN = small_architecture(input_shape=(1, 8, 6), channels=(3,), batchnorm=True, head="flatten",
                              dropout=0.4, hidden=5)
 
 
 # A strided first conv (the stem of the larger images): 12 x 10 -> 6 x 5 -> pooled 3 x 2; and
 # one of 2x2 patches: 12 x 8 -> 6 x 4 -> pooled 3 x 2.
-STEM = Architecture(input_shape=(1, 12, 10), channels=(3, 4), batchnorm=True, head="flatten",
+STEM = small_architecture(input_shape=(1, 12, 10), channels=(3, 4), batchnorm=True, head="flatten",
                     dropout=0.2, hidden=0, stem_stride=2, pool=2)
 
 
-PATCHES = Architecture(input_shape=(1, 12, 8), channels=(3, 4), batchnorm=True, head="flatten",
+PATCHES = small_architecture(input_shape=(1, 12, 8), channels=(3, 4), batchnorm=True, head="flatten",
                        dropout=0.0, hidden=4, stem_stride=2, stem_kernel=2, pool=2)
 
 
@@ -232,19 +232,19 @@ def test_normalised_model_evaluation_mode_input_gradient_matches_numerical_gradi
 
 def test_a_strided_stem_takes_an_image_twice_the_side_into_the_same_feature_sizes():
     # 128 px, first conv stride 2 (pad 1): 64 x 64, then pooled 32, 16, 8: 64 filters x 8 x 8
-    stem = ConvNet(Architecture(input_shape=(1, 128, 128), stem_stride=2, head="flatten"))
-    plain = ConvNet(Architecture(input_shape=(1, 64, 64), stem_stride=1, head="flatten"))
+    stem = ConvNet(small_architecture(input_shape=(1, 128, 128), stem_stride=2, head="flatten"))
+    plain = ConvNet(small_architecture(input_shape=(1, 64, 64), stem_stride=1, head="flatten"))
     assert stem.params["fc1_w"].shape == plain.params["fc1_w"].shape == (64 * 8 * 8, 128)
     logits, _ = stem.forward(np.zeros((2, 1, 128, 128), np.float32))
     assert logits.shape == (2, 2)
     assert [stem.arch.conv_shape(k) for k in (1, 2, 3)] == [(3, 2, 1), (3, 1, 1), (3, 1, 1)]
     # 224 px as 4x4 patches: 56 x 56, then pooled 28, 14, 7
-    patches = ConvNet(Architecture(input_shape=(1, 224, 224), stem_stride=4, stem_kernel=4))
+    patches = ConvNet(small_architecture(input_shape=(1, 224, 224), stem_stride=4, stem_kernel=4))
     assert patches.params["conv1_w"].shape == (16, 1, 4, 4)
     assert patches.arch.conv_shape(1) == (4, 4, 0)
     assert patches.params["fc1_w"].shape == (64 * 7 * 7, 128)
     with pytest.raises(ValueError, match="stem_stride and stem_kernel must be >= 1, got 0 and 3"):
-        Architecture(stem_stride=0)
+        small_architecture(stem_stride=0)
 
 
 def test_evaluation_mode_is_deterministic_and_leaves_the_running_statistics_alone():
@@ -270,7 +270,7 @@ def test_last_conv_gradient_sums_to_the_numerical_gradient_of_the_last_conv_bias
     the batch and the positions of a channel, is d(sum of log-odds)/d(that channel's bias):
     checked against centred differences of the network's own forward pass."""
     rng = np.random.default_rng(3)
-    model = ConvNet(Architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=10, batchnorm=False,
+    model = ConvNet(small_architecture(input_shape=(1, 16, 16), channels=(4, 6), hidden=10, batchnorm=False,
                                  dropout=0.0),
                     dtype=np.float64, seed=1)
     x = rng.normal(size=(3, 1, 16, 16))
@@ -305,18 +305,18 @@ def test_the_loss_scaled_for_a_part_of_a_batch_scales_its_gradients_alike():
 
 
 def test_the_last_conv_of_each_block_is_the_pooled_one():
-    arch = Architecture(input_shape=(1, 8, 8), channels=(2, 3), convs_per_block=2)
+    arch = small_architecture(input_shape=(1, 8, 8), channels=(2, 3), convs_per_block=2)
     assert [arch.pools(k) for k in (1, 2, 3, 4)] == [False, True, False, True]
-    assert not Architecture(input_shape=(1, 8, 8), channels=(2,), pool=1).pools(1)
+    assert not small_architecture(input_shape=(1, 8, 8), channels=(2,), pool=1).pools(1)
 
 
 def test_the_default_network_is_the_one_the_docs_describe():
     """Three blocks of 16, 32 and 64 3x3 filters with batch norm, 2x2 max-pooling and ReLU, a
-    128-unit hidden layer, dropout 0.3, two classes, at a plain 64 px first conv."""
-    assert Architecture() == Architecture(input_shape=(1, 64, 64), channels=(16, 32, 64), kernel=3, stride=1,
+    128-unit hidden layer, dropout 0.3, two classes, on 224 px images read as 4x4 patches."""
+    assert Architecture() == Architecture(input_shape=(1, 224, 224), channels=(16, 32, 64), kernel=3, stride=1,
                                           pad=1, pool=2, hidden=128, num_classes=2, convs_per_block=1,
-                                          batchnorm=True, head="flatten", dropout=0.3, stem_stride=1,
-                                          stem_kernel=3)
+                                          batchnorm=True, head="flatten", dropout=0.3, stem_stride=4,
+                                          stem_kernel=4)
 
 
 @pytest.mark.parametrize("head, hidden", [("flatten", 12), ("gap", 0)])
@@ -324,7 +324,7 @@ def test_the_features_are_what_the_layers_hand_on_in_both_implementations(head, 
     """logits_and_features: the logits of predict_logits; "head" the features from which the last
     affine layer gives those logits; "convK" each conv layer's ReLU maps averaged per quadrant;
     the reference model (float64) agrees with the fast one."""
-    arch = Architecture(input_shape=(1, 12, 12), channels=(3, 4), hidden=hidden, head=head, dropout=0.3,
+    arch = small_architecture(input_shape=(1, 12, 12), channels=(3, 4), hidden=hidden, head=head, dropout=0.3,
                         batchnorm=True)
     x = np.random.default_rng(5).normal(size=(5, 1, 12, 12))
     fast_model = ConvNet(arch, impl="fast", seed=2, dtype=np.float64)

@@ -8,10 +8,12 @@ import pytest
 from fast.nn.model import Architecture, ConvNet
 from fast.nn.model_file import ModelFileError, load_model, load_models, save_model
 
-SMALL = Architecture(input_shape=(1, 9, 8), channels=(3, 4), hidden=5, batchnorm=False, dropout=0.0)
-NORMED = Architecture(input_shape=(1, 8, 8), channels=(3, 4), convs_per_block=2, batchnorm=True,
+from helpers import small_architecture
+
+SMALL = small_architecture(input_shape=(1, 9, 8), channels=(3, 4), hidden=5, batchnorm=False, dropout=0.0)
+NORMED = small_architecture(input_shape=(1, 8, 8), channels=(3, 4), convs_per_block=2, batchnorm=True,
                       head="gap", dropout=0.25, hidden=0)
-NORMED_HIDDEN = Architecture(input_shape=(1, 8, 6), channels=(3,), batchnorm=True, head="flatten",
+NORMED_HIDDEN = small_architecture(input_shape=(1, 8, 6), channels=(3,), batchnorm=True, head="flatten",
                              dropout=0.4, hidden=5)
 
 
@@ -55,14 +57,14 @@ def test_load_refuses_missing_corrupt_foreign_and_pickled_files(tmp_path):
     # Same file layout, but the weights belong to another architecture.
     save_model(tmp_path / "small.npz", ConvNet(SMALL))
     data = dict(np.load(tmp_path / "small.npz"))
-    data["architecture"] = np.array(Architecture(input_shape=(1, 9, 8), channels=(3, 5)).to_json())
+    data["architecture"] = np.array(small_architecture(input_shape=(1, 9, 8), channels=(3, 5)).to_json())
     np.savez(tmp_path / "mismatch.npz", **data)
     with pytest.raises(ModelFileError, match="conv2_w"):
         load_model(tmp_path / "mismatch.npz")
 
 
 def test_an_architecture_record_from_before_the_stem_reads_as_stride_1():
-    record = json.loads(Architecture(input_shape=(1, 9, 8), channels=(3,)).to_json())
+    record = json.loads(small_architecture(input_shape=(1, 9, 8), channels=(3,)).to_json())
     del record["stem_stride"], record["stem_kernel"]
     arch = Architecture.from_json(json.dumps(record))
     assert (arch.stem_stride, arch.stem_kernel) == (1, 3)

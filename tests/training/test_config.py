@@ -71,8 +71,8 @@ def test_the_config_builds_the_network_it_trains():
     config = TrainConfig(image_size=128, stem_stride=2, stem_kernel=3, channels=(4, 8), hidden=0, dropout=0.1)
     assert config.architecture() == Architecture(input_shape=(1, 128, 128), channels=(4, 8), hidden=0,
                                                  dropout=0.1, stem_stride=2, stem_kernel=3)
-    # the training default: the model's own blocks, head and regularisation, at 224 px read as 4x4 patches
-    assert TrainConfig().architecture() == Architecture(input_shape=(1, 224, 224), stem_stride=4, stem_kernel=4)
+    # the training default is the default network: every field of the one from the other
+    assert TrainConfig().architecture() == Architecture()
 
 
 def test_k_fold_runs_carve_no_validation():

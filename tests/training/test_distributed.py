@@ -16,12 +16,12 @@ import fast.nn.layers
 import fast.training.loop
 from fast import runtime
 from fast.data.augment import augment_batch
-from fast.nn.model import Architecture, ConvNet
+from fast.nn.model import ConvNet
 from fast.nn.model_file import load_model, load_models
 from fast.training import distributed
 from fast.training.trainer import train
 
-from helpers import quiet, small_config
+from helpers import quiet, small_architecture, small_config
 
 
 class ThreadGroup(distributed.Group):
@@ -210,7 +210,7 @@ def test_augmenting_a_part_gives_its_rows_of_the_augmented_batch(acquisition):
 @pytest.mark.parametrize("size", [2, 3, 7])  # 7 processes for 5 images: two empty parts
 def test_a_split_batch_gives_the_whole_batchs_loss_and_gradients(size, monkeypatch):
     monkeypatch.setattr(runtime, "_own_gemm_threads", True)  # the GEMMs split too, as in training
-    arch = Architecture(input_shape=(1, 12, 12), channels=(4, 6), hidden=8, batchnorm=True, dropout=0.5)
+    arch = small_architecture(input_shape=(1, 12, 12), channels=(4, 6), hidden=8, batchnorm=True, dropout=0.5)
     x = np.random.default_rng(1).normal(size=(5, 1, 12, 12))
     y = np.array([0, 1, 1, 0, 1])
     weights = np.array([2.5, 0.7])
