@@ -56,7 +56,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
             for i in range(OH):
                 for j in range(OW):
                     window = xp[n, :, i * stride:i * stride + KH, j * stride:j * stride + KW]
-                    out[n, f, i, j] = np.sum(window * w[f]) + b[f]
+                    out[n, f, i, j] = (window * w[f]).sum() + b[f]
     return out, ConvCache(x, w, stride, pad)
 
 

@@ -1,9 +1,10 @@
-"""The gradient checker itself: right on known functions, and it catches a wrong gradient."""
+"""The checkers themselves: the gradient checker right on known functions and catching a wrong
+gradient; the quick comparisons failing exactly where numpy's asserts fail."""
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from helpers import numerical_gradient, rel_error
+from helpers import assert_close, assert_same, numerical_gradient, rel_error
 
 TOLERANCE = 1e-7  # the threshold every layer gradient check in test_layers.py uses
 
@@ -80,3 +81,25 @@ def test_checker_fails_when_one_element_of_the_gradient_is_wrong():
     broken = dw.copy()
     broken[1, 0] += 1e-4  # a tiny slip in a single element
     assert rel_error(broken, numeric) > TOLERANCE
+
+
+@pytest.mark.parametrize("got, want, kwargs", [
+    (np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-6]), {}),              # beyond rtol 1e-7
+    (np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-6]), {"rtol": 1e-8, "atol": 5e-7}),
+    (np.array([1.0, np.nan]), np.array([1.0, 2.0]), {}),                   # NaN against a number
+    (np.ones((2, 3)), np.ones((3, 2)), {}),                                # another shape
+])
+def test_the_quick_comparisons_fail_where_numpys_fail(got, want, kwargs):
+    """``helpers.assert_close`` and ``assert_same`` pass only what numpy's asserts pass: a quick
+    check first, numpy's assert where that check fails."""
+    with pytest.raises(AssertionError):
+        assert_close(got, want, **kwargs)
+    with pytest.raises(AssertionError):
+        assert_same(got, want)
+
+
+def test_the_quick_comparisons_pass_where_numpys_pass():
+    assert_close(np.array([1.0, np.nan]), np.array([1.0 + 1e-9, np.nan]))  # NaN equals NaN, as numpy has it
+    assert_close(np.array([0.0, 1.0]), np.array([1e-9, 1.0]), atol=1e-8)
+    assert_same(np.array([3, 4]), np.array([3, 4]))
+    assert_same(np.array([1.0, np.nan]), np.array([1.0, np.nan]))

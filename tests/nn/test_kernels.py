@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from numpy.testing import assert_allclose, assert_array_equal
 
 import fast.nn.kernels
 import fast.nn.layers
 import fast.runtime
 import reference.layers
 
-from helpers import (COMPARE, DTYPES, assert_matches_reference, conv_arrays, conv_cases,
-                     fast_and_reference_inputs, in_layout, output_size, pool_arrays, pool_cases, seeds)
+from helpers import (COMPARE, DTYPES, assert_close, assert_matches_reference, assert_same, conv_arrays,
+                     conv_cases, fast_and_reference_inputs, in_layout, output_size, pool_arrays,
+                     pool_cases, seeds)
 
 
 @COMPARE
@@ -32,7 +32,7 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     c = rng.standard_normal(cols.shape)
     back = fast.nn.kernels.col2im(c, x.shape, case.kh, case.kw, case.stride, case.pad)
     assert back.shape == x.shape
-    assert_allclose(np.sum(x * back), np.sum(cols * c),
+    assert_close(np.sum(x * back), np.sum(cols * c),
                     rtol=1e-10, atol=1e-12 * np.sum(np.abs(cols * c)))
 
 
@@ -91,7 +91,7 @@ def test_fast_layers_split_across_cores_match_reference(case, pool):
     for got, want in zip(grads, reference.layers.conv2d_backward(g, want_cache)):
         assert_matches_reference(got, want, np.float64)
     want_pooled, want_pool_cache = reference.layers.maxpool2d_forward(px, size=pool.size, stride=pool.stride)
-    assert_array_equal(pooled, want_pooled)
+    assert_same(pooled, want_pooled)
     assert_matches_reference(pool_dx, reference.layers.maxpool2d_backward(pg, want_pool_cache), np.float64)
 
 
@@ -111,7 +111,7 @@ def test_fast_conv_output_feeds_pooling_in_its_channel_major_layout():
         results.append((pooled, d_out, *layers.conv2d_backward(d_out, conv_cache)))
     assert fast.nn.kernels.is_channel_major(fast.nn.layers.conv2d_forward(x, w, b, 1, 1)[0])
     for got, want in zip(*results):
-        assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 @COMPARE
@@ -129,8 +129,8 @@ def test_fast_2x2_pool_matches_reference_with_ties_in_every_layout(n, c, h, w, x
         out, cache = fast.nn.layers.maxpool2d_forward(x, 2)
         dx = fast.nn.layers.maxpool2d_backward(in_layout(g, g_layout), cache)
     want_out, want_cache = reference.layers.maxpool2d_forward(values, 2)
-    assert_array_equal(out, want_out)
-    assert_array_equal(dx, reference.layers.maxpool2d_backward(g, want_cache))
+    assert_same(out, want_out)
+    assert_same(dx, reference.layers.maxpool2d_backward(g, want_cache))
     # the output and the gradient keep the input's layout, for the conv next to them (with one
     # image or one channel the two layouts are the same memory)
     if n > 1 and c > 1:
@@ -208,13 +208,13 @@ def test_fast_fused_pool_relu_matches_reference_pool_then_relu(n, c, h, w, size,
         dx = fast.nn.layers.maxpool_relu_backward(g, cache)
     pooled, pool_cache = reference.layers.maxpool2d_forward(values, size)
     want_out, relu_cache = reference.layers.relu_forward(pooled)
-    assert_array_equal(out, want_out)
-    assert_array_equal(dx, reference.layers.maxpool2d_backward(
+    assert_same(out, want_out)
+    assert_same(dx, reference.layers.maxpool2d_backward(
         reference.layers.relu_backward(g, relu_cache), pool_cache))
     # the reference's own pair is the two layers in turn as well
     ref_out, ref_cache = reference.layers.maxpool_relu_forward(values, size)
-    assert_array_equal(ref_out, want_out)
-    assert_array_equal(reference.layers.maxpool_relu_backward(g, ref_cache), dx)
+    assert_same(ref_out, want_out)
+    assert_same(reference.layers.maxpool_relu_backward(g, ref_cache), dx)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -243,9 +243,9 @@ def test_fast_batchnorm_rows_split_between_cores_in_blocks_match_reference(monke
                                                           *stats, training)
     want_grads = reference.layers.batchnorm_backward(np.asarray(g, np.float64), want_cache)
     tol = dict(rtol=1e-10, atol=1e-9) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-4)
-    np.testing.assert_allclose(out, want, **tol)
+    assert_close(out, want, **tol)
     for got, expected in zip(grads, want_grads):
-        np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"] * max(1, np.abs(expected).max()))
+        assert_close(got, expected, rtol=tol["rtol"], atol=tol["atol"] * max(1, np.abs(expected).max()))
     for got, expected in zip(ours, stats):
-        np.testing.assert_allclose(got, expected, rtol=tol["rtol"], atol=tol["atol"])
+        assert_close(got, expected, rtol=tol["rtol"], atol=tol["atol"])
     assert fast.nn.kernels.is_channel_major(out) and fast.nn.kernels.is_channel_major(grads[0])

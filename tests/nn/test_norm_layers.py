@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from numpy.testing import assert_allclose, assert_array_equal
 
 import fast.nn.kernels
 import fast.nn.layers
 import reference.layers
 
-from helpers import (COMPARE, DTYPES, GRAD_TOL, GRADCHECK, IMPLS, assert_matches_reference, in_layout,
-                     numerical_gradient, rel_error)
+from helpers import (COMPARE, DTYPES, GRADCHECK, GRAD_TOL, IMPLS, assert_close,
+                     assert_matches_reference, assert_same, in_layout, numerical_gradient, rel_error)
 
 MODES = pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 
@@ -206,7 +205,7 @@ def test_fast_dropout_matches_reference_and_draws_the_same_mask(dtype, case):
     # (all True for p == 0, where nothing is drawn; x has no zeros, so the kept elements are
     # exactly the nonzero outputs), and both implementations leave their generators in the
     # same state.
-    assert_array_equal(out != 0, np.random.default_rng(seed).random(x.shape) >= p)
+    assert_same(out != 0, np.random.default_rng(seed).random(x.shape) >= p)
     assert rng_fast.random() == rng_reference.random()
 
 
@@ -246,7 +245,7 @@ def test_fast_batchnorm_is_accurate_in_float32_when_the_mean_dwarfs_the_spread()
     want, _ = reference.layers.batchnorm_forward(x.astype(np.float64), gamma.astype(np.float64),
                                                  beta.astype(np.float64), np.zeros(2), np.ones(2),
                                                  training=True)
-    assert_allclose(out, want, rtol=0, atol=1e-4)
+    assert_close(out, want, rtol=0, atol=1e-4)
 
 
 @IMPLS
@@ -259,11 +258,11 @@ def test_batchnorm_of_a_two_value_channel_by_hand(impl):
     # mean 2, biased variance ((1-2)^2 + (3-2)^2) / 2 = 1, so xhat = [-1, 1] / s with
     # s = sqrt(1 + eps); out = 2 * xhat + 0.5.
     s = np.sqrt(1 + eps)
-    assert_allclose(out.ravel(), [0.5 - 2 / s, 0.5 + 2 / s], rtol=1e-12)
+    assert_close(out.ravel(), [0.5 - 2 / s, 0.5 + 2 / s], rtol=1e-12)
     # running mean 0.9 * 0 + 0.1 * 2 = 0.2; running variance from the unbiased variance
     # 1 * m / (m - 1) = 2: 0.9 * 1 + 0.1 * 2 = 1.1
-    assert_allclose(running_mean, [0.2], rtol=1e-12)
-    assert_allclose(running_var, [1.1], rtol=1e-12)
+    assert_close(running_mean, [0.2], rtol=1e-12)
+    assert_close(running_var, [1.1], rtol=1e-12)
 
     dx, dgamma, dbeta = impl.batchnorm_backward(np.array([1.0, 0.0]).reshape(1, 1, 1, 2), cache)
     # dbeta = sum(dout) = 1, dgamma = sum(dout * xhat) = -1/s.
@@ -271,9 +270,9 @@ def test_batchnorm_of_a_two_value_channel_by_hand(impl):
     #    = 2/s * ([1, 0] - 1/2 - [-1, 1]/s * (-1 / (2s))) = (1/s) * (1 - 1/s^2) * [1, -1]
     #    = eps / (1 + eps)^(3/2) * [1, -1]: two values normalise to -+1 whatever they are,
     # so only eps lets the output move at all.
-    assert_allclose(dbeta, [1.0], rtol=1e-12)
-    assert_allclose(dgamma, [-1 / s], rtol=1e-12)
-    assert_allclose(dx.ravel(), eps / (1 + eps) ** 1.5 * np.array([1.0, -1.0]), rtol=1e-8)
+    assert_close(dbeta, [1.0], rtol=1e-12)
+    assert_close(dgamma, [-1 / s], rtol=1e-12)
+    assert_close(dx.ravel(), eps / (1 + eps) ** 1.5 * np.array([1.0, -1.0]), rtol=1e-8)
 
 
 @IMPLS
@@ -286,12 +285,12 @@ def test_batchnorm_statistics_run_over_batch_and_space_by_hand(impl):
     running_mean, running_var = np.array([1.0, 1.0]), np.array([2.0, 2.0])
     out, _ = impl.batchnorm_forward(x, np.ones(2), np.array([0.0, 7.0]), running_mean, running_var,
                                     True, momentum=0.5, eps=1e-5)
-    assert_allclose(out[:, 0].ravel(), np.array([-3.0, -1.0, 1.0, 3.0]) / np.sqrt(5 + 1e-5),
+    assert_close(out[:, 0].ravel(), np.array([-3.0, -1.0, 1.0, 3.0]) / np.sqrt(5 + 1e-5),
                     rtol=1e-12)
-    assert_array_equal(out[:, 1], np.full((2, 1, 2), 7.0))
+    assert_same(out[:, 1], np.full((2, 1, 2), 7.0))
     # momentum 0.5: the running values move halfway to the batch's
-    assert_allclose(running_mean, [0.5 * 1 + 0.5 * 3, 0.5 * 1 + 0.5 * 5], rtol=1e-12)
-    assert_allclose(running_var, [0.5 * 2 + 0.5 * 20 / 3, 0.5 * 2 + 0.5 * 0], rtol=1e-12)
+    assert_close(running_mean, [0.5 * 1 + 0.5 * 3, 0.5 * 1 + 0.5 * 5], rtol=1e-12)
+    assert_close(running_var, [0.5 * 2 + 0.5 * 20 / 3, 0.5 * 2 + 0.5 * 0], rtol=1e-12)
 
 
 @IMPLS
@@ -301,15 +300,15 @@ def test_batchnorm_of_a_single_value_uses_the_biased_variance_for_the_running_on
     running_mean, running_var = np.array([0.0]), np.array([1.0])
     out, cache = impl.batchnorm_forward(np.full((1, 1, 1, 1), 7.0), np.array([3.0]),
                                         np.array([-2.0]), running_mean, running_var, True)
-    assert_array_equal(out, [[[[-2.0]]]])
-    assert_allclose(running_mean, [0.7], rtol=1e-12)
-    assert_allclose(running_var, [0.9], rtol=1e-12)
+    assert_same(out, [[[[-2.0]]]])
+    assert_close(running_mean, [0.7], rtol=1e-12)
+    assert_close(running_var, [0.9], rtol=1e-12)
     assert np.all(np.isfinite(running_var))
     dx, dgamma, dbeta = impl.batchnorm_backward(np.full((1, 1, 1, 1), 5.0), cache)
     # out = beta whatever x and gamma are: dx = 0, dgamma = 0, dbeta = 5
-    assert_allclose(dx, [[[[0.0]]]], rtol=0, atol=1e-12)
-    assert_allclose(dgamma, [0.0], rtol=0, atol=1e-12)
-    assert_allclose(dbeta, [5.0], rtol=1e-12)
+    assert_close(dx, [[[[0.0]]]], rtol=0, atol=1e-12)
+    assert_close(dgamma, [0.0], rtol=0, atol=1e-12)
+    assert_close(dbeta, [5.0], rtol=1e-12)
 
 
 @IMPLS
@@ -320,15 +319,15 @@ def test_batchnorm_in_evaluation_mode_is_a_fixed_affine_map_by_hand(impl):
     running_mean, running_var = np.array([1.0]), np.array([3.0])
     out, cache = impl.batchnorm_forward(x, np.array([3.0]), np.array([-1.0]), running_mean,
                                         running_var, False, eps=1.0)
-    assert_allclose(out.ravel(), [5.0, -7.0], rtol=1e-12)
+    assert_close(out.ravel(), [5.0, -7.0], rtol=1e-12)
     dx, dgamma, dbeta = impl.batchnorm_backward(np.array([1.0, 2.0]).reshape(2, 1, 1, 1), cache)
     # dx = gamma / std * dout = 1.5 * dout; dgamma = sum(dout * xhat) = 1*2 + 2*(-2) = -2;
     # dbeta = 1 + 2 = 3
-    assert_allclose(dx.ravel(), [1.5, 3.0], rtol=1e-12)
-    assert_allclose(dgamma, [-2.0], rtol=1e-12)
-    assert_allclose(dbeta, [3.0], rtol=1e-12)
-    assert_array_equal(running_mean, [1.0])
-    assert_array_equal(running_var, [3.0])
+    assert_close(dx.ravel(), [1.5, 3.0], rtol=1e-12)
+    assert_close(dgamma, [-2.0], rtol=1e-12)
+    assert_close(dbeta, [3.0], rtol=1e-12)
+    assert_same(running_mean, [1.0])
+    assert_same(running_var, [3.0])
 
 
 class _FixedDraws:
@@ -348,9 +347,9 @@ def test_dropout_with_a_known_mask_by_hand(impl):
     # draws [0.1, 0.5; 0.7, 0.2] >= p = 0.5 keep [no, yes; yes, no]: a draw equal to p is kept.
     out, cache = impl.dropout_forward(x, 0.5, _FixedDraws([0.1, 0.5, 0.7, 0.2]), training=True)
     # kept elements are scaled by 1 / (1 - 0.5) = 2
-    assert_array_equal(out, [[0.0, 8.0], [12.0, 0.0]])
+    assert_same(out, [[0.0, 8.0], [12.0, 0.0]])
     dx = impl.dropout_backward(np.array([[1.0, 2.0], [3.0, 4.0]]), cache)
-    assert_array_equal(dx, [[0.0, 4.0], [6.0, 0.0]])
+    assert_same(dx, [[0.0, 4.0], [6.0, 0.0]])
 
 
 @IMPLS
@@ -358,10 +357,10 @@ def test_global_avgpool_of_a_2x2_plane_by_hand(impl):
     # plane 0: (1 + 2 + 3 + 6) / 4 = 3; plane 1: (0 - 4 + 4 + 8) / 4 = 2
     x = np.array([[[[1.0, 2.0], [3.0, 6.0]], [[0.0, -4.0], [4.0, 8.0]]]])  # (1, 2, 2, 2)
     out, cache = impl.global_avgpool_forward(x)
-    assert_allclose(out, [[3.0, 2.0]], rtol=1e-12)
+    assert_close(out, [[3.0, 2.0]], rtol=1e-12)
     # each of the 4 pixels of a plane gets a quarter of its gradient: 8 / 4 = 2, -1 / 4
     dx = impl.global_avgpool_backward(np.array([[8.0, -1.0]]), cache)
-    assert_allclose(dx, [[np.full((2, 2), 2.0), np.full((2, 2), -0.25)]], rtol=1e-12)
+    assert_close(dx, [[np.full((2, 2), 2.0), np.full((2, 2), -0.25)]], rtol=1e-12)
 
 
 @IMPLS
@@ -370,8 +369,8 @@ def test_batchnorm_evaluation_mode_leaves_the_running_statistics_untouched(impl)
     running_mean, running_var = arrays.running_mean.copy(), arrays.running_var.copy()
     impl.batchnorm_forward(arrays.x, arrays.gamma, arrays.beta, running_mean, running_var, False,
                            momentum=0.9)
-    assert_array_equal(running_mean, arrays.running_mean)
-    assert_array_equal(running_var, arrays.running_var)
+    assert_same(running_mean, arrays.running_mean)
+    assert_same(running_var, arrays.running_var)
 
 
 @IMPLS
@@ -391,8 +390,8 @@ def test_batchnorm_momentum_0_keeps_the_running_statistics(impl):
     running_mean, running_var = arrays.running_mean.copy(), arrays.running_var.copy()
     impl.batchnorm_forward(arrays.x, arrays.gamma, arrays.beta, running_mean, running_var, True,
                            momentum=0.0)
-    assert_array_equal(running_mean, arrays.running_mean)
-    assert_array_equal(running_var, arrays.running_var)
+    assert_same(running_mean, arrays.running_mean)
+    assert_same(running_var, arrays.running_var)
 
 
 @IMPLS
@@ -402,8 +401,8 @@ def test_batchnorm_momentum_1_replaces_the_running_statistics_with_the_batch_one
     impl.batchnorm_forward(arrays.x, arrays.gamma, arrays.beta, running_mean, running_var, True,
                            momentum=1.0)
     # over (N, H, W), the variance unbiased (ddof=1: m = 8 values, divided by 7)
-    assert_allclose(running_mean, arrays.x.mean(axis=(0, 2, 3)), rtol=1e-12)
-    assert_allclose(running_var, arrays.x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
+    assert_close(running_mean, arrays.x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    assert_close(running_var, arrays.x.var(axis=(0, 2, 3), ddof=1), rtol=1e-12)
 
 
 @IMPLS
@@ -414,8 +413,8 @@ def test_batchnorm_evaluation_mode_takes_an_empty_batch(impl):
     assert out.shape == (0, 2, 3, 3)
     dx, dgamma, dbeta = impl.batchnorm_backward(out, cache)
     assert dx.shape == (0, 2, 3, 3)
-    assert_array_equal(dgamma, [0.0, 0.0])
-    assert_array_equal(dbeta, [0.0, 0.0])
+    assert_same(dgamma, [0.0, 0.0])
+    assert_same(dbeta, [0.0, 0.0])
 
 
 @IMPLS
@@ -426,9 +425,9 @@ def test_dropout_without_dropping_returns_x_and_leaves_rng_alone(impl, training,
     x, g = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
     state = rng.bit_generator.state
     out, cache = impl.dropout_forward(x, p, rng, training)
-    assert_array_equal(out, x)
+    assert_same(out, x)
     assert rng.bit_generator.state == state  # not a single number drawn
-    assert_array_equal(impl.dropout_backward(g, cache), g)
+    assert_same(impl.dropout_backward(g, cache), g)
 
 
 class LayerRun(NamedTuple):
@@ -490,7 +489,7 @@ def test_output_and_gradients_keep_the_input_dtype(impl, dtype, run):
 def test_backward_leaves_dout_untouched_and_forward_leaves_inputs_untouched(impl, dtype, run):
     layer_run = run(impl, dtype)
     for array, before in zip(layer_run.inputs, layer_run.before, strict=True):
-        assert_array_equal(array, before)
+        assert_same(array, before)
 
 
 def _batchnorm_call(x_shape=(2, 3, 4, 4), gamma=3, beta=3, mean=3, var=3, training=True,
