@@ -119,6 +119,18 @@ class ScoredSplit(NamedTuple):
         return metrics.scored(self.y, self.probability, threshold)
 
 
+def run_config(classifier):
+    """The settings of the run that made the classifier: the config.json beside its model file, {}
+    for a model file alone."""
+    return RunDir(Path(classifier.path).parent).read_config()
+
+
+def run_folds(classifier):
+    """How many fold models the classifier's run trained (1: one model, with a validation split
+    carved out): its config's --folds, or for a model file alone, its members."""
+    return max(run_config(classifier).get("folds") or 1, len(classifier.members))
+
+
 def score_split(classifier, split="test", data=None, limit=None, seed=None, val_fraction=None,
                 cache_dir=None, progress=False):
     """The classifier's answers on ``split``, its images chosen as the model's run chose them
@@ -127,7 +139,7 @@ def score_split(classifier, split="test", data=None, limit=None, seed=None, val_
     config.json beside the model file), else the training default; a validation split is carved
     only for a single model, as the trainer does. Says on stderr that the work began (decoding
     the images takes a while without a cache). DataError when there is no data folder."""
-    config = RunDir(Path(classifier.path).parent).read_config()
+    config = run_config(classifier)
 
     def setting(name, given, default=None):
         value = config.get(name) if given is None else given
@@ -135,13 +147,11 @@ def score_split(classifier, split="test", data=None, limit=None, seed=None, val_
 
     root = resolve_data_root(setting("data", data))
     limit = setting("limit", limit)
-    folds = max(config.get("folds") or 1, len(classifier.members))  # fold models carved no validation
     print(f"scoring the {split} split of {root}", file=sys.stderr, flush=True)
+    fraction = carved_fraction(run_folds(classifier), setting("val_fraction", val_fraction, DEFAULT_VAL_FRACTION))
     with one_line_warnings():
         splits, _ = load_splits(root, (split,), classifier.image_size, seed=setting("seed", seed, DEFAULT_SEED),
-                                val_fraction=carved_fraction(folds, setting("val_fraction", val_fraction,
-                                                                            DEFAULT_VAL_FRACTION)),
-                                limit=limit, cache_dir=cache_dir, progress=progress)
+                                val_fraction=fraction, limit=limit, cache_dir=cache_dir, progress=progress)
     images, y, paths = splits[split]
     probability, typical = classifier.scores(images)
     flagged = None if typical is None else classifier.record.typicality.flagged(typical)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fast.cli import (MODEL_HELP, add_data_flags, add_operating_point_flags, open_classifier, operating_point,
-                      print_scores, score_split)
+                      print_scores, run_folds, score_split)
 from fast.data.errors import DataError
 from fast.data.splits import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from fast.runs import RunDir
@@ -85,7 +85,7 @@ def main(argv=None):
         return 2
     run = RunDir(Path(classifier.path).parent)
     # fold models saw every training image: no validation was carved out of them
-    if args.split == "val" and max(run.read_config().get("folds") or 1, len(classifier.members)) > 1:
+    if args.split == "val" and run_folds(classifier) > 1:
         print(f"error: {_no_val_split(classifier.path)}", file=sys.stderr)
         return 1
     try:

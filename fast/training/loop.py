@@ -175,9 +175,9 @@ def fit(job, train_set, held_out, seed, epoch_seed, keep_best):
         return learner.model.state(), learner.optimizer.state, learner.best, learner.progress
 
     resumed = job.group.lead_first(resume_point, only_lead=True)
-    learner.best = {k: v.copy() for k, v in learner.model.state().items()}
-    learner.progress = Progress()
-    if resumed is not None:
+    if resumed is None:  # a new model: its initial state is the one kept so far
+        learner.best = {k: v.copy() for k, v in learner.model.state().items()}
+    else:  # every process takes what the lead read
         state, learner.optimizer.state, learner.best, learner.progress = resumed
         learner.model.load_state(state)
     run_epochs(job, learner, train_set, held_out, epoch_seed, keep_best)
